@@ -1,0 +1,3 @@
+"""kernelmark: GPU kernel microbenchmarks for LLM inference."""
+
+__version__ = "0.1.0"

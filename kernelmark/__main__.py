@@ -1,0 +1,3 @@
+from kernelmark.cli import main
+
+raise SystemExit(main())
