@@ -1,0 +1,77 @@
+"""Model shapes as data, in one place (gpt-fast's ModelArgs style).
+
+Suites refer to derived shape sets by name, e.g. ``shape_set = "llama3-8b.gemm"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    layers: int
+    hidden: int
+    intermediate: int
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    rope_theta: float
+
+    def projections(self, tp: int = 1) -> dict:
+        """The linear layers of one block as (N, K) of y = x @ W^T, W stored [N, K].
+
+        ``tp``: tensor-parallel degree; column-parallel layers split N, row-parallel K.
+        """
+        qkv = (self.q_heads + 2 * self.kv_heads) * self.head_dim
+        return {
+            "qkv": (qkv // tp, self.hidden),
+            "o": (self.hidden, self.q_heads * self.head_dim // tp),
+            "gate_up": (2 * self.intermediate // tp, self.hidden),
+            "down": (self.hidden, self.intermediate // tp),
+        }
+
+
+# Llama 3 configs (params.json of the released checkpoints).
+LLAMA3_8B = Model("llama3-8b", layers=32, hidden=4096, intermediate=14336, q_heads=32, kv_heads=8,
+                  head_dim=128, vocab=128256, rope_theta=500000.0)
+LLAMA3_70B = Model("llama3-70b", layers=80, hidden=8192, intermediate=28672, q_heads=64, kv_heads=8,
+                   head_dim=128, vocab=128256, rope_theta=500000.0)
+
+MODELS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B)}
+
+# M = tokens in the batch: 1 and 16 are decode (memory bound), 128+ prefill chunks.
+DEFAULT_TOKENS = (1, 16, 128, 1024, 4096)
+
+
+def get_model(name: str) -> Model:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+
+
+def gemm_shapes(model: str, m=DEFAULT_TOKENS, layers=None, tp: int = 1) -> list:
+    """(label, shape) for the projection GEMMs of ``model`` at each M (A·Wᵀ, layout nt)."""
+    mdl = get_model(model)
+    projs = mdl.projections(tp)
+    names = list(projs) if layers is None else list(layers)
+    out = []
+    for name in names:
+        if name not in projs:
+            raise ValueError(f"{model} has no projection {name!r}; known: {', '.join(projs)}")
+        n, k = projs[name]
+        for mm in ([m] if isinstance(m, int) else m):
+            label = f"{model}.{name}" + (f".tp{tp}" if tp > 1 else "")
+            out.append((label, {"m": mm, "n": n, "k": k, "layout": "nt"}))
+    return out
+
+
+def _gemm_set(model):
+    return lambda **kw: gemm_shapes(model, **kw)
+
+
+# name -> function(**params from the suite) -> [(label, shape), ...]
+SHAPE_SETS = {f"{name}.gemm": _gemm_set(name) for name in MODELS}

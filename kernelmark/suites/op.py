@@ -1,0 +1,188 @@
+"""What an op is: inputs, reference, minimum work, and the backends that implement it.
+
+An op says *what* is measured; the harness (runner, timing) alone decides *how*.
+An op knows nothing about devices, clocks or timing. Op modules must not import
+Triton at import time: a Triton backend imports its kernel module inside ``run`` (the
+runner decides whether TRITON_INTERPRET must be set first).
+
+Contract the runner relies on:
+
+* ``make_inputs(shape, dtype, device, gen)`` is deterministic for a given generator
+  seed and returns fresh tensors each call (the runner calls it once per backend so an
+  op that writes in place, like a cache append, is checked on untouched inputs). It
+  must fill every buffer with random data, never zeros, so unwritten outputs show.
+* ``reference(inputs)`` computes the result in higher precision from the same inputs
+  and must not modify them.
+* ``Backend.run(inputs)`` returns what ``reference`` returns (a tensor or a tuple of
+  tensors, same order); it is the callable that is timed, so it does no set-up.
+* ``flops(shape)`` and ``nbytes(shape, dtype)`` are the minimum the op needs: every
+  input read once, every output written once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+
+from kernelmark import dtypes
+
+Shape = dict  # param name -> int or str
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    passed: bool
+    rel_l2: float          # worst relative L2 error over the output tensors
+    max_abs: float         # largest absolute difference
+    max_rel: float         # largest |diff| / (|ref| + tiny), a diagnostic only
+    tolerance: float       # the bound rel_l2 was held to (0 means exact)
+    detail: str = ""       # why it failed, in words
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, "rel_l2": _finite(self.rel_l2), "max_abs": _finite(self.max_abs),
+                "max_rel": _finite(self.max_rel), "tolerance": self.tolerance, "detail": self.detail}
+
+
+def _finite(x: float):
+    return x if math.isfinite(x) else str(x)
+
+
+def _as_tuple(x) -> tuple:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def compare(out, ref, tol: float, exact: bool = False) -> CheckResult:
+    """Compare an output (tensor or tuple) with the reference.
+
+    ``exact``: bitwise equality, for copies. Otherwise relative L2 error per tensor,
+    computed in fp64. NaN or inf in the output fails regardless of tolerance.
+    """
+    outs, refs = _as_tuple(out), _as_tuple(ref)
+    if len(outs) != len(refs):
+        return CheckResult(False, math.inf, math.inf, math.inf, tol,
+                           f"backend returned {len(outs)} tensors, the reference {len(refs)}")
+    worst_l2 = worst_abs = worst_rel = 0.0
+    for i, (o, r) in enumerate(zip(outs, refs)):
+        if tuple(o.shape) != tuple(r.shape):
+            return CheckResult(False, math.inf, math.inf, math.inf, tol,
+                               f"output {i} has shape {tuple(o.shape)}, reference {tuple(r.shape)}")
+        if exact:
+            same = o.dtype == r.dtype and torch.equal(o, r.to(o.device))
+            if not same:
+                # Report how far off it is, on values, for the record.
+                d = (o.detach().double().cpu() - r.detach().double().cpu()).abs()
+                n = int((d != 0).sum())
+                return CheckResult(False, math.inf, float(d.max()) if d.numel() else 0.0, math.inf, 0.0,
+                                   f"output {i}: {n} of {d.numel()} elements differ from an exact copy")
+            continue
+        od = o.detach().to("cpu", torch.float64)
+        rd = r.detach().to("cpu", torch.float64)
+        if not bool(torch.isfinite(od).all()):
+            bad = int((~torch.isfinite(od)).sum())
+            return CheckResult(False, math.nan, math.nan, math.nan, tol,
+                               f"output {i} has {bad} NaN/inf values")
+        diff = od - rd
+        ref_norm = float(rd.norm())
+        l2 = float(diff.norm()) / ref_norm if ref_norm > 0 else float(diff.norm())
+        worst_l2 = max(worst_l2, l2)
+        if diff.numel():
+            worst_abs = max(worst_abs, float(diff.abs().max()))
+            worst_rel = max(worst_rel, float((diff.abs() / (rd.abs() + 1e-6)).max()))
+    if exact:
+        return CheckResult(True, 0.0, 0.0, 0.0, 0.0)
+    passed = worst_l2 <= tol
+    detail = "" if passed else f"relative L2 error {worst_l2:.3g} exceeds tolerance {tol:g}"
+    return CheckResult(passed, worst_l2, worst_abs, worst_rel, tol, detail)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    run: Callable[[Any], Any]
+    # dtypes it implements; None means every dtype of the op.
+    dtypes: Optional[tuple] = None
+    # Triton backends run under the interpreter on a CPU: checked there, never timed.
+    triton: bool = False
+    # Device kinds it runs on ("cpu", "cuda", "rocm"); None means all.
+    devices: Optional[tuple] = None
+    # Why it cannot run on this machine at all (an optional library missing), or None.
+    available: Callable[[], Optional[str]] = lambda: None
+    # Why it cannot run this shape/dtype/device (e.g. fp8 needs sm_89+), or None.
+    # Called as supports(shape, dtype, device_kind, capability) where capability is
+    # (major, minor) on CUDA and None elsewhere.
+    supports: Optional[Callable[..., Optional[str]]] = None
+    description: str = ""
+
+
+def positive_ints(shape: Shape, names) -> None:
+    for k in names:
+        v = shape.get(k)
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"shape {shape_str(shape)}: {k} must be a positive integer, got {v!r}")
+
+
+def shape_str(shape: Shape) -> str:
+    return " ".join(f"{k}={v}" for k, v in shape.items())
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    description: str
+    params: tuple                  # shape keys, in display order
+    dtypes: tuple                  # dtype names the op is defined for
+    make_inputs: Callable[[Shape, str, torch.device, torch.Generator], Any]
+    reference: Callable[[Any], Any]
+    flops: Callable[[Shape], int]
+    nbytes: Callable[[Shape, str], int]
+    backends: tuple
+    # Raise ValueError naming what is wrong with a shape; default: every param a positive int.
+    validate: Optional[Callable[[Shape, str], None]] = None
+    # Optional parameters and their defaults (filled in before validate).
+    defaults: dict = field(default_factory=dict)
+    # Bitwise equality instead of a tolerance (copies, gathers).
+    exact: bool = False
+    # Per-dtype tolerance overrides; else kernelmark.dtypes.TOLERANCE.
+    tolerance: dict = field(default_factory=dict)
+    # Replace the default comparison entirely: check(out, ref, dtype) -> CheckResult.
+    check: Optional[Callable[[Any, Any, str], CheckResult]] = None
+    # Which measured bandwidth bounds it: "copy" (device memory) or "h2d"/"d2h" (host link).
+    memory_peak: str = "copy"
+
+    def backend(self, name: str) -> Backend:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise ValueError(f"op {self.name!r} has no backend {name!r}; "
+                         f"known: {', '.join(b.name for b in self.backends)}")
+
+    def full_shape(self, shape: Shape) -> Shape:
+        unknown = [k for k in shape if k not in self.params]
+        if unknown:
+            raise ValueError(f"op {self.name!r} has no shape parameter {', '.join(map(repr, unknown))}; "
+                             f"its parameters: {', '.join(self.params)}")
+        full = {**self.defaults, **shape}
+        missing = [k for k in self.params if k not in full]
+        if missing:
+            raise ValueError(f"op {self.name!r}: shape {shape_str(shape)} lacks {', '.join(missing)}")
+        return {k: full[k] for k in self.params}
+
+    def check_shape(self, shape: Shape, dtype: str) -> None:
+        if dtype not in self.dtypes:
+            raise ValueError(f"op {self.name!r} is not defined for dtype {dtype!r}; "
+                             f"its dtypes: {', '.join(self.dtypes)}")
+        if self.validate is not None:
+            self.validate(shape, dtype)
+        else:
+            positive_ints(shape, self.params)
+
+    def compare(self, out, ref, dtype: str) -> CheckResult:
+        if self.check is not None:
+            return self.check(out, ref, dtype)
+        tol = 0.0 if self.exact else self.tolerance.get(dtype, None)
+        if tol is None:
+            tol = dtypes.tolerance(dtype)
+        return compare(out, ref, tol, exact=self.exact)
