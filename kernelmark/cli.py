@@ -1,0 +1,260 @@
+"""The `kernelmark` command: run, list, env, report.
+
+Exit status: 0 when the command did its job (a run that finished, even with failed
+checks, which its table shows); 2 on usage or input errors (unknown op, bad suite file,
+unwritable output, a device that is not there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+USAGE_ERROR = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _csv(s: str | None) -> list | None:
+    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower()[:40] or "device"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kernelmark", description="GPU kernel microbenchmarks for LLM inference.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run a suite on this machine and print its table")
+    r.add_argument("--suite", default="default", help="built-in suite name or path to a .toml (default: default)")
+    r.add_argument("--ops", help="comma-separated ops to keep")
+    r.add_argument("--backends", help="comma-separated backends to keep")
+    r.add_argument("--dtypes", help="comma-separated dtypes to keep")
+    r.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one, else cpu)")
+    r.add_argument("--out", help="run file to write (default: kernelmark-runs/<time>_<device>_<suite>.jsonl)")
+    r.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
+    r.add_argument("--budget", type=float, help="seconds of sampling per (case, backend), overriding the suite")
+    r.add_argument("--target-ci", type=float, default=0.01,
+                   help="stop sampling when the median's 95%% CI half-width is within this fraction (default 0.01)")
+    r.add_argument("--seed", type=int, help="fixed input seed (default: fresh random inputs per case)")
+    r.add_argument("--remeasure", action="store_true", help="measure the device's peaks again")
+    r.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    l_ = sub.add_parser("list", help="suites, ops, backends, and what this device can run")
+    l_.add_argument("--device")
+
+    e = sub.add_parser("env", help="the device profile and its peaks")
+    e.add_argument("--device")
+    e.add_argument("--remeasure", action="store_true", help="measure the peaks again")
+    e.add_argument("--json", action="store_true")
+
+    rep = sub.add_parser("report", help="tables from run files")
+    rep.add_argument("runs", nargs="+")
+    rep.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
+    return p
+
+
+def main(argv: list | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.command = ["kernelmark", *(sys.argv[1:] if argv is None else argv)]
+    try:
+        return {"run": cmd_run, "list": cmd_list, "env": cmd_env, "report": cmd_report}[args.cmd](args)
+    except UsageError as e:
+        print(f"kernelmark: error: {e}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print("kernelmark: interrupted; records written so far are kept", file=sys.stderr)
+        return 130
+
+
+def _target(spec):
+    from kernelmark import device as dev
+    try:
+        return dev.resolve(spec)
+    except dev.DeviceError as e:
+        raise UsageError(str(e)) from None
+
+
+def _select(suite, args, kind: str) -> list:
+    from kernelmark.suites.registry import all_ops
+    ops, backends, dtypes_ = _csv(args.ops), _csv(args.backends), _csv(args.dtypes)
+    known_ops = all_ops()
+    if ops:
+        bad = [o for o in ops if o not in known_ops]
+        if bad:
+            raise UsageError(f"unknown op(s) {', '.join(bad)}; known: {', '.join(sorted(known_ops))}")
+    if backends:
+        names = {b.name for op in known_ops.values() for b in op.backends}
+        bad = [b for b in backends if b not in names]
+        if bad:
+            raise UsageError(f"unknown backend(s) {', '.join(bad)}; known: {', '.join(sorted(names))}")
+    if dtypes_:
+        from kernelmark import dtypes as dt
+        bad = [d for d in dtypes_ if d not in dt.KNOWN]
+        if bad:
+            raise UsageError(f"unknown dtype(s) {', '.join(bad)}; known: {', '.join(dt.KNOWN)}")
+    chosen = []
+    for c in suite.cases:
+        if not c.runs_on(kind) or (ops and c.op not in ops) or (dtypes_ and c.dtype not in dtypes_):
+            continue
+        if backends:
+            keep = tuple(b for b in c.backends if b in backends)
+            if not keep:
+                continue
+            c = type(c)(**{**c.__dict__, "backends": keep})
+        chosen.append(c)
+    return chosen
+
+
+def cmd_run(args) -> int:
+    from kernelmark import device as dev
+    from kernelmark import peaks, results, runner, timing
+    from kernelmark.reports import table
+    from kernelmark.suites import loader
+
+    try:
+        suite = loader.load(args.suite)
+    except loader.SuiteError as e:
+        raise UsageError(str(e)) from None
+    target = _target(args.device)
+    cases = _select(suite, args, target.kind)
+    if not cases:
+        raise UsageError(f"suite {suite.name!r} has no case for {target.kind} with the filters given")
+    if args.budget is not None and args.budget <= 0:
+        raise UsageError("--budget must be a positive number of seconds")
+    if not 0 < args.target_ci < 1:
+        raise UsageError("--target-ci must be a fraction between 0 and 1, e.g. 0.01")
+    prof = dev.profile(target)
+    out = args.out or str(Path("kernelmark-runs") /
+                          f"{time.strftime('%Y%m%d-%H%M%S')}_{_slug(prof['name'])}_{_slug(suite.name)}.jsonl")
+    try:
+        writer = results.RunWriter(out)     # before any work: an unwritable path costs nothing
+    except results.RunFileError as e:
+        raise UsageError(str(e)) from None
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log(f"kernelmark: {len(cases)} cases of suite {suite.name} on {prof['name']} ({target.kind}); "
+        f"run file {out}")
+    if not args.remeasure:
+        log("kernelmark: measuring this device's peaks (cached after the first run)...")
+    pk = peaks.get(target, prof, remeasure=args.remeasure)
+    cfg = runner.RunConfig(timing=timing.TimingConfig(target_ci_rel=args.target_ci),
+                           budget_override=args.budget, seed=args.seed)
+    writer.header(runner.header(args.command, suite, prof, pk, cfg))
+    records = []
+
+    def emit(rec):
+        writer.record(rec)
+        records.append(rec)
+
+    def progress(i, n, rec):
+        extra = f"{rec['timing']['median_us']:.2f} us" if rec["status"] == "ok" else rec["status"]
+        log(f"[{i}/{n}] {rec['op']} {table.shape_text(rec['shape'])} {rec['dtype']} {rec['backend']}: {extra}")
+
+    t0 = time.time()
+    try:
+        runner.Runner(target, prof, pk, cfg, emit, progress).run(cases)
+        writer.footer({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(time.time() - t0, 2)})
+    finally:
+        writer.close()
+    print(table.render(results.load(out).header, records, args.format))
+    log(f"kernelmark: run file {out}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from tabulate import tabulate
+
+    from kernelmark.runner import prepare_triton
+    from kernelmark.suites import loader
+    from kernelmark.suites.registry import all_ops
+
+    target = _target(args.device)
+    triton_problem = prepare_triton(target)
+    print("suites:")
+    for name, path in loader.builtin_suites().items():
+        try:
+            s = loader.load(str(path))
+            here = sum(c.runs_on(target.kind) for c in s.cases)
+            print(f"  {name:<12} {len(s.cases):>4} cases ({here} for {target.kind})  {s.description}")
+        except loader.SuiteError as e:
+            print(f"  {name:<12} BROKEN: {e}")
+    rows = []
+    for op in all_ops().values():
+        for b in op.backends:
+            why = b.available()
+            if not why and b.devices is not None and target.kind not in b.devices:
+                why = f"not on {target.kind}"
+            if not why and b.triton and triton_problem:
+                why = triton_problem
+            if not why and b.triton and target.kind == "cpu":
+                why = "interpreter: checked at small sizes, not timed"
+            rows.append([op.name, b.name, ",".join(b.dtypes or op.dtypes), "yes" if not why else why])
+    print(f"\nops and backends on this device ({target.kind}):")
+    print(tabulate(rows, headers=["op", "backend", "dtypes", "runs here"]))
+    return 0
+
+
+def cmd_env(args) -> int:
+    from kernelmark import device as dev
+    from kernelmark import peaks
+
+    target = _target(args.device)
+    prof = dev.profile(target)
+    pk = peaks.get(target, prof, remeasure=args.remeasure)
+    if args.json:
+        print(json.dumps({"device": prof, "peaks": pk}, indent=1, default=str))
+        return 0
+    v = prof["versions"]
+    print(f"device       {prof['name']} ({prof['kind']}, {prof.get('arch')})")
+    if target.is_gpu:
+        print(f"SMs/CUs      {prof['multiprocessors']}   memory {prof['memory_bytes'] / 2**30:.1f} GiB   "
+              f"L2 {prof['l2_bytes'] / 2**20:.1f} MiB   driver {prof.get('driver')}")
+        h = prof.get("health") or {}
+        if h:
+            print("state        " + ", ".join(f"{k} {val}" for k, val in h.items()))
+        else:
+            print("state        not available (install the nvml extra: pip install nvidia-ml-py)")
+    cpu = prof["cpu"]
+    print(f"cpu          {cpu['model']} | {cpu['logical_cpus']} logical CPUs | torch threads {cpu['torch_threads']}")
+    print("versions     " + ", ".join(f"{k} {val}" for k, val in v.items() if val is not None))
+    g = prof["git"]
+    print(f"commit       {g.get('commit') or 'not a git checkout'}" + (" (dirty)" if g.get("dirty") else ""))
+    print(f"peaks        ({pk.get('source')}, measured {pk.get('measured_at')})")
+    print(f"  copy       {pk['copy_gbps']:.1f} GB/s")
+    for k in ("h2d_gbps", "d2h_gbps"):
+        if k in pk:
+            print(f"  {k[:3]}        {pk[k]:.1f} GB/s")
+    ds = prof.get("datasheet") or {}
+    for dt, tf in sorted(pk["tflops"].items()):
+        sheet = (ds.get("tflops") or {}).get(dt)
+        print(f"  matmul {dt:<8} {tf:8.2f} TFLOP/s" + (f"   (datasheet {sheet:g})" if sheet else ""))
+    if ds:
+        print(f"datasheet    {ds['name']}: {ds['copy_gbps']:g} GB/s (see kernelmark/datasheet.py for sources)")
+    elif target.is_gpu:
+        print("datasheet    this device is not in kernelmark's datasheet table")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from kernelmark import results
+    from kernelmark.reports import table
+    outs = []
+    for path in args.runs:
+        try:
+            run = results.load(path)
+        except results.RunFileError as e:
+            raise UsageError(str(e)) from None
+        if not run.complete:
+            print(f"kernelmark: note: {path} has no footer: the run was interrupted; showing what it holds",
+                  file=sys.stderr)
+        outs.append(table.render(run.header, run.records, args.format))
+    print("\n\n".join(outs))
+    return 0

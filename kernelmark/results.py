@@ -1,0 +1,165 @@
+"""The run file: JSON lines, one header then one record per (case, backend).
+
+Schema version 1::
+
+    {"type": "header", "schema": 1, "kernelmark": "0.1.0", "command": [...],
+     "suite": {"name", "path", "sha256"}, "device": {device profile, see kernelmark.device},
+     "peaks": {"copy_gbps", "h2d_gbps", "d2h_gbps", "tflops": {dtype: TFLOP/s}, "method", ...},
+     "timing": {TimingConfig fields}, "started": ISO time, "run_id": str}
+    {"type": "record", "op", "label", "shape": {param: value}, "dtype", "backend",
+     "status": "ok" | "checked" | "failed_check" | "unsupported" | "skipped" | "error",
+     "reason": str (why not ok), "seed": int, "check": {passed, rel_l2, max_abs, max_rel, tolerance, detail},
+     "flops", "bytes", "intensity", "timing": {method, inner, cache, converged, wall_s, note, n,
+     median_us, mean_us, min_us, max_us, iqr_us, ci_low_us, ci_high_us, ci_rel, samples_us},
+     "tflops", "gbps", "bound", "pct_of_peak", "pct_of_datasheet", "noisy", "case_index", "suite_line"}
+    {"type": "footer", "finished": ISO time, "records": int, "wall_s": float}
+
+``status``: ``ok`` checked and timed; ``checked`` passed its check but was not timed (a
+Triton kernel under the CPU interpreter); ``failed_check`` differs from the reference
+(never timed); ``unsupported`` the backend does not implement this dtype/shape/device;
+``skipped`` the backend cannot run here (a library missing, too large for the
+interpreter); ``error`` it raised. Only ``ok`` records carry timing and rates.
+
+Records are appended and flushed to disk as they are produced, so an interrupted run
+keeps everything measured before the interruption (the footer is then missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "checked", "failed_check", "unsupported", "skipped", "error")
+
+
+class RunFileError(ValueError):
+    """A run file that cannot be read: names the file and the line."""
+
+
+@dataclass
+class Run:
+    path: str
+    header: dict
+    records: list
+    footer: Optional[dict] = None
+    warnings: list = field(default_factory=list)
+
+    @property
+    def device(self) -> dict:
+        return self.header["device"]
+
+    @property
+    def complete(self) -> bool:
+        return self.footer is not None
+
+
+class RunWriter:
+    """Appends lines to a run file, each flushed and fsynced before the next case."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise RunFileError(f"output path {self.path} is a directory")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "w", encoding="utf-8")
+        except OSError as e:
+            raise RunFileError(f"cannot write the run file {self.path}: {e.strerror or e}") from None
+        self.count = 0
+
+    def _write(self, obj: dict) -> None:
+        self._f.write(json.dumps(obj, allow_nan=False, default=_jsonable) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def header(self, header: dict) -> None:
+        self._write({"type": "header", "schema": SCHEMA_VERSION, **header})
+
+    def record(self, rec: dict) -> None:
+        self._write({"type": "record", **rec})
+        self.count += 1
+
+    def footer(self, footer: dict) -> None:
+        self._write({"type": "footer", "records": self.count, **footer})
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _jsonable(x):
+    import math
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, (set, tuple)):
+        return list(x)
+    return str(x)
+
+
+_REQUIRED_HEADER = ("schema", "device", "peaks", "suite", "started")
+_REQUIRED_RECORD = ("op", "shape", "dtype", "backend", "status")
+
+
+def load(path: str) -> Run:
+    """Read and validate a run file. A truncated last line (a run killed mid-write) is
+    dropped with a warning; anything else malformed raises RunFileError."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFileError(f"{path}: no such run file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunFileError(f"{path}: cannot read it as a run file ({e})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines:
+        raise RunFileError(f"{path}: empty file, not a run file")
+    run_warnings = []
+    objs = []
+    for i, line in enumerate(lines, 1):
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            if i == len(lines) and not text.endswith("\n"):
+                run_warnings.append(f"{path}:{i}: truncated last line dropped (run interrupted mid-write?)")
+                warnings.warn(run_warnings[-1])
+                break
+            raise RunFileError(f"{path}:{i}: not JSON ({e.msg})" +
+                               (" -- this is not a kernelmark run file" if i == 1 else "")) from None
+        if not isinstance(obj, dict):
+            raise RunFileError(f"{path}:{i}: expected a JSON object")
+        objs.append((i, obj))
+    if not objs:
+        raise RunFileError(f"{path}: no complete line")
+    _, header = objs[0]
+    if header.get("type") != "header":
+        raise RunFileError(f"{path}:1: first line is not a kernelmark run header")
+    schema = header.get("schema")
+    if schema != SCHEMA_VERSION:
+        raise RunFileError(f"{path}:1: run file schema version {schema!r}; this kernelmark reads version "
+                           f"{SCHEMA_VERSION}")
+    missing = [k for k in _REQUIRED_HEADER if k not in header]
+    if missing:
+        raise RunFileError(f"{path}:1: header lacks {', '.join(missing)}")
+    records, footer = [], None
+    for i, obj in objs[1:]:
+        kind = obj.get("type")
+        if kind == "record":
+            miss = [k for k in _REQUIRED_RECORD if k not in obj]
+            if miss:
+                raise RunFileError(f"{path}:{i}: record lacks {', '.join(miss)}")
+            if obj["status"] not in STATUSES:
+                raise RunFileError(f"{path}:{i}: unknown status {obj['status']!r}")
+            if obj["status"] == "ok" and not isinstance(obj.get("timing"), dict):
+                raise RunFileError(f"{path}:{i}: an ok record without timing")
+            records.append(obj)
+        elif kind == "footer":
+            footer = obj
+        else:
+            raise RunFileError(f"{path}:{i}: unknown line type {kind!r}")
+    return Run(str(p), header, records, footer, run_warnings)
