@@ -1,0 +1,35 @@
+#!/bin/sh
+# Create the virtual environment that `make run` and `make test` use, and install
+# kernelmark into it with its dependencies from setup.cfg.
+#
+# torch: if the Python that creates the venv already has torch (a CUDA or ROCm build,
+# say), the venv is made with --system-site-packages so that build is kept and used.
+# Otherwise torch==2.13.0 is installed first; on a machine with no GPU that should be a
+# CPU build (pip picks one up from a local wheel directory if it is configured), and on
+# a GPU machine pip's default build.
+set -eu
+PY=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+if "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "setup: keeping the torch of $PY: $("$PY" -c 'import torch; print(torch.__version__)')"
+    "$PY" -m venv --system-site-packages "$VENV"
+    if "$PY" -c "import sys, torch; sys.exit(0 if getattr(torch.version, 'hip', None) else 1)"; then
+        # ROCm torch ships Triton as pytorch-triton-rocm; pip would replace it with the
+        # CUDA triton wheel to satisfy "triton". Install the other dependencies only.
+        deps=$("$VENV/bin/python" - <<'PYEOF'
+import configparser
+c = configparser.ConfigParser(); c.read("setup.cfg")
+reqs = [r.strip() for r in c["options"]["install_requires"].splitlines() if r.strip()]
+print(" ".join(r for r in reqs if not r.startswith(("torch", "triton"))))
+PYEOF
+)
+        "$VENV/bin/python" -m pip install -q $deps pytest hypothesis
+        "$VENV/bin/python" -m pip install -q --no-deps -e .
+        exit 0
+    fi
+else
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+fi
+"$VENV/bin/python" -m pip install -q -e ".[test]"
