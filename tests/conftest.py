@@ -1,5 +1,8 @@
 import os
+import tempfile
 
 # Tests run on machines without a GPU: Triton kernels go through the interpreter,
 # which must be switched on before Triton is first imported.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# Measured peaks are cached; keep the tests' cache out of the user's.
+os.environ.setdefault("KERNELMARK_CACHE_DIR", tempfile.mkdtemp(prefix="kernelmark-test-cache-"))

@@ -98,11 +98,11 @@ def render(header: dict, records: list, fmt: str = "table") -> str:
         return json.dumps({"header": header, "records": records}, indent=1, default=str)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=("device",) + COLUMNS, extrasaction="ignore")
+        w = csv.DictWriter(buf, fieldnames=("device",) + COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({"device": header["device"].get("name"), **r})
-        return buf.getvalue()
+        return buf.getvalue().rstrip("\n")
     show_label = any(r["label"] for r in rows)
     cols = [c for c in COLUMNS if c != "label" or show_label]
     heads = [h for c, h in zip(COLUMNS, HEADERS) if c in cols]

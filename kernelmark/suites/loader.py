@@ -101,7 +101,7 @@ def _case_lines(text: str) -> list:
 
 
 def _as_list(v) -> list:
-    return list(v) if isinstance(v, list) else [v]
+    return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
 def load(name_or_path: str) -> Suite:
