@@ -29,6 +29,24 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower()[:40] or "device"
 
 
+# Modules that add subcommands. Each has register(subparsers), which adds its parsers with
+# set_defaults(func=...) (func(args) -> exit status, raising UsageError on bad input), and
+# optionally add_run_arguments(run_parser) and after_run(args, run_path) to extend `run`.
+COMMAND_MODULES = ("kernelmark.cli_reports", "kernelmark.cli_ci")
+
+
+def _command_modules() -> list:
+    import importlib
+    mods = []
+    for name in COMMAND_MODULES:
+        try:
+            mods.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if e.name != name:      # a real missing dependency inside the module
+                raise
+    return mods
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kernelmark", description="GPU kernel microbenchmarks for LLM inference.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -56,9 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--remeasure", action="store_true", help="measure the peaks again")
     e.add_argument("--json", action="store_true")
 
-    rep = sub.add_parser("report", help="tables from run files")
-    rep.add_argument("runs", nargs="+")
-    rep.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
+    for mod in _command_modules():
+        mod.register(sub)
+        if hasattr(mod, "add_run_arguments"):
+            mod.add_run_arguments(r)
     return p
 
 
@@ -66,7 +85,8 @@ def main(argv: list | None = None) -> int:
     args = _parser().parse_args(argv)
     args.command = ["kernelmark", *(sys.argv[1:] if argv is None else argv)]
     try:
-        return {"run": cmd_run, "list": cmd_list, "env": cmd_env, "report": cmd_report}[args.cmd](args)
+        func = {"run": cmd_run, "list": cmd_list, "env": cmd_env}.get(args.cmd) or args.func
+        return func(args)
     except UsageError as e:
         print(f"kernelmark: error: {e}", file=sys.stderr)
         return USAGE_ERROR
@@ -166,6 +186,9 @@ def cmd_run(args) -> int:
         writer.close()
     print(table.render(results.load(out).header, records, args.format))
     log(f"kernelmark: run file {out}")
+    for mod in _command_modules():
+        if hasattr(mod, "after_run"):
+            mod.after_run(args, out)
     return 0
 
 
@@ -240,21 +263,4 @@ def cmd_env(args) -> int:
         print(f"datasheet    {ds['name']}: {ds['copy_gbps']:g} GB/s (see kernelmark/datasheet.py for sources)")
     elif target.is_gpu:
         print("datasheet    this device is not in kernelmark's datasheet table")
-    return 0
-
-
-def cmd_report(args) -> int:
-    from kernelmark import results
-    from kernelmark.reports import table
-    outs = []
-    for path in args.runs:
-        try:
-            run = results.load(path)
-        except results.RunFileError as e:
-            raise UsageError(str(e)) from None
-        if not run.complete:
-            print(f"kernelmark: note: {path} has no footer: the run was interrupted; showing what it holds",
-                  file=sys.stderr)
-        outs.append(table.render(run.header, run.records, args.format))
-    print("\n\n".join(outs))
     return 0
