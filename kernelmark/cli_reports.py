@@ -1,31 +1,164 @@
-"""`kernelmark report`: tables from run files. Reports read run files and nothing else."""
+"""`kernelmark report`, `kernelmark model` and `kernelmark publish`: what comes out of run
+files. Reports read run files and nothing else.
+
+    kernelmark report RUN... [--format table|md|csv|html|json] [--out PATH] [--baseline DEVICE]
+    kernelmark model NAME --run RUN [--run RUN...] [--batch 1,8,32] [--context 4096]
+                     [--prefill-tokens 4096] [--dtype bf16] [--price-per-hour USD] [--format ...]
+    kernelmark publish RUN... [--dir published]      # add runs, regenerate tables and index
+    kernelmark publish [--dir published] [--check]   # regenerate (or check) everything
+"""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from kernelmark.cli import UsageError
 
 
 def register(sub) -> None:
-    rep = sub.add_parser("report", help="tables from run files")
-    rep.add_argument("runs", nargs="+")
-    rep.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
+    rep = sub.add_parser("report", help="tables (one device, or several side by side) and an HTML page from run files")
+    rep.add_argument("runs", nargs="+", metavar="RUN")
+    rep.add_argument("--format", choices=("table", "md", "csv", "json", "html"), default="table")
+    rep.add_argument("--out", help="write here instead of standard output")
+    rep.add_argument("--baseline", help="device the speed-ups are against (a device name or a unique part of it; "
+                                        "default: the first run's device)")
     rep.set_defaults(func=cmd_report)
+
+    mod = sub.add_parser("model", help="a model's decode and prefill roll-up from measured kernel times "
+                                       "(a kernel-sum lower bound)")
+    mod.add_argument("name", help="model config, e.g. llama3-8b, llama3-70b")
+    mod.add_argument("--run", action="append", required=True, metavar="RUN",
+                     help="run file (repeat for several; runs of one device are merged, several devices compared)")
+    mod.add_argument("--batch", default="1,8,32", help="decode batch sizes, comma-separated (default 1,8,32)")
+    mod.add_argument("--context", type=int, default=4096, help="tokens of context per sequence (default 4096)")
+    mod.add_argument("--prefill-tokens", type=int, default=4096,
+                     help="tokens in one prefill chunk: the GEMMs' M (default 4096)")
+    mod.add_argument("--dtype", help="dtype of the cases to use (default: bf16, fp16, fp32, whichever the run "
+                                     "has most of the needed cases in)")
+    mod.add_argument("--tp", type=int, default=1, help="tensor-parallel slice of the model (default 1)")
+    mod.add_argument("--price-per-hour", type=float, metavar="USD", help="price of one GPU-hour, for $ per 1M tokens")
+    mod.add_argument("--format", choices=("table", "md", "json"), default="table")
+    mod.add_argument("--out", help="write here instead of standard output")
+    mod.set_defaults(func=cmd_model)
+
+    pub = sub.add_parser("publish", help="copy runs into published/ and regenerate its tables and index")
+    pub.add_argument("runs", nargs="*", metavar="RUN")
+    pub.add_argument("--dir", default="published", help="the published tree (default: published)")
+    pub.add_argument("--check", action="store_true",
+                     help="regenerate in memory and report any table or index that differs (exit 1)")
+    pub.set_defaults(func=cmd_publish)
+
+
+def load_runs(paths: list) -> tuple:
+    """(runs, problems): every readable run, and a message for each that is not. No run at
+    all is a usage error naming every problem."""
+    from kernelmark import results
+    runs, problems = [], []
+    for path in paths:
+        try:
+            runs.append(results.load(path))
+        except results.RunFileError as e:
+            problems.append(str(e))
+    if not runs:
+        raise UsageError("no run file could be read:\n  " + "\n  ".join(problems))
+    for p in problems:
+        print(f"kernelmark: warning: left out of the report: {p}", file=sys.stderr)
+    for run in runs:
+        if not run.complete:
+            print(f"kernelmark: note: {run.path} has no footer: the run was interrupted; showing what it holds",
+                  file=sys.stderr)
+        if not run.records:
+            print(f"kernelmark: note: {run.path} holds no records", file=sys.stderr)
+        elif not any(r["status"] == "ok" for r in run.records):
+            print(f"kernelmark: note: {run.path}: no case was timed (every record failed, was skipped, "
+                  f"or was only checked)", file=sys.stderr)
+    return runs, problems
+
+
+def _emit(text: str, out: str | None) -> None:
+    if not out:
+        print(text)
+        return
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e.strerror or e}") from None
+    print(f"kernelmark: wrote {out}", file=sys.stderr)
+
+
+def render_report(runs: list, fmt: str, baseline: str | None = None, problems=()) -> str:
+    from kernelmark.reports import crossdevice, html, table
+    try:
+        if fmt == "html":
+            return html.page(runs, baseline, problems)
+        ct = crossdevice.build(runs, baseline)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if len(ct.devices) == 1:
+        dev = ct.devices[0]
+        if len(runs) == 1:
+            text = table.render(runs[0].header, runs[0].records, fmt)
+        else:
+            text = table.render(dev.header, list(dev.records.values()), fmt)
+            if fmt not in ("csv", "json"):
+                text = "\n".join(f"note: {n}" for n in ct.notes) + "\n" + text
+    else:
+        text = crossdevice.render(ct, fmt)
+    if problems and fmt in ("table", "md"):
+        text = "\n".join(f"not included: {p}" for p in problems) + "\n\n" + text
+    return text
 
 
 def cmd_report(args) -> int:
-    from kernelmark import results
-    from kernelmark.reports import table
-    outs = []
-    for path in args.runs:
-        try:
-            run = results.load(path)
-        except results.RunFileError as e:
-            raise UsageError(str(e)) from None
-        if not run.complete:
-            print(f"kernelmark: note: {path} has no footer: the run was interrupted; showing what it holds",
+    runs, problems = load_runs(args.runs)
+    _emit(render_report(runs, args.format, args.baseline, problems), args.out)
+    return 0
+
+
+def cmd_model(args) -> int:
+    from kernelmark.reports import rollup
+    from kernelmark.suites import models
+    try:
+        models.get_model(args.name)
+        batches = [int(x) for x in args.batch.split(",") if x.strip()]
+    except ValueError as e:
+        raise UsageError(str(e) if "model" in str(e) else f"--batch must be integers, e.g. 1,8,32 ({e})") from None
+    if not batches or min(batches) <= 0 or args.context <= 0 or args.prefill_tokens <= 0 or args.tp <= 0:
+        raise UsageError("--batch, --context, --prefill-tokens and --tp must be positive integers")
+    if args.price_per_hour is not None and args.price_per_hour <= 0:
+        raise UsageError("--price-per-hour must be a positive number of dollars")
+    runs, problems = load_runs(args.run)
+    try:
+        text = rollup.render(runs, args.name, batches, args.context, args.prefill_tokens, dtype=args.dtype,
+                             tp=args.tp, price_per_hour=args.price_per_hour, fmt=args.format)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    _emit(text, args.out)
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from kernelmark.reports import publish
+    if args.check and args.runs:
+        raise UsageError("--check regenerates what is there; give no RUN with it")
+    try:
+        if args.runs:
+            runs, problems = load_runs(args.runs)
+            if problems:
+                raise UsageError("not publishing: " + "; ".join(problems))
+            for run in runs:
+                print(f"kernelmark: published {publish.add(args.dir, run)}", file=sys.stderr)
+        if args.check:
+            diffs = publish.check(args.dir)
+            for d in diffs:
+                print(f"kernelmark: {d}", file=sys.stderr)
+            print(f"kernelmark: {args.dir}: {'out of date' if diffs else 'every table matches its run file'}",
                   file=sys.stderr)
-        outs.append(table.render(run.header, run.records, args.format))
-    print("\n\n".join(outs))
+            return 1 if diffs else 0
+        for path in publish.write(args.dir):
+            print(f"kernelmark: wrote {path}", file=sys.stderr)
+    except publish.PublishError as e:
+        raise UsageError(str(e)) from None
     return 0

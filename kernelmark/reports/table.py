@@ -47,6 +47,11 @@ def status_text(rec: dict) -> str:
         flags = []
         if rec.get("noisy"):
             flags.append("noisy")
+        h = rec.get("health") or {}
+        if h.get("throttled"):
+            flags.append("THROTTLED: " + ",".join(h.get("throttle_reasons", [])))
+        elif h.get("below_app_clocks"):
+            flags.append("below app clocks")
         if t.get("method") == "cuda_graph":
             flags.append("graph")
         return "ok" + (f" ({', '.join(flags)})" if flags else "")
@@ -92,23 +97,16 @@ def title(header: dict) -> str:
     return "\n".join(lines)
 
 
-def render(header: dict, records: list, fmt: str = "table") -> str:
+def cells(records: list) -> tuple:
+    """(column headers, rows of display strings) of the table, shared by every text format
+    and the HTML page. The label column appears only when some record has a label."""
     rows = [row(r) for r in records]
-    if fmt == "json":
-        return json.dumps({"header": header, "records": records}, indent=1, default=str)
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=("device",) + COLUMNS, extrasaction="ignore", lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({"device": header["device"].get("name"), **r})
-        return buf.getvalue().rstrip("\n")
     show_label = any(r["label"] for r in rows)
     cols = [c for c in COLUMNS if c != "label" or show_label]
     heads = [h for c, h in zip(COLUMNS, HEADERS) if c in cols]
     body = []
     for r in rows:
-        cells = []
+        out = []
         for c in cols:
             v = r.get(c)
             if c == "median_us":
@@ -117,10 +115,28 @@ def render(header: dict, records: list, fmt: str = "table") -> str:
                 v = f"±{v:.1f}%" if v is not None else ""
             elif c in ("tflops", "gbps", "pct_of_peak", "pct_of_datasheet"):
                 v = _num(v, 1)
-            cells.append("" if v is None else v)
-        body.append(cells)
+            out.append("" if v is None else v)
+        body.append(out)
+    return heads, body
+
+
+def render(header: dict, records: list, fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps({"header": header, "records": records}, indent=1, default=str)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=("device",) + COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in records:
+            w.writerow({"device": header["device"].get("name"), **row(r)})
+        return buf.getvalue().rstrip("\n")
+    heads, body = cells(records)
+    if fmt == "md":     # a '|' from a run file (a reason, a label) would split a Markdown cell
+        body = [[c.replace("|", "\\|") for c in r] for r in body]
     table = tabulate(body, headers=heads, tablefmt="github" if fmt == "md" else "simple",
                      disable_numparse=True)
+    if not records:
+        table = "(no records: the run stopped before its first case finished)"
     if fmt == "md":
         return "\n".join(f"> {line}" if line else ">" for line in title(header).splitlines()) + "\n\n" + table
     return title(header) + "\n\n" + table

@@ -75,3 +75,18 @@ def _gemm_set(model):
 
 # name -> function(**params from the suite) -> [(label, shape), ...]
 SHAPE_SETS = {f"{name}.gemm": _gemm_set(name) for name in MODELS}
+
+
+# ---------------------------------------------------------------- for the model roll-up
+# (kernelmark.reports.rollup): the rest of a decode step, beside the projections above.
+
+def lm_head(model: str, tp: int = 1) -> tuple:
+    """(N, K) of the output projection y = x @ W^T (vocab split across ``tp``, column parallel)."""
+    mdl = get_model(model)
+    return (mdl.vocab // tp, mdl.hidden)
+
+
+def attention_heads(model: str, tp: int = 1) -> tuple:
+    """(q_heads, kv_heads, head_dim) on one of ``tp`` GPUs (a KV head is replicated when tp > kv_heads)."""
+    mdl = get_model(model)
+    return (mdl.q_heads // tp, max(1, mdl.kv_heads // tp), mdl.head_dim)

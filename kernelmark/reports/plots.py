@@ -1,0 +1,153 @@
+"""Plots for the HTML report, as PNG bytes (matplotlib, Agg; imported only when a plot is made).
+
+* ``roofline``: one device, arithmetic intensity (FLOP/byte) against achieved TFLOP/s,
+  log-log, one point per timed (case, backend), coloured by backend, marked by op; the
+  measured ceilings solid (copy bandwidth, matmul peak per dtype present), the datasheet
+  ones dashed. Data-movement cases (no FLOPs) have no place on it: the caller is told
+  how many were left off.
+* ``bars``: one op, a horizontal bar per (case, series) of an achieved rate, log scale;
+  a series is a backend (one device) or a device (several).
+
+Strings from run files reach matplotlib only as text: '$' is escaped so that a device
+or op name cannot switch on mathtext (a parse error, not an injection, but a crash).
+"""
+
+from __future__ import annotations
+
+import io
+
+MAX_BARS = 48           # categories a bar chart shows; the rest are counted in its title
+
+_MARKERS = "osD^v<>ph*"
+
+
+def available() -> str | None:
+    """Why plots cannot be made here, or None."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "plots need matplotlib (pip install matplotlib); the tables are complete without them"
+    return None
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def text(s) -> str:
+    """A run-file string made safe for matplotlib text (no mathtext)."""
+    return str(s).replace("$", r"\$")
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight", metadata={"Software": None})
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def roofline_points(records: list) -> tuple:
+    """(points [(intensity, tflops, op, backend, dtype)], how many timed records had no FLOPs)."""
+    pts, no_flops = [], 0
+    for r in records:
+        if r["status"] != "ok":
+            continue
+        if not r.get("flops") or not r.get("intensity") or not r.get("tflops"):
+            no_flops += 1
+            continue
+        pts.append((float(r["intensity"]), float(r["tflops"]), r["op"], r["backend"], r["dtype"]))
+    return pts, no_flops
+
+
+def roofline(header: dict, records: list, title: str):
+    """PNG bytes, or None when no timed record has FLOPs."""
+    pts, _ = roofline_points(records)
+    if not pts:
+        return None
+    plt = _plt()
+    peaks = header.get("peaks") or {}
+    sheet = header["device"].get("datasheet") or {}
+    dtypes_used = sorted({p[4] for p in pts})
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    xs = [p[0] for p in pts]
+    ceilings = [(peaks.get("copy_gbps"), peaks.get("tflops") or {}, "-", "measured")]
+    if sheet:
+        ceilings.append((sheet.get("copy_gbps"), sheet.get("tflops") or {}, "--", "datasheet"))
+    ridges = [tf.get(dt, 0) * 1e3 / bw for bw, tf, _, _ in ceilings if bw for dt in dtypes_used if tf.get(dt)]
+    lo = min(xs) / 2
+    hi = max([max(xs) * 2] + [r * 4 for r in ridges])
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # Ceilings in greys, named on the line itself, so the legend's colours are the points'.
+    for ci, (bw, tf, style, what) in enumerate(ceilings):
+        grey = "0.25" if ci == 0 else "0.55"
+        tops = [tf[dt] for dt in dtypes_used if tf.get(dt)]
+        top = max(tops) if tops else None
+        if bw:
+            mem = [x for x in grid if top is None or bw * x / 1e3 <= top]
+            ax.plot(mem, [bw * x / 1e3 for x in mem], style, color=grey, lw=1.2)
+            ax.annotate(f"{what} {bw:.3g} GB/s", (mem[len(mem) // 3], bw * mem[len(mem) // 3] / 1e3),
+                        fontsize=7, color=grey, rotation=0, ha="right", va="bottom")
+        for dt in dtypes_used:
+            if tf.get(dt):
+                start = tf[dt] * 1e3 / bw if bw else lo
+                seg = [x for x in grid if x >= start] or [hi]
+                ax.plot(seg, [tf[dt]] * len(seg), style, color=grey, lw=1.2)
+                ax.annotate(f"{what} {text(dt)} {tf[dt]:.3g} TFLOP/s", (hi, tf[dt]), fontsize=7, color=grey,
+                            ha="right", va="bottom")
+    ax.plot([], [], "-", color="0.25", label="measured ceilings")
+    if sheet:
+        ax.plot([], [], "--", color="0.55", label="datasheet ceilings")
+    backends = sorted({p[3] for p in pts})
+    ops = sorted({p[2] for p in pts})
+    for bi, be in enumerate(backends):
+        for oi, op in enumerate(ops):
+            sel = [p for p in pts if p[3] == be and p[2] == op]
+            if sel:
+                ax.scatter([p[0] for p in sel], [p[1] for p in sel], s=28, color=colors[bi % len(colors)],
+                           marker=_MARKERS[oi % len(_MARKERS)], label=f"{text(op)} / {text(be)}", zorder=3,
+                           edgecolors="black", linewidths=0.4)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("achieved TFLOP/s")
+    ax.set_title(text(title), fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return _png(fig)
+
+
+def bars(title: str, categories: list, series: dict, unit: str):
+    """PNG bytes of a horizontal grouped bar chart.
+
+    ``categories``: category names, top to bottom; ``series``: name -> [value or None]
+    aligned with ``categories``. Categories past MAX_BARS are dropped and counted in the
+    title. None when there is nothing to draw."""
+    if not categories or not any(v for vals in series.values() for v in vals):
+        return None
+    plt = _plt()
+    dropped = max(0, len(categories) - MAX_BARS)
+    cats = categories[:MAX_BARS]
+    names = list(series)
+    n = len(names)
+    height = 0.8 / max(n, 1)
+    fig, ax = plt.subplots(figsize=(8.5, max(2.2, 0.22 * len(cats) * max(1, n * 0.6) + 1.2)))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for si, name in enumerate(names):
+        vals = series[name][:MAX_BARS]
+        ys = [ci + (si - (n - 1) / 2) * height for ci in range(len(cats))]
+        ax.barh([y for y, v in zip(ys, vals) if v], [v for v in vals if v], height=height * 0.95,
+                color=colors[si % len(colors)], label=text(name))
+    ax.set_yticks(range(len(cats)))
+    ax.set_yticklabels([text(c) for c in cats], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel(f"achieved {unit} (higher is better)")
+    ax.set_title(text(title) + (f" (first {MAX_BARS} cases; {dropped} more in the table)" if dropped else ""),
+                 fontsize=10)
+    ax.grid(True, axis="x", which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _png(fig)
