@@ -44,10 +44,14 @@ def sm_count(device: torch.device) -> int:
 
 def rows_per_program(rows: int, block_d: int, device: torch.device) -> int:
     """Rows of ``block_d`` elements per program: a full tile, halved while the grid would
-    leave SMs idle (fewer than two programs per SM), down to MIN_TILE_ELEMENTS."""
+    leave SMs idle (fewer than two programs per SM), down to MIN_TILE_ELEMENTS. On a CPU
+    (the interpreter) always the full tile: fewer programs run faster there."""
     r = max(1, TILE_ELEMENTS // block_d)
     floor = max(1, MIN_TILE_ELEMENTS // block_d)
-    target = 2 * sm_count(device)
+    sms = sm_count(device)
+    if sms <= 1:
+        return r
+    target = 2 * sms
     while r > floor and -(-rows // r) < target:
         r //= 2
     return r

@@ -14,8 +14,9 @@ unified addressing, which it does not do as a matter of course):
   swap_blocks issues one cudaMemcpyAsync per block. Asynchronous.
 * ``torch-batched``: gather the blocks into one contiguous staging buffer, one bulk
   transfer, scatter at the other end. The host-side gather/scatter runs on the CPU, and
-  swap-out must wait for its transfer before scattering: this backend synchronises, and
-  its time includes the host work.
+  swap-out must wait for its transfer before scattering: this backend synchronises (both
+  directions, so a CUDA graph can never capture it without its host work), and its time
+  includes the host work.
 * ``vllm``: vllm._custom_ops.swap_blocks, where installed.
 
 The backends need a GPU (pinned memory and a host link); the index logic runs on the CPU
@@ -111,10 +112,8 @@ def _batched(x):
         return x["host_k"], x["host_v"]
     torch.index_select(x["host_k"], 0, x["host_ids"], out=hk)
     torch.index_select(x["host_v"], 0, x["host_ids"], out=hv)
-    # Repeated calls rewrite the pinned staging while the last transfer may still read
-    # it: the same bytes each time, so the result stands.
     dk.copy_(hk, non_blocking=True)
-    dv.copy_(hv, non_blocking=True)
+    dv.copy_(hv)  # blocking, as in swap-out: never graph-captured without its host gather
     x["dev_k"].index_copy_(0, x["dev_ids"], dk)
     x["dev_v"].index_copy_(0, x["dev_ids"], dv)
     return x["dev_k"], x["dev_v"]
