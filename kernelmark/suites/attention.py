@@ -259,27 +259,30 @@ _SDPA = {"math": SDPBackend.MATH, "efficient": SDPBackend.EFFICIENT_ATTENTION,
          "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
 
 
-def _native_gqa(kind: str) -> bool:
-    """Whether this SDPA backend takes kv_heads < q_heads itself (enable_gqa=True)."""
-    if not _HAS_ENABLE_GQA:
-        return False
-    if torch.version.hip is not None:       # ROCm: only the math backend
-        return kind == "math"
-    return kind in ("math", "flash", "efficient")
+# (backend, device type) pairs whose SDPA refused enable_gqa=True in this process.
+_NO_NATIVE_GQA: set = set()
 
 
 def _sdpa(kind, q, k, v, causal, scale):
-    """q [b, hq, s, d], k/v [b, hk, s, d] -> [b, hq, s, d] through one SDPA backend."""
+    """q [b, hq, s, d], k/v [b, hk, s, d] -> [b, hq, s, d] through one SDPA backend.
+
+    GQA: enable_gqa=True where this torch's backend accepts it (torch >= 2.5; which
+    backends do varies by version and platform); where it refuses, the first call (the
+    runner's untimed check) finds out and every call repeats K/V instead, as part of the
+    timed cost."""
     hq, hk = q.shape[1], k.shape[1]
-    kw = {}
-    if hq != hk:
-        if _native_gqa(kind):
-            kw["enable_gqa"] = True
-        else:   # part of the timed cost
+    with sdpa_kernel(_SDPA[kind]):
+        if hq != hk and _HAS_ENABLE_GQA and (kind, q.device.type) not in _NO_NATIVE_GQA:
+            try:
+                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except RuntimeError:
+                _NO_NATIVE_GQA.add((kind, q.device.type))
+        if hq != hk:
             k = k.repeat_interleave(hq // hk, dim=1)
             v = v.repeat_interleave(hq // hk, dim=1)
-    with sdpa_kernel(_SDPA[kind]):
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, **kw)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
 
 
 def _sdpa_prefill(kind):
@@ -334,18 +337,13 @@ _SDPA_WHAT = {"math": "the unfused math path (materialises the scores)",
               "cudnn": "cuDNN's fused attention"}
 
 
-def _gqa_note(kind):
-    if _native_gqa(kind):
-        return "GQA via enable_gqa=True"
-    return "GQA by repeat_interleave of K/V (part of the timed cost)"
-
-
 def _sdpa_backends(op_kind):
     make = _sdpa_prefill if op_kind == "prefill" else _sdpa_varlen
     loop = "" if op_kind == "prefill" else "; one SDPA call per sequence (the loop is timed)"
     return tuple(Backend(f"torch-sdpa-{k}", make(k), devices=_SDPA_DEVICES[k], supports=_sdpa_supports(k, op_kind),
                          description=f"F.scaled_dot_product_attention forced to {_SDPA_WHAT[k]} on bhsd views; "
-                                     f"{_gqa_note(k)}{loop}")
+                                     f"GQA via enable_gqa=True, or repeat_interleave of K/V (timed) where the "
+                                     f"backend refuses it{loop}")
                  for k in _SDPA)
 
 
