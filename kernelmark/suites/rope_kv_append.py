@@ -115,7 +115,7 @@ OPS = [
         backends=(
             Backend("triton", _triton, triton=True,
                     description="kernelmark's fused Triton RoPE + cache write (kernels/rope_kv_append.py)"),
-            Backend("torch", _torch, description="unfused: RoPE in fp32 torch ops, then index_put_ into the cache"),
+            Backend("torch", _torch, description="unfused: RoPE in fp32 torch ops, then index_copy_ into the cache"),
         ),
     ),
 ]
