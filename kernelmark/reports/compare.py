@@ -1,0 +1,390 @@
+"""Compare two runs, BASE and HEAD: one verdict per (op, shape, dtype, backend).
+
+For a pair timed on both sides:
+
+* ``ratio`` = median(HEAD) / median(BASE) (> 1 is slower);
+* ``[ci_low, ci_high]``: its two-sided (1 - alpha) bootstrap percentile interval, from the
+  stored samples. A side pooled from several processes (``kernelmark ab`` stores
+  ``timing.groups``, the sample count of each process) is resampled by process (a
+  cluster bootstrap), so the spread *between* processes is in the interval; otherwise
+  the samples themselves are resampled;
+* ``p``: the two-sided Mann-Whitney U test of HEAD's samples against BASE's.
+
+Decision rule (T = ``threshold``, alpha = ``alpha``):
+
+* ``slower``  p < alpha  and  ci_low > 1  and  ratio > 1 + T
+* ``faster``  p < alpha  and  ci_high < 1  and  ratio < 1 / (1 + T)
+* ``noisy``   neither, but the ratio is beyond a threshold (the tests do not confirm it),
+  or the interval reaches beyond a threshold and is wider than the band itself
+  (ln(ci_high / ci_low) > ln(1 + T)): it cannot tell no change from a T-sized one
+* ``unchanged`` otherwise: no change, or a real one smaller than T.
+
+Why the point estimate and not ci_low > 1 + T: the threshold is the size of change that
+matters, in the meaning every tool gives it (pytest-benchmark's ``median:5%``, asv's
+``--factor``): a change beyond it fails, one within it does not. Requiring the interval's
+lower end beyond 1 + T would make the effective threshold T plus the interval's
+half-width, so it would move with the sample count and miss most changes of T to
+T + 2%. Significance (both tests) keeps within-run noise from crossing the line;
+the threshold keeps small real changes from failing CI. A change of exactly T is
+a coin flip by construction: to catch slowdowns of X reliably, set T to about 0.6 X
+(``scripts/compare_power.py`` measures this).
+
+What protects against between-run drift: a run is one process, and a per-process
+offset (clocks, placement, allocator state) is indistinguishable from a real shift
+when each side has one process: only the threshold stands between it and a false
+alarm. With several processes per side (``kernelmark ab --rounds N``) the cluster
+bootstrap widens the interval by the between-process spread, and wide drift gives
+``noisy`` rather than ``slower``.
+
+Other verdicts: ``new`` (timed in HEAD only), ``missing`` (timed in BASE, not in HEAD),
+``check-failed`` (passed its correctness check in BASE; fails it, or raises, in HEAD:
+always a regression).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import numpy as np
+
+VERDICTS = ("check-failed", "slower", "noisy", "missing", "new", "unchanged", "faster")
+REGRESSIONS = {"slower": ("slower", "check-failed"),
+               "any": ("slower", "check-failed", "faster", "missing", "noisy")}
+N_BOOT = 4000
+# Below this many processes a cluster bootstrap has too few distinct resamples.
+MIN_GROUPS = 3
+_PASSED = ("ok", "checked")
+
+
+# ------------------------------------------------------------------ statistics
+
+def _order_stat_cdf(n: int, k: int) -> np.ndarray:
+    """P(k-th smallest of a size-n resample <= x_(j)), j = 0..n-1 (x sorted, k 1-based).
+
+    The count of resampled values at or below x_(j) is Binomial(n, (j+1)/n).
+    """
+    from scipy.stats import binom
+    return binom.sf(k - 1, n, np.arange(1, n + 1) / n)
+
+
+def bootstrap_medians(samples, groups: Optional[list] = None, n_boot: int = N_BOOT,
+                      rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    """``n_boot`` bootstrap replicates of the median of ``samples``.
+
+    Ungrouped: the exact bootstrap distribution of the median, drawn through the
+    order statistics (the distribution resampling and taking the median gives), in
+    O(n + n_boot). For even n the two middle order statistics are drawn comonotone,
+    which widens the interval slightly (conservative); the timing engine's stopping
+    rule leaves odd counts (5 + 10 + 20 + ...).
+    Grouped (``groups`` = sizes of consecutive per-process blocks, at least MIN_GROUPS):
+    processes are resampled with replacement, and the median of the pooled resample is
+    taken; the spread is widened by sqrt(G / (G - 1)) around the estimate, the usual
+    correction for few clusters.
+    """
+    rng = rng or np.random.default_rng()
+    x = np.asarray(samples, dtype=float)
+    n = x.size
+    if n == 0:
+        raise ValueError("no samples")
+    if groups and len(groups) >= MIN_GROUPS and sum(groups) == n:
+        return _cluster_medians(x, groups, n_boot, rng)
+    xs = np.sort(x)
+    u = rng.random(n_boot)
+    lo = xs[np.minimum(np.searchsorted(_order_stat_cdf(n, (n + 1) // 2), u), n - 1)]
+    if n % 2:
+        return lo
+    hi = xs[np.minimum(np.searchsorted(_order_stat_cdf(n, n // 2 + 1), u), n - 1)]
+    return (lo + hi) / 2
+
+
+def _cluster_medians(x: np.ndarray, groups: list, n_boot: int, rng) -> np.ndarray:
+    g, n = len(groups), x.size
+    label = np.repeat(np.arange(g), groups)
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    # below[j, i]: samples of process i at or before position j of the sorted pool.
+    below = np.cumsum(np.eye(g)[label[order]], axis=0)                  # (n, G)
+    counts = rng.multinomial(g, np.full(g, 1 / g), size=n_boot)          # (B, G) draws per process
+    half = (counts * below[-1]).sum(axis=1) / 2
+    # The pooled (lower) median of each resample: the first position whose cumulative
+    # weight reaches half the total, found by bisection (weights only grow along j).
+    pos = np.zeros(n_boot, dtype=np.int64)
+    step = 1 << (n.bit_length() - 1)
+    while step:
+        cand = np.minimum(pos + step, n)
+        below_half = (counts * below[cand - 1]).sum(axis=1) < half
+        pos = np.where(below_half, cand, pos)
+        step >>= 1
+    med = xs[np.minimum(pos, n - 1)]
+    est = np.median(x)
+    return est * np.exp(np.log(med / est) * math.sqrt(g / (g - 1)))
+
+
+def mann_whitney_p(base, head) -> float:
+    from scipy.stats import mannwhitneyu
+    if len(base) < 2 or len(head) < 2:
+        return 1.0
+    if np.ptp(np.concatenate([base, head])) == 0:
+        return 1.0
+    return float(mannwhitneyu(head, base, alternative="two-sided").pvalue)
+
+
+@dataclass
+class Stat:
+    ratio: float
+    ci_low: float
+    ci_high: float
+    p: float
+    verdict: str
+
+
+def decide(ratio: float, ci_low: float, ci_high: float, p: float, threshold: float, alpha: float) -> str:
+    """The decision rule of the module docstring."""
+    up, down = 1 + threshold, 1 / (1 + threshold)
+    if p < alpha and ci_low > 1 and ratio > up:
+        return "slower"
+    if p < alpha and ci_high < 1 and ratio < down:
+        return "faster"
+    if ratio > up or ratio < down:
+        return "noisy"
+    if (ci_high > up or ci_low < down) and math.log(ci_high / ci_low) > math.log(up):
+        return "noisy"
+    return "unchanged"
+
+
+def compare_samples(base, head, threshold: float = 0.05, alpha: float = 0.01,
+                    base_groups: Optional[list] = None, head_groups: Optional[list] = None,
+                    n_boot: int = N_BOOT, rng: Optional[np.random.Generator] = None) -> Stat:
+    """Ratio HEAD/BASE of medians, its (1 - alpha) bootstrap interval, the rank test, the verdict."""
+    rng = rng or np.random.default_rng()
+    a, b = np.asarray(base, float), np.asarray(head, float)
+    ratio = float(np.median(b) / np.median(a))
+    reps = bootstrap_medians(b, head_groups, n_boot, rng) / bootstrap_medians(a, base_groups, n_boot, rng)
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    p = mann_whitney_p(a, b)
+    return Stat(ratio, float(lo), float(hi), p, decide(ratio, float(lo), float(hi), p, threshold, alpha))
+
+
+def _from_intervals(ta: dict, tb: dict, threshold: float, alpha: float) -> Stat:
+    """Records without stored samples: combine the two stored 95% median intervals on the
+    log scale (normal approximation), rescaled to the (1 - alpha) level."""
+    from scipy.stats import norm
+    ma, mb = ta["median_us"], tb["median_us"]
+    sa, sb = (math.log1p(t.get("ci_rel") or 0.0) / 1.96 for t in (ta, tb))
+    s = math.hypot(sa, sb)
+    lr = math.log(mb / ma)
+    z = norm.ppf(1 - alpha / 2)
+    p = float(2 * norm.sf(abs(lr) / s)) if s > 0 else (0.0 if lr else 1.0)
+    lo, hi = math.exp(lr - z * s), math.exp(lr + z * s)
+    return Stat(mb / ma, lo, hi, p, decide(mb / ma, lo, hi, p, threshold, alpha))
+
+
+# ------------------------------------------------------------------ matching runs
+
+def record_key(rec: dict) -> tuple:
+    return (rec["op"], json.dumps(rec["shape"], sort_keys=True), rec["dtype"], rec["backend"])
+
+
+@dataclass
+class Pair:
+    op: str
+    shape: dict
+    dtype: str
+    backend: str
+    label: str
+    verdict: str
+    ratio: Optional[float] = None
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    p: Optional[float] = None
+    base_us: Optional[float] = None
+    head_us: Optional[float] = None
+    base_n: Optional[int] = None
+    head_n: Optional[int] = None
+    note: str = ""
+
+
+@dataclass
+class Comparison:
+    base: str
+    head: str
+    threshold: float
+    alpha: float
+    pairs: list
+    mismatch: list = field(default_factory=list)     # why the runs are not comparable (when allowed)
+    notes: list = field(default_factory=list)
+
+    @property
+    def geomean(self) -> Optional[float]:
+        rs = [p.ratio for p in self.pairs if p.ratio and p.base_n is not None]
+        return float(math.exp(sum(map(math.log, rs)) / len(rs))) if rs else None
+
+    def counts(self) -> dict:
+        return {v: sum(p.verdict == v for p in self.pairs) for v in VERDICTS}
+
+    def regressions(self, fail_on: str = "slower") -> list:
+        return [p for p in self.pairs if p.verdict in REGRESSIONS[fail_on]]
+
+
+def device_identity(header: dict) -> dict:
+    d = header.get("device") or {}
+    ident = {"kind": d.get("kind"), "name": d.get("name"), "arch": d.get("arch"),
+             "capability": d.get("capability")}
+    if d.get("kind") == "cpu":
+        ident["torch_threads"] = (d.get("cpu") or {}).get("torch_threads")
+    else:
+        ident["multiprocessors"] = d.get("multiprocessors")     # a MIG slice has fewer
+    return ident
+
+
+def mismatches(base, head) -> list:
+    """Why two runs should not be compared: a different device, or different dtypes."""
+    out = []
+    da, db = device_identity(base.header), device_identity(head.header)
+    diff = [k for k in da if da[k] != db[k]]
+    if diff:
+        out.append("different devices: " + "; ".join(f"{k} {da[k]!r} vs {db[k]!r}" for k in diff))
+    ta, tb = ({r["dtype"] for r in run.records} for run in (base, head))
+    if ta != tb:
+        out.append(f"different dtype sets: BASE {', '.join(sorted(ta))} vs HEAD {', '.join(sorted(tb))}")
+    return out
+
+
+def _samples(t: dict) -> tuple:
+    s = t.get("samples_us") or []
+    g = t.get("groups")
+    if g and sum(g) != len(s):
+        g = None
+    return s, g
+
+
+def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alpha: float,
+                    rng: np.random.Generator) -> Pair:
+    r = a or b
+    pair = Pair(r["op"], r["shape"], r["dtype"], r["backend"], r.get("label", ""), "unchanged")
+    sa, sb = (a or {}).get("status"), (b or {}).get("status")
+    if a is not None and sa == "ok":
+        pair.base_us, pair.base_n = a["timing"]["median_us"], a["timing"].get("n")
+    if b is not None and sb == "ok":
+        pair.head_us, pair.head_n = b["timing"]["median_us"], b["timing"].get("n")
+    if sa in _PASSED and sb in ("failed_check", "error"):
+        pair.verdict = "check-failed"
+        pair.note = f"HEAD {sb}: {b.get('reason', '')}"[:160]
+    elif sa == "ok" and sb == "ok":
+        (xa, ga), (xb, gb) = _samples(a["timing"]), _samples(b["timing"])
+        if xa and xb:
+            st = compare_samples(xa, xb, threshold, alpha, ga, gb, rng=rng)
+            pair.base_n, pair.head_n = len(xa), len(xb)
+        else:
+            st = _from_intervals(a["timing"], b["timing"], threshold, alpha)
+            pair.note = "no stored samples: interval from the stored CIs"
+        pair.ratio, pair.ci_low, pair.ci_high, pair.p, pair.verdict = \
+            st.ratio, st.ci_low, st.ci_high, st.p, st.verdict
+        ma, mb = a["timing"].get("method"), b["timing"].get("method")
+        if ma != mb:
+            pair.note = f"timed differently: {ma} vs {mb}"
+        if len(ga or []) >= MIN_GROUPS or len(gb or []) >= MIN_GROUPS:
+            pair.note = pair.note or f"{len(ga or [1])} vs {len(gb or [1])} processes"
+    elif sa == "ok":
+        pair.verdict = "missing"
+        pair.note = "not in HEAD" if b is None else f"HEAD {sb}: {b.get('reason', '')}"[:160]
+    elif sb == "ok":
+        pair.verdict = "new"
+        pair.note = "not in BASE" if a is None else f"BASE {sa}: {a.get('reason', '')}"[:160]
+    else:
+        pair.verdict = "missing" if b is None else "new" if a is None else "unchanged"
+        pair.note = "not timed: " + " -> ".join(s for s in (sa, sb) if s)
+    return pair
+
+
+def compare_runs(base, head, threshold: float = 0.05, alpha: float = 0.01,
+                 seed: Optional[int] = 0) -> Comparison:
+    """Match records by (op, shape, dtype, backend) and give each pair its verdict.
+
+    The bootstrap is seeded (``seed``) so the same two files always give the same table.
+    """
+    rng = np.random.default_rng(seed)
+    notes = []
+
+    def index(run, side):
+        out = {}
+        for rec in run.records:
+            k = record_key(rec)
+            if k in out:
+                notes.append(f"{side} measures {rec['op']} {rec['dtype']} {rec['backend']} twice: "
+                             "the first record is used")
+                continue
+            out[k] = rec
+        return out
+
+    ia, ib = index(base, "BASE"), index(head, "HEAD")
+    keys = list(ia) + [k for k in ib if k not in ia]
+    pairs = [compare_records(ia.get(k), ib.get(k), threshold, alpha, rng) for k in keys]
+    rank = {v: i for i, v in enumerate(VERDICTS)}
+    pairs.sort(key=lambda p: (rank[p.verdict], -(p.ratio or 0)))
+    return Comparison(base.path, head.path, threshold, alpha, pairs, mismatches(base, head), notes)
+
+
+# ------------------------------------------------------------------ rendering
+
+def _commit(run_header: dict) -> str:
+    g = (run_header.get("device") or {}).get("git") or {}
+    return (g.get("commit") or "unknown")[:10] + ("+dirty" if g.get("dirty") else "")
+
+
+def summary_lines(c: Comparison, fail_on: str = "slower") -> list:
+    from kernelmark.reports.table import shape_text
+    lines = []
+    if c.mismatch:
+        lines += [f"WARNING: compared despite {m} (--allow-device-mismatch)" for m in c.mismatch]
+    gm = c.geomean
+    n_timed = sum(1 for p in c.pairs if p.ratio and p.base_n is not None)
+    lines.append(f"geometric mean ratio HEAD/BASE: {gm:.3f} over {n_timed} timed pairs (>1 is slower)"
+                 if gm else "geometric mean ratio: no pair timed on both sides")
+    cnt = c.counts()
+    lines.append("verdicts: " + ", ".join(f"{n} {v}" for v, n in cnt.items() if n) +
+                 f" | threshold {100 * c.threshold:g}%, alpha {c.alpha:g}")
+    bad = c.regressions(fail_on)
+    worst = bad or [p for p in c.pairs if p.verdict == "noisy"]
+    for p in worst[:5]:
+        what = f"{p.ratio:.3f}x [{p.ci_low:.3f}, {p.ci_high:.3f}]" if p.ratio else p.note
+        lines.append(f"  {p.verdict.upper()}: {p.op} {shape_text(p.shape)} {p.dtype} {p.backend}: {what}")
+    if len(worst) > 5:
+        lines.append(f"  ... and {len(worst) - 5} more")
+    lines.append(f"result: {len(bad)} regression(s)" if bad else "result: no regression")
+    return lines + [f"note: {n}" for n in dict.fromkeys(c.notes)]
+
+
+def render(c: Comparison, base_header: dict, head_header: dict, fmt: str = "table",
+           fail_on: str = "slower") -> str:
+    from tabulate import tabulate
+
+    from kernelmark.reports.table import shape_text
+    if fmt == "json":
+        return json.dumps({"base": {"path": c.base, "commit": _commit(base_header)},
+                           "head": {"path": c.head, "commit": _commit(head_header)},
+                           "threshold": c.threshold, "alpha": c.alpha, "mismatch": c.mismatch,
+                           "geomean_ratio": c.geomean, "counts": c.counts(),
+                           "regressions": len(c.regressions(fail_on)), "notes": c.notes,
+                           "pairs": [asdict(p) for p in c.pairs]}, indent=1)
+
+    def num(x, f):
+        return "" if x is None else format(x, f)
+
+    rows = [[p.verdict, p.op, shape_text(p.shape), p.dtype, p.backend, num(p.base_us, ".2f"),
+             num(p.head_us, ".2f"), num(p.ratio, ".3f"),
+             f"[{p.ci_low:.3f}, {p.ci_high:.3f}]" if p.ci_low else "",
+             "" if p.p is None else f"{p.p:.2g}", p.note] for p in c.pairs]
+    heads = ["verdict", "op", "shape", "dtype", "backend", "BASE µs", "HEAD µs", "ratio",
+             f"{100 * (1 - c.alpha):g}% CI", "p", "note"]
+    top = [f"BASE {c.base} @ {_commit(base_header)}", f"HEAD {c.head} @ {_commit(head_header)}",
+           f"device: {(head_header.get('device') or {}).get('name')}"]
+    summary = summary_lines(c, fail_on)
+    table = tabulate(rows, headers=heads, tablefmt="github" if fmt == "md" else "simple",
+                     disable_numparse=True)
+    if fmt == "md":
+        return "\n".join([f"> {x}  " for x in top + summary]) + "\n\n" + table
+    return "\n".join(top + summary) + "\n\n" + table
