@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, help="fixed input seed (default: fresh random inputs per case)")
     r.add_argument("--remeasure", action="store_true", help="measure the device's peaks again")
     r.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    r.add_argument("--isolation", choices=("process", "case", "none"), default="process",
+                   help="process: cases run in a worker process, restarted if it dies (default); "
+                        "case: a fresh worker per case; none: in this process")
+    r.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds one backend of one case may take (compile, check and timing) before "
+                        "its worker is killed and the case recorded as timeout (default 900)")
+    r.add_argument("--resume", metavar="RUN", help="continue an interrupted run file where it stopped")
+    r.add_argument("--force", action="store_true", help="with --resume: continue even if the environment changed")
 
     l_ = sub.add_parser("list", help="suites, ops, backends, and what this device can run")
     l_.add_argument("--device")
@@ -134,12 +142,47 @@ def _select(suite, args, kind: str) -> list:
     return chosen
 
 
+def _resume_args(args):
+    """For --resume: the original command's options (from the run's header), and the run."""
+    from kernelmark import results
+    try:
+        run = results.load(args.resume)
+    except results.RunFileError as e:
+        raise UsageError(f"--resume: {e}") from None
+    if run.complete:
+        raise UsageError(f"--resume: {args.resume} is complete (it has a footer); nothing to resume")
+    orig = _parser().parse_args(run.header["command"][1:])
+    orig.command, orig.out, orig.resume, orig.force = run.header["command"], args.resume, args.resume, args.force
+    orig.quiet, orig.format = args.quiet, args.format
+    return orig, run
+
+
+def _differences(run, suite, prof) -> list:
+    old, diffs = run.header["device"], []
+    if run.header["suite"].get("sha256") != suite.sha256:
+        diffs.append(f"suite {suite.path} changed since the run started (content hash differs)")
+    for key in ("name", "kind", "torch_device", "driver"):
+        if old.get(key) != prof.get(key):
+            diffs.append(f"device {key}: {old.get(key)!r} then, {prof.get(key)!r} now")
+    for key in ("kernelmark", "torch", "triton", "cuda_runtime", "hip_runtime"):
+        a, b = old.get("versions", {}).get(key), prof["versions"].get(key)
+        if a != b:
+            diffs.append(f"{key} version: {a} then, {b} now")
+    a, b = (old.get("git") or {}).get("commit"), prof["git"].get("commit")
+    if a != b:
+        diffs.append(f"kernelmark commit: {a} then, {b} now")
+    return diffs
+
+
 def cmd_run(args) -> int:
     from kernelmark import device as dev
     from kernelmark import peaks, results, runner, timing
     from kernelmark.reports import table
     from kernelmark.suites import loader
 
+    prior = None
+    if args.resume:
+        args, prior = _resume_args(args)
     try:
         suite = loader.load(args.suite)
     except loader.SuiteError as e:
@@ -152,39 +195,85 @@ def cmd_run(args) -> int:
         raise UsageError("--budget must be a positive number of seconds")
     if not 0 < args.target_ci < 1:
         raise UsageError("--target-ci must be a fraction between 0 and 1, e.g. 0.01")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
     prof = dev.profile(target)
+    done: set = set()
+    if prior is not None:
+        diffs = _differences(prior, suite, prof)
+        if diffs and not args.force:
+            raise UsageError("--resume: the run cannot be continued as it was started:\n  " + "\n  ".join(diffs)
+                             + "\n(--force continues anyway; the records will then mix environments)")
+        done = {results.record_key(r) for r in prior.records}
     out = args.out or str(Path("kernelmark-runs") /
                           f"{time.strftime('%Y%m%d-%H%M%S')}_{_slug(prof['name'])}_{_slug(suite.name)}.jsonl")
-    try:
-        writer = results.RunWriter(out)     # before any work: an unwritable path costs nothing
+    try:   # before any work: an unwritable path costs nothing
+        writer = results.RunWriter(out, append=prior is not None, count=len(done))
     except results.RunFileError as e:
         raise UsageError(str(e)) from None
     log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    log(f"kernelmark: {len(cases)} cases of suite {suite.name} on {prof['name']} ({target.kind}); "
-        f"run file {out}")
-    if not args.remeasure:
+    log(f"kernelmark: {len(cases)} cases of suite {suite.name} on {prof['name']} ({target.kind}); run file {out}"
+        + (f" (resuming: {len(done)} records already there)" if prior is not None else ""))
+    if prior is not None:
+        pk, header = prior.header["peaks"], prior.header
+    else:
         log("kernelmark: measuring this device's peaks (cached after the first run)...")
-    pk = peaks.get(target, prof, remeasure=args.remeasure)
+        pk = peaks.get(target, prof, remeasure=args.remeasure)
     cfg = runner.RunConfig(timing=timing.TimingConfig(target_ci_rel=args.target_ci),
                            budget_override=args.budget, seed=args.seed)
-    writer.header(runner.header(args.command, suite, prof, pk, cfg))
-    records = []
-
-    def emit(rec):
-        writer.record(rec)
-        records.append(rec)
+    if prior is None:
+        header = runner.header(args.command, suite, prof, pk, cfg)
+        header["isolation"] = args.isolation
+        writer.header(header)
+    records = list(prior.records) if prior is not None else []
 
     def progress(i, n, rec):
         extra = f"{rec['timing']['median_us']:.2f} us" if rec["status"] == "ok" else rec["status"]
         log(f"[{i}/{n}] {rec['op']} {table.shape_text(rec['shape'])} {rec['dtype']} {rec['backend']}: {extra}")
 
     t0 = time.time()
+    interrupted = False
+    sup = None
     try:
-        runner.Runner(target, prof, pk, cfg, emit, progress).run(cases)
-        writer.footer({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(time.time() - t0, 2)})
+        if args.isolation == "none":
+            source = runner.Runner(target, prof, pk, cfg, emit=lambda r: None)
+            run_case = source.run_case
+        else:
+            from kernelmark import isolation
+            sup = isolation.Supervisor(runner.worker_init(target, prof, pk, cfg), timeout_s=args.timeout,
+                                       per_case=args.isolation == "case")
+            run_case = sup.run_case
+        for i, case in enumerate(cases, 1):
+            left = tuple(b for b in case.backends if results.record_key(
+                {"case_index": case.index, "op": case.op, "shape": case.shape, "dtype": case.dtype,
+                 "backend": b}) not in done)
+            if not left:
+                continue
+            for rec in run_case(type(case)(**{**case.__dict__, "backends": left})):
+                writer.record(rec)
+                records.append(rec)
+                progress(i, len(cases), rec)
+        footer = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(time.time() - t0, 2)}
+        if sup is not None:
+            footer["worker_starts"] = sup.starts
+            footer["worker_startup_s"] = [round(x, 2) for x in sup.startup_s]
+        writer.footer(footer)
+    except KeyboardInterrupt:
+        interrupted = True
+    except Exception as e:
+        from kernelmark.isolation import WorkerStartError
+        if isinstance(e, WorkerStartError):
+            raise UsageError(str(e)) from None
+        raise
     finally:
+        if sup is not None:
+            sup.close()
         writer.close()
-    print(table.render(results.load(out).header, records, args.format))
+    print(table.render(header, records, args.format))
+    if interrupted:
+        log(f"kernelmark: interrupted; {len(records)} records kept in {out}. "
+            f"Continue with: kernelmark run --resume {out}")
+        return 130
     log(f"kernelmark: run file {out}")
     for mod in _command_modules():
         if hasattr(mod, "after_run"):

@@ -18,7 +18,10 @@ Schema version 1::
 Triton kernel under the CPU interpreter); ``failed_check`` differs from the reference
 (never timed); ``unsupported`` the backend does not implement this dtype/shape/device;
 ``skipped`` the backend cannot run here (a library missing, too large for the
-interpreter); ``error`` it raised. Only ``ok`` records carry timing and rates.
+interpreter); ``error`` it raised; ``oom`` it ran out of memory (the reason says how much
+it asked for); ``crashed`` its worker process died (signal and stderr tail in the
+reason); ``timeout`` it ran past the per-case time limit and its worker was killed.
+Only ``ok`` records carry timing and rates.
 
 Records are appended and flushed to disk as they are produced, so an interrupted run
 keeps everything measured before the interruption (the footer is then missing).
@@ -34,7 +37,7 @@ from pathlib import Path
 from typing import Optional
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "checked", "failed_check", "unsupported", "skipped", "error")
+STATUSES = ("ok", "checked", "failed_check", "unsupported", "skipped", "error", "oom", "crashed", "timeout")
 
 
 class RunFileError(ValueError):
@@ -61,16 +64,19 @@ class Run:
 class RunWriter:
     """Appends lines to a run file, each flushed and fsynced before the next case."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, append: bool = False, count: int = 0):
+        """``append``: continue an interrupted run file (a torn last line is cut off first)."""
         self.path = Path(path)
         if self.path.is_dir():
             raise RunFileError(f"output path {self.path} is a directory")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "w", encoding="utf-8")
+            if append:
+                _cut_torn_tail(self.path)
+            self._f = open(self.path, "a" if append else "w", encoding="utf-8")
         except OSError as e:
             raise RunFileError(f"cannot write the run file {self.path}: {e.strerror or e}") from None
-        self.count = 0
+        self.count = count
 
     def _write(self, obj: dict) -> None:
         self._f.write(json.dumps(obj, allow_nan=False, default=_jsonable) + "\n")
@@ -89,6 +95,20 @@ class RunWriter:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line that a killed run left half-written."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def record_key(rec: dict) -> tuple:
+    """What identifies a (case, backend) within a run: used to resume and to compare."""
+    return (rec.get("case_index"), rec["op"], json.dumps(rec["shape"], sort_keys=True), rec["dtype"],
+            rec["backend"])
 
 
 def _jsonable(x):

@@ -97,6 +97,30 @@ def _is_oom(e: BaseException) -> bool:
         "out of memory" in str(e).lower()
 
 
+# Clock-event reasons that mean the card was held back, not merely idle or configured.
+_THROTTLING = {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
+               "hw_power_brake_slowdown"}
+
+
+def health_flags(before: dict, after: Optional[dict]) -> dict:
+    """The card's state around one measurement, and whether it throttled.
+
+    ``below_app_clocks``: right after the measurement the SM clock was under 90% of the
+    application clock (or of the max clock where no application clock is set).
+    """
+    after = after or {}
+    reasons = sorted((set(before.get("throttle_reasons", [])) | set(after.get("throttle_reasons", [])))
+                     & _THROTTLING)
+    ref_clock = after.get("sm_app_clock_mhz") or after.get("sm_clock_max_mhz")
+    low = bool(ref_clock and after.get("sm_clock_mhz") and after["sm_clock_mhz"] < 0.9 * ref_clock)
+    return {"before": before, "after": after, "throttled": bool(reasons), "throttle_reasons": reasons,
+            "below_app_clocks": low}
+
+
+def _failure_status(e: BaseException) -> str:
+    return "oom" if _is_oom(e) else "error"
+
+
 def metrics(op, shape: dict, dtype: str, median_us: float, pk: dict, datasheet: Optional[dict]) -> dict:
     """Rates and roofline percentages for one timed case."""
     flops = op.flops(shape)
@@ -129,6 +153,8 @@ class Runner:
         self.emit, self.progress = emit, progress
         self.triton_problem = prepare_triton(target)
         self.cache = dev.cache_bytes(profile)
+        idx = target.torch_device.index
+        self.health = (lambda: dev.nvml_state(idx)) if target.kind == "cuda" else (lambda: None)
 
     def run(self, cases: list) -> int:
         """Run every case; returns the number of records written."""
@@ -143,7 +169,11 @@ class Runner:
 
     # ------------------------------------------------------------------ one case
 
-    def run_case(self, case: Case):
+    def run_case(self, case: Case, on_start: Optional[Callable[[str], None]] = None):
+        """Yield one record per backend of the case. ``on_start(stage)`` is called before
+        the reference ("reference") and before each backend is measured (its name), so a
+        supervising process knows what was in flight if this process dies."""
+        on_start = on_start or (lambda stage: None)
         op = get_op(case.op)
         base = {"op": op.name, "label": case.label, "shape": case.shape, "dtype": case.dtype,
                 "case_index": case.index, "suite_line": case.line,
@@ -161,14 +191,16 @@ class Runner:
         ref = None
         if runnable:
             try:
+                on_start("reference")
                 ref = op.reference(op.make_inputs(case.shape, case.dtype, self.target.torch_device,
                                                   self._gen(seed)))
                 _sync(self.target)
             except Exception as e:
-                why = ("out of memory making the inputs or the reference: " if _is_oom(e) else
+                oom = _is_oom(e)
+                why = ("out of memory making the inputs or the reference: " if oom else
                        "the reference failed: ") + _error_text(e)
                 for b in runnable:
-                    verdicts[b.name] = ("error", why)
+                    verdicts[b.name] = ("oom" if oom else "error", why)
                 runnable = []
                 self._cleanup()
         for name in case.backends:
@@ -176,7 +208,12 @@ class Runner:
             if v is not None:
                 yield {**base, "backend": name, "status": v[0], "reason": v[1]}
             else:
-                yield {**base, "backend": name, **self._measure(op, op.backend(name), case, ref, seed)}
+                on_start(name)
+                before = self.health()
+                rec = {**base, "backend": name, **self._measure(op, op.backend(name), case, ref, seed)}
+                if before is not None:
+                    rec["health"] = health_flags(before, self.health())
+                yield rec
         del ref
         self._cleanup()
 
@@ -218,7 +255,7 @@ class Runner:
             del out
         except Exception as e:
             self._cleanup()
-            return {"status": "error", "reason": self._describe(e, stage)}
+            return {"status": _failure_status(e), "reason": self._describe(e, stage)}
         rec: dict = {"check": check.as_dict()}
         if not check.passed:
             return {**rec, "status": "failed_check", "reason": check.detail}
@@ -236,7 +273,7 @@ class Runner:
             t = timing.time_callable(b.run, sets, dev_, tcfg, l2_bytes=self.cache, set_bytes=set_bytes)
         except Exception as e:
             self._cleanup()
-            return {**rec, "status": "error", "reason": self._describe(e, stage)}
+            return {**rec, "status": _failure_status(e), "reason": self._describe(e, stage)}
         finally:
             sets = inputs = None
         rec["timing"] = t.as_dict()
@@ -263,6 +300,12 @@ class Runner:
             except Exception:
                 pass
             torch.cuda.empty_cache()
+
+
+def worker_init(target: dev.Target, profile: dict, pk: dict, cfg: RunConfig) -> dict:
+    """The message that sets up a worker process (kernelmark.worker) like this runner."""
+    return {"device": str(target.torch_device), "profile": profile, "peaks": pk, "timing": cfg.timing.__dict__,
+            "budget_override": cfg.budget_override, "seed": cfg.seed}
 
 
 def header(command: list, suite, profile: dict, pk: dict, cfg: RunConfig) -> dict:
