@@ -128,3 +128,28 @@ def test_bad_split_and_length_arguments():
         pda.paged_decode_attention(**_args(), max_context_len=30)
     with pytest.raises(ValueError, match="num_splits must be an int in 1..64"):
         pda.paged_decode_attention(**_args(), num_splits=0)
+
+
+def test_every_gpu_autotune_config_computes_the_same_answer(monkeypatch):
+    # GPU tiles (BLOCK_N 32-128) with GPU-style 128-token split boundaries, called
+    # directly (the interpreter's autotuner holds one config).
+    monkeypatch.setattr(pda, "interpreting", lambda: False)
+    configs = pda._configs()
+    monkeypatch.undo()
+    q, kc, vc, table, cl = _case([300, 520, 5], 8, 2, 64, 16, torch.float16, seed=12)
+    ref = _ref(q, kc, vc, table, cl)
+    for cfg in configs:
+        for splits in (1, 4):
+            o = torch.full_like(q, float("nan"))
+            part = [torch.full((3, 8, splits, 64), float("nan")), torch.empty(3, 8, splits), torch.empty(3, 8, splits)]
+            split_tokens = 128 * -(-520 // (128 * splits))
+            pda._paged_decode_split_kernel.fn[(3, 2, splits)](
+                q, kc, vc, table, cl, o, *part, pda._LOG2E / 8, q.stride(0), q.stride(1),
+                kc.stride(0), kc.stride(1), kc.stride(2), vc.stride(0), vc.stride(1), vc.stride(2),
+                table.stride(0), o.stride(0), o.stride(1), 8, splits, split_tokens, GROUP=4, GROUP_PAD=16,
+                HEAD_DIM=64, PAGE_SIZE=16, SPLIT=splits > 1, UPCAST_DOT=False, IEEE_FP32=False, **cfg.kwargs)
+            if splits > 1:
+                pda._paged_decode_combine_kernel[(3, 8)](*part, o, o.stride(0), o.stride(1), 8, splits,
+                                                         HEAD_DIM=64, SPLITS_PAD=4)
+            res = compare(o, ref, TOLERANCE["fp16"])
+            assert res.passed, f"{cfg.kwargs}, {splits} splits: {res.detail}"

@@ -131,3 +131,26 @@ def test_bad_cu_seqlens_raise(cu, max_seqlen, match):
         pa.prefill_attention_varlen(q, k, v, torch.tensor(cu, dtype=torch.int32), max_seqlen)
     with pytest.raises(ValueError, match="int32"):
         pa.prefill_attention_varlen(q, k, v, torch.tensor([0, 12]), 12)
+
+
+def test_every_gpu_autotune_config_computes_the_same_answer(monkeypatch):
+    # The interpreter runs one config; the GPU list is checked here by calling the
+    # kernel with each tile shape directly (num_warps/num_stages do not change results).
+    monkeypatch.setattr(pa, "interpreting", lambda: False)
+    configs = pa._configs()
+    monkeypatch.undo()
+    lens = [160, 77]
+    cu = torch.tensor([0, 160, 237], dtype=torch.int32)
+    g = torch.Generator().manual_seed(12)
+    q, k, v = (torch.randn(237, h, 64, generator=g).half() for h in (4, 2, 2))
+    ref = torch.cat([_ref(q[a:b], k[a:b], v[a:b], True) for a, b in ((0, 160), (160, 237))])
+    for cfg in configs:
+        o = torch.full_like(q, float("nan"))
+        strides = (0, q.stride(0), q.stride(1), 0, k.stride(0), k.stride(1),
+                   0, v.stride(0), v.stride(1), 0, o.stride(0), o.stride(1))
+        grid = (-(-max(lens) // cfg.kwargs["BLOCK_M"]), 2 * 4)
+        pa._prefill_attention_kernel.fn[grid](q, k, v, o, cu, pa._LOG2E / 8, *strides, 4, max(lens), GROUP=2,
+                                              HEAD_DIM=64, CAUSAL=True, VARLEN=True, UPCAST_DOT=False,
+                                              IEEE_FP32=False, **cfg.kwargs)
+        res = compare(o, ref, TOLERANCE["fp16"])
+        assert res.passed, f"{cfg.kwargs}: {res.detail}"
