@@ -22,7 +22,7 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 
 table.km { border-collapse: collapse; font-size: 12px; margin: 0.5em 0; }
 table.km th, table.km td { border: 1px solid #ddd; padding: 2px 6px; text-align: left; white-space: nowrap; }
 table.km th { background: #f3f3f3; position: sticky; top: 0; }
-table.km td.shape { white-space: normal; min-width: 12em; max-width: 26em; }
+table.km td.shape { white-space: normal; min-width: 22em; max-width: 30em; }
 table.km td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.km tr:nth-child(even) td { background: #fafafa; }
 td.bad { color: #b00020; font-weight: 600; } td.dim { color: #888; }

@@ -90,3 +90,32 @@ def attention_heads(model: str, tp: int = 1) -> tuple:
     """(q_heads, kv_heads, head_dim) on one of ``tp`` GPUs (a KV head is replicated when tp > kv_heads)."""
     mdl = get_model(model)
     return (mdl.q_heads // tp, max(1, mdl.kv_heads // tp), mdl.head_dim)
+
+
+# Shape sets for the roll-up's other cases, so a suite can measure exactly what
+# `kernelmark model` looks for (shape_set = "llama3-8b.decode_attention", say).
+def lm_head_shapes(model: str, m=(1, 8, 32), tp: int = 1) -> list:
+    n, k = lm_head(model, tp)
+    return [(f"{model}.lm_head" + (f".tp{tp}" if tp > 1 else ""), {"m": mm, "n": n, "k": k, "layout": "nt"})
+            for mm in ([m] if isinstance(m, int) else m)]
+
+
+def decode_attention_shapes(model: str, batch=(1, 8, 32), context=(4096,), tp: int = 1, page_size: int = 16) -> list:
+    qh, kvh, hd = attention_heads(model, tp)
+    return [(f"{model}.decode", {"batch": b, "context": c, "q_heads": qh, "kv_heads": kvh, "head_dim": hd,
+                                 "page_size": page_size, "ragged": 0})
+            for b in ([batch] if isinstance(batch, int) else batch)
+            for c in ([context] if isinstance(context, int) else context)]
+
+
+def kv_append_shapes(model: str, tokens=(1, 8, 32), tp: int = 1, page_size: int = 16, num_blocks: int = 4096) -> list:
+    _, kvh, hd = attention_heads(model, tp)
+    return [(f"{model}.kv_append", {"tokens": t, "seq_tokens": 1, "kv_heads": kvh, "head_dim": hd,
+                                    "page_size": page_size, "num_blocks": num_blocks})
+            for t in ([tokens] if isinstance(tokens, int) else tokens)]
+
+
+for _name in MODELS:
+    SHAPE_SETS[f"{_name}.lm_head"] = (lambda n: lambda **kw: lm_head_shapes(n, **kw))(_name)
+    SHAPE_SETS[f"{_name}.decode_attention"] = (lambda n: lambda **kw: decode_attention_shapes(n, **kw))(_name)
+    SHAPE_SETS[f"{_name}.kv_append"] = (lambda n: lambda **kw: kv_append_shapes(n, **kw))(_name)

@@ -1,0 +1,72 @@
+"""Run files for the report tests: one real smoke run of this machine, made once, and copies
+of it dressed as other devices (header rewritten, times scaled) for cross-device tests.
+The copies live in the tests' temporary directory only: never under published/."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def kernelmark(*args, cwd=ROOT):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "kernelmark", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("smoke") / "smoke.jsonl"
+    p = kernelmark("run", "--suite", "smoke", "--out", str(out), "--budget", "0.02", "--quiet")
+    assert p.returncode == 0, p.stderr
+    return str(out)
+
+
+def read_lines(path) -> list:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def write_lines(path, objs) -> str:
+    Path(path).write_text("".join(json.dumps(o) + "\n" for o in objs))
+    return str(path)
+
+
+def as_device(src, dst, name, kind="cuda", host="other-host", speed=1.0, op_rename=None, started=None) -> str:
+    """A copy of run ``src`` as if measured on device ``name``, ``speed`` times faster."""
+    objs = read_lines(src)
+    h = objs[0]
+    h["device"]["name"], h["device"]["kind"] = name, kind
+    h["device"]["host"]["hostname"] = host
+    if started:
+        h["started"] = started
+    for r in objs[1:]:
+        if r.get("type") != "record":
+            continue
+        if op_rename and r["op"] in op_rename:
+            r["op"] = op_rename[r["op"]]
+        if r["status"] == "ok":
+            t = r["timing"]
+            for k in ("median_us", "mean_us", "min_us", "max_us", "ci_low_us", "ci_high_us"):
+                if k in t:
+                    t[k] /= speed
+            for k in ("tflops", "gbps"):
+                if r.get(k):
+                    r[k] *= speed
+    return write_lines(dst, objs)
+
+
+@pytest.fixture
+def other_device():
+    """as_device, for tests: other_device(src, dst, name, ...) -> path."""
+    return as_device
+
+
+@pytest.fixture
+def runlines():
+    """(read_lines, write_lines), to make malformed or synthetic run files."""
+    return read_lines, write_lines

@@ -1,0 +1,118 @@
+"""kernelmark/reports/html.py (and plots.py): a self-contained page, every run-file string
+escaped, checked in a real headless browser where one is installed."""
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from kernelmark import cli, results
+from kernelmark.reports import html, plots
+
+HOSTILE_DEVICE = "<script>alert(1)</script> $GPU$ & \"quotes\""
+HOSTILE_OP = "<img src=x onerror=alert(2)>"
+
+
+class Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse(page: str) -> Tags:
+    t = Tags()
+    t.feed(page)
+    return t
+
+
+@pytest.fixture
+def hostile_pair(smoke_run, other_device, tmp_path):
+    evil = other_device(smoke_run, tmp_path / "evil.jsonl", HOSTILE_DEVICE, speed=3.0,
+                        op_rename={"gemm": HOSTILE_OP})
+    return smoke_run, evil
+
+
+needs_matplotlib = pytest.mark.skipif(plots.available() is not None, reason="matplotlib is not installed")
+
+
+@needs_matplotlib
+def test_page_is_self_contained_and_escapes_every_run_string(hostile_pair):
+    page = html.page([results.load(p) for p in hostile_pair])
+    t = parse(page)
+    names = [tag for tag, _ in t.tags]
+    assert "script" not in names and "iframe" not in names and "link" not in names
+    assert "<script>alert" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+    imgs = [a for tag, a in t.tags if tag == "img"]
+    assert imgs and all(a["src"].startswith("data:image/png;base64,") for a in imgs)
+    assert not any(tag for tag, a in t.tags if any(k.startswith("on") for k in a))
+    assert "http://" not in page and "https://" not in page
+    assert sum("roofline" in a["class"] for a in imgs) == 2           # one per device
+    assert sum("bars" in a["class"] for a in imgs) >= 2                # per op
+    assert any(a.get("id") == "cross-device" for tag, a in t.tags if tag == "table")
+    assert "Content-Security-Policy" in page
+
+
+def test_page_without_matplotlib_still_has_the_tables(smoke_run, monkeypatch):
+    monkeypatch.setattr(plots, "available", lambda: "plots need matplotlib (pip install matplotlib)")
+    page = html.page([results.load(smoke_run)])
+    t = parse(page)
+    assert "plots need matplotlib" in page and not [1 for tag, _ in t.tags if tag == "img"]
+    assert any(a.get("id") == "device-table-0" for tag, a in t.tags if tag == "table")
+
+
+@needs_matplotlib
+def test_roofline_leaves_data_movement_off_and_says_so(smoke_run):
+    recs = results.load(smoke_run).records
+    moved = [dict(r, op="kv_append", flops=0, intensity=0.0, tflops=0.0) for r in recs if r["status"] == "ok"][:3]
+    _, before = plots.roofline_points(recs)
+    pts, no_flops = plots.roofline_points(recs + moved)
+    assert no_flops == before + 3 and all(p[2] != "kv_append" for p in pts) and pts
+
+
+def _browser():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
+
+
+@needs_matplotlib
+@pytest.mark.skipif(_browser() is None, reason="no headless browser: install Debian's chromium "
+                                               "(apt-get install -y chromium) to render the HTML report")
+def test_page_renders_in_a_headless_browser(hostile_pair, tmp_path):
+    out = tmp_path / "report.html"
+    assert cli.main(["report", *hostile_pair, "--format", "html", "--out", str(out)]) == 0
+    flags = [_browser(), *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(flags + ["--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    t = parse(dom)
+    tables = {a.get("id") for tag, a in t.tags if tag == "table"}
+    assert {"cross-device", "device-table-0", "device-table-1"} <= tables
+    assert len([1 for tag, _ in t.tags if tag == "tr"]) > 20
+    imgs = [a for tag, a in t.tags if tag == "img"]
+    assert sum("roofline" in a.get("class", "") for a in imgs) == 2 and any("bars" in a["class"] for a in imgs)
+    assert "script" not in [tag for tag, _ in t.tags]              # the hostile name stayed text
+    assert any(HOSTILE_DEVICE in s for s in t.text) and any(HOSTILE_OP in s for s in t.text)
+    shot = tmp_path / "shot.png"
+    subprocess.run(flags + ["--window-size=1280,2400", f"--screenshot={shot}", out.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists()
+    from PIL import Image
+    im = Image.open(shot).convert("RGB")
+    assert im.size == (1280, 2400)
+    colours = im.resize((160, 300)).getcolors(maxcolors=1 << 16)
+    assert colours is None or len(colours) > 50                   # tables and plots, not a blank page
+    keep = Path(__import__("os").environ.get("KERNELMARK_KEEP_SCREENSHOT", ""))
+    if keep.name:
+        shutil.copyfile(shot, keep)
