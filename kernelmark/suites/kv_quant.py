@@ -121,20 +121,24 @@ def quantize_reference(x):
 
 
 def quantize_check(out, ref, dtype) -> CheckResult:
+    inf = float("inf")
     if not isinstance(out, (tuple, list)) or len(out) != 2:
-        return CheckResult(False, float("inf"), float("inf"), float("inf"), 0.0,
-                           "expected (codes, scale) from the backend")
+        return CheckResult(False, inf, inf, inf, 0.0, "expected (codes, scale) from the backend")
     why = [w for w in (kvi.bitwise_equal(out[0], ref[0], "codes"), kvi.bitwise_equal(out[1], ref[1], "scale")) if w]
-    rel_l2 = max_abs = max_rel = float("inf")
+    if not why:
+        return CheckResult(True, 0.0, 0.0, 0.0, 0.0)
+    rel_l2 = max_abs = max_rel = inf
     if tuple(out[0].shape) == tuple(ref[0].shape) and tuple(out[1].shape) == tuple(ref[1].shape):
-        o = out[0].detach().cpu().double() * scale_view(out[1].detach().cpu().double())
-        r = ref[0].detach().cpu().double() * scale_view(ref[1].detach().cpu().double())
+        # How far the dequantized values are off, for the record (on the device, fp64).
+        dev = out[0].device
+        o = out[0].detach().double() * scale_view(out[1].detach().double())
+        r = ref[0].detach().to(dev).double() * scale_view(ref[1].detach().to(dev).double())
         d = (o - r).abs()
         norm = float(r.norm())
         rel_l2 = float(d.norm()) / norm if norm > 0 else float(d.norm())
         max_abs = float(d.max()) if d.numel() else 0.0
         max_rel = float((d / (r.abs() + 1e-6)).max()) if d.numel() else 0.0
-    return CheckResult(not why, rel_l2, max_abs, max_rel, 0.0, "; ".join(why))
+    return CheckResult(False, rel_l2, max_abs, max_rel, 0.0, "; ".join(why))
 
 
 def _quantize_triton(x):
