@@ -66,10 +66,12 @@ _MATH_MAX_SCORES = 2 ** 30
 
 def spread_lengths(batch: int, mean: int, salt: int = 0) -> list:
     """``batch`` lengths evenly spread over [mean/2, 3·mean/2] (at least 1), in an order
-    shuffled by a generator seeded from (batch, mean, salt): a function of the shape."""
+    scrambled by a fixed integer hash of (index, batch, mean, salt): a function of the
+    shape alone, the same on every machine and library version."""
     lens = [max(1, mean * (batch + 2 * i + 1) // (2 * batch)) for i in range(batch)]
-    g = torch.Generator().manual_seed(1_000_003 * batch + 7919 * mean + salt)
-    return [lens[i] for i in torch.randperm(batch, generator=g).tolist()]
+    seed = (1_000_003 * batch + 7919 * mean + 104_729 * salt) % 2 ** 32
+    order = sorted(range(batch), key=lambda i: ((i + 1) * 2_654_435_761 ^ seed) * 40_503 % 2 ** 32)
+    return [lens[i] for i in order]
 
 
 def varlen_lengths(shape) -> list:
