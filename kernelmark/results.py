@@ -166,6 +166,7 @@ def load(path: str) -> Run:
     missing = [k for k in _REQUIRED_HEADER if k not in header]
     if missing:
         raise RunFileError(f"{path}:1: header lacks {', '.join(missing)}")
+    _check_header(header, f"{path}:1")
     records, footer = [], None
     for i, obj in objs[1:]:
         kind = obj.get("type")
@@ -173,13 +174,95 @@ def load(path: str) -> Run:
             miss = [k for k in _REQUIRED_RECORD if k not in obj]
             if miss:
                 raise RunFileError(f"{path}:{i}: record lacks {', '.join(miss)}")
-            if obj["status"] not in STATUSES:
-                raise RunFileError(f"{path}:{i}: unknown status {obj['status']!r}")
-            if obj["status"] == "ok" and not isinstance(obj.get("timing"), dict):
-                raise RunFileError(f"{path}:{i}: an ok record without timing")
+            _check_record(obj, f"{path}:{i}")
             records.append(obj)
         elif kind == "footer":
             footer = obj
         else:
             raise RunFileError(f"{path}:{i}: unknown line type {kind!r}")
     return Run(str(p), header, records, footer, run_warnings)
+
+
+# ---------------------------------------------------------------- field types
+# Reports trust what load() returns, so every field they read is type-checked here.
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_OPT_STR = (str, type(None))
+_OPT_DICT = (dict, type(None))
+
+
+def _expect(obj: dict, key: str, types, where: str, required: bool = False) -> None:
+    if key not in obj:
+        if required:
+            raise RunFileError(f"{where}: {key} is missing")
+        return
+    v = obj[key]
+    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise RunFileError(f"{where}: {key} has the wrong type (bool)")
+    if not isinstance(v, types):
+        raise RunFileError(f"{where}: {key} has the wrong type ({type(v).__name__})")
+
+
+def _check_header(h: dict, where: str) -> None:
+    for key in ("device", "peaks", "suite"):
+        _expect(h, key, dict, where, required=True)
+    _expect(h, "started", str, where, required=True)
+    _expect(h, "kernelmark", _OPT_STR, where)
+    _expect(h, "command", list, where)
+    d = h["device"]
+    for key in ("name", "kind", "arch", "driver", "torch_device"):
+        _expect(d, key, _OPT_STR, f"{where} device")
+    for key in ("versions", "git", "datasheet", "health", "cpu", "host", "env"):
+        _expect(d, key, _OPT_DICT, f"{where} device")
+    for key in ("versions", "git"):
+        for k, v in (d.get(key) or {}).items():
+            if not isinstance(v, (str, bool, type(None))):
+                raise RunFileError(f"{where}: device {key}.{k} has the wrong type")
+    if d.get("datasheet") is not None:
+        _check_peaks(d["datasheet"], f"{where} device datasheet")
+        _expect(d["datasheet"], "name", str, f"{where} device datasheet", required=True)
+    _check_peaks(h["peaks"], f"{where} peaks")
+    _expect(h["suite"], "name", _OPT_STR, f"{where} suite")
+
+
+def _check_peaks(p: dict, where: str) -> None:
+    for key in ("copy_gbps", "h2d_gbps", "d2h_gbps"):
+        _expect(p, key, _OPT_NUM, where)
+    _expect(p, "tflops", _OPT_DICT, where)
+    for k, v in (p.get("tflops") or {}).items():
+        if isinstance(v, bool) or not isinstance(v, _NUM):
+            raise RunFileError(f"{where}: tflops.{k} is not a number")
+
+
+def _check_record(r: dict, where: str) -> None:
+    for key in ("op", "dtype", "backend", "status"):
+        _expect(r, key, str, where, required=True)
+    if r["status"] not in STATUSES:
+        raise RunFileError(f"{where}: unknown status {r['status']!r}")
+    _expect(r, "shape", dict, where, required=True)
+    for k, v in r["shape"].items():
+        if not isinstance(v, (int, float, str, bool)):
+            raise RunFileError(f"{where}: shape parameter {k} has the wrong type")
+    for key in ("label", "reason", "bound"):
+        _expect(r, key, _OPT_STR, where)
+    for key in ("flops", "bytes", "intensity", "tflops", "gbps", "pct_of_peak", "pct_of_datasheet"):
+        _expect(r, key, _OPT_NUM, where)
+    for key in ("check", "health"):
+        _expect(r, key, _OPT_DICT, where)
+    if r.get("check") is not None:
+        _expect(r["check"], "detail", _OPT_STR, f"{where} check")
+    if r.get("health") is not None:
+        _expect(r["health"], "throttle_reasons", list, f"{where} health")
+    if r["status"] == "ok":
+        _expect(r, "timing", dict, where, required=True)
+        t = r["timing"]
+        for key in ("median_us", "ci_rel"):
+            _expect(t, key, _NUM, f"{where} timing", required=True)
+        _expect(t, "n", int, f"{where} timing")
+        _expect(t, "method", _OPT_STR, f"{where} timing")
+        _expect(t, "samples_us", list, f"{where} timing")
+        if not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in t.get("samples_us", [])):
+            raise RunFileError(f"{where}: timing samples must be numbers")
+        if t["median_us"] <= 0:
+            raise RunFileError(f"{where}: timing median_us must be positive")

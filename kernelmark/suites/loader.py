@@ -44,6 +44,8 @@ DEVICE_KINDS = ("cpu", "cuda", "rocm", "gpu")
 _TOP_KEYS = {"name", "description", "defaults", "case"}
 _DEFAULT_KEYS = {"backends", "dtypes", "devices", "budget_s"}
 _CASE_KEYS = _DEFAULT_KEYS | {"op", "label", "shapes", "grid", "shape_set", "params"}
+# A suite this large is a typo in a grid, not a benchmark plan.
+MAX_CASES = 20000
 
 
 class SuiteError(ValueError):
@@ -135,6 +137,8 @@ def load(name_or_path: str) -> Suite:
     for i, block in enumerate(blocks, 1):
         line = lines[i - 1] if i - 1 < len(lines) else 0
         cases.extend(_expand(block, defaults, i, line, f"{where}:{line} (case {i})"))
+        if len(cases) > MAX_CASES:
+            raise SuiteError(f"{where}: more than {MAX_CASES} cases; split the suite")
     return Suite(name=str(data.get("name", path.stem)), description=str(data.get("description", "")),
                  path=str(path), sha256=hashlib.sha256(raw).hexdigest(), cases=tuple(cases))
 
@@ -190,6 +194,11 @@ def _expand(block: dict, defaults: dict, index: int, line: int, where: str) -> l
         if not isinstance(grid, dict) or not grid:
             raise SuiteError(f"{where}: [case.grid] must be a table of parameter = value or list")
         keys = list(grid)
+        count = 1
+        for k in keys:
+            count *= len(_as_list(grid[k]))
+        if count > MAX_CASES:
+            raise SuiteError(f"{where}: the grid expands to {count} shapes; at most {MAX_CASES} per suite")
         for combo in itertools.product(*(_as_list(grid[k]) for k in keys)):
             shapes.append((label, dict(zip(keys, combo))))
     if "shape_set" in block:

@@ -97,3 +97,10 @@ def test_suite_hash_changes_with_content(tmp_path):
     a = loader.load(_write(tmp_path, '[[case]]\nop = "gemm"\nshapes = [{m=1,n=1,k=1}]\n', "a.toml"))
     b = loader.load(_write(tmp_path, '[[case]]\nop = "gemm"\nshapes = [{m=2,n=1,k=1}]\n', "b.toml"))
     assert a.sha256 != b.sha256 and len(a.sha256) == 64
+
+
+def test_a_grid_that_explodes_is_refused(tmp_path):
+    text = '[[case]]\nop = "gemm"\n[case.grid]\n' + "".join(
+        f"{k} = [{', '.join(str(i) for i in range(1, 40))}]\n" for k in ("m", "n", "k"))
+    with pytest.raises(loader.SuiteError, match="expands to 59319 shapes"):
+        loader.load(_write(tmp_path, text))
