@@ -39,6 +39,9 @@ Inputs dicts carry host-side metadata next to the tensors (``max_seqlen``,
 them, so that no backend syncs the device to read them. The Triton backends skip the
 launchers' host-side table checks (a device sync, impossible inside a CUDA graph): the
 tables come from make_inputs, valid by construction; the launchers check by default.
+On a CUDA device with FlashInfer installed, make_inputs for decode also plans a
+FlashInfer wrapper (host-side scheduling is set-up, not the op) and keeps it, or why
+planning failed, under "_flashinfer".
 """
 
 from __future__ import annotations
