@@ -32,7 +32,9 @@ def _slug(s: str) -> str:
 # Modules that add subcommands. Each has register(subparsers), which adds its parsers with
 # set_defaults(func=...) (func(args) -> exit status, raising UsageError on bad input), and
 # optionally add_run_arguments(run_parser) and after_run(args, run_path) to extend `run`.
-COMMAND_MODULES = ("kernelmark.cli_reports", "kernelmark.cli_ci")
+# A module may also define intercept_run(args) -> exit status or None, to take over `run`
+# (distributed launches, one run per GPU of a node).
+COMMAND_MODULES = ("kernelmark.cli_reports", "kernelmark.cli_ci", "kernelmark.cli_multi")
 
 
 def _command_modules() -> list:
@@ -180,6 +182,11 @@ def cmd_run(args) -> int:
     from kernelmark.reports import table
     from kernelmark.suites import loader
 
+    for mod in _command_modules():
+        if hasattr(mod, "intercept_run"):
+            status = mod.intercept_run(args)
+            if status is not None:
+                return status
     prior = None
     if args.resume:
         args, prior = _resume_args(args)
