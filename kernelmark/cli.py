@@ -354,7 +354,7 @@ def cmd_env(args) -> int:
     ds = prof.get("datasheet") or {}
     for dt, tf in sorted(pk["tflops"].items()):
         sheet = (ds.get("tflops") or {}).get(dt)
-        print(f"  matmul {dt:<8} {tf:8.2f} TFLOP/s" + (f"   (datasheet {sheet:g})" if sheet else ""))
+        print(f"  matmul {dt:<8} {tf:8.3g} TFLOP/s" + (f"   (datasheet {sheet:g})" if sheet else ""))
     if ds:
         print(f"datasheet    {ds['name']}: {ds['copy_gbps']:g} GB/s (see kernelmark/datasheet.py for sources)")
     elif target.is_gpu:

@@ -80,7 +80,7 @@ def title(header: dict) -> str:
     git = d.get("git") or {}
     commit = (git.get("commit") or "unknown")[:10] + ("+dirty" if git.get("dirty") else "")
     pk = header.get("peaks", {})
-    tf = ", ".join(f"{k} {x:.1f}" for k, x in sorted((pk.get("tflops") or {}).items()))
+    tf = ", ".join(f"{k} {x:.3g}" for k, x in sorted((pk.get("tflops") or {}).items()))
     lines = [
         f"kernelmark {header.get('kernelmark', '?')} @ {commit} | suite {header['suite'].get('name')} | "
         f"{header.get('started', '')}",
