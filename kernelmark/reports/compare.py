@@ -37,8 +37,8 @@ bootstrap widens the interval by the between-process spread, and wide drift give
 ``noisy`` rather than ``slower``.
 
 Other verdicts: ``new`` (timed in HEAD only), ``missing`` (timed in BASE, not in HEAD),
-``check-failed`` (passed its correctness check in BASE; fails it, or raises, in HEAD:
-always a regression).
+``check-failed`` (passed its correctness check in BASE; in HEAD it fails the check,
+raises, crashes, times out or runs out of memory: always a regression).
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ N_BOOT = 4000
 # Below this many processes a cluster bootstrap has too few distinct resamples.
 MIN_GROUPS = 3
 _PASSED = ("ok", "checked")
+# What HEAD can do instead of producing a correct result (results.STATUSES).
+_BROKEN = ("failed_check", "error", "crashed", "timeout", "oom")
 
 
 # ------------------------------------------------------------------ statistics
@@ -270,7 +272,7 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
         pair.base_us, pair.base_n = a["timing"]["median_us"], a["timing"].get("n")
     if b is not None and sb == "ok":
         pair.head_us, pair.head_n = b["timing"]["median_us"], b["timing"].get("n")
-    if sa in _PASSED and sb in ("failed_check", "error"):
+    if sa in _PASSED and sb in _BROKEN:
         pair.verdict = "check-failed"
         pair.note = f"HEAD {sb}: {b.get('reason', '')}"[:160]
     elif sa == "ok" and sb == "ok":
@@ -338,8 +340,6 @@ def _commit(run_header: dict) -> str:
 def summary_lines(c: Comparison, fail_on: str = "slower") -> list:
     from kernelmark.reports.table import shape_text
     lines = []
-    if c.mismatch:
-        lines += [f"WARNING: compared despite {m} (--allow-device-mismatch)" for m in c.mismatch]
     gm = c.geomean
     n_timed = sum(1 for p in c.pairs if p.ratio and p.base_n is not None)
     lines.append(f"geometric mean ratio HEAD/BASE: {gm:.3f} over {n_timed} timed pairs (>1 is slower)"
@@ -380,7 +380,8 @@ def render(c: Comparison, base_header: dict, head_header: dict, fmt: str = "tabl
              "" if p.p is None else f"{p.p:.2g}", p.note] for p in c.pairs]
     heads = ["verdict", "op", "shape", "dtype", "backend", "BASE µs", "HEAD µs", "ratio",
              f"{100 * (1 - c.alpha):g}% CI", "p", "note"]
-    top = [f"BASE {c.base} @ {_commit(base_header)}", f"HEAD {c.head} @ {_commit(head_header)}",
+    top = [f"WARNING: compared despite {m} (--allow-device-mismatch)" for m in c.mismatch]
+    top += [f"BASE {c.base} @ {_commit(base_header)}", f"HEAD {c.head} @ {_commit(head_header)}",
            f"device: {(head_header.get('device') or {}).get('name')}"]
     summary = summary_lines(c, fail_on)
     table = tabulate(rows, headers=heads, tablefmt="github" if fmt == "md" else "simple",
