@@ -23,6 +23,7 @@ table.km { border-collapse: collapse; font-size: 12px; margin: 0.5em 0; }
 table.km th, table.km td { border: 1px solid #ddd; padding: 2px 6px; text-align: left; white-space: nowrap; }
 table.km th { background: #f3f3f3; position: sticky; top: 0; }
 table.km td.shape { white-space: normal; min-width: 22em; max-width: 30em; }
+table.km td.status { white-space: normal; min-width: 10em; max-width: 28em; }
 table.km td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.km tr:nth-child(even) td { background: #fafafa; }
 td.bad { color: #b00020; font-weight: 600; } td.dim { color: #888; }
@@ -63,7 +64,8 @@ def device_table(records: list, table_id: str) -> str:
     for cells in body:
         out.append("<tr>")
         for h, c in zip(heads, cells):
-            cls = "num" if h in _NUMERIC else (_status_class(c) if h == "status" else ("shape" if h == "shape" else ""))
+            cls = "num" if h in _NUMERIC else (f"status {_status_class(c)}" if h == "status" else
+                                               ("shape" if h == "shape" else ""))
             out.append(f'<td class="{cls}">{esc(c)}</td>' if cls else f"<td>{esc(c)}</td>")
         out.append("</tr>")
     out.append("</tbody></table></div>")
@@ -187,7 +189,12 @@ def page(runs: list, baseline: str | None = None, problems=()) -> str:
         recs = list(d.records.values())
         out.append('<h2 id="tables">Table</h2>')
         out.append(f'<div class="meta">{esc(table.title(d.header))}</div>')
-        out.append(device_table(recs, "device-table-0"))
+        timed = [r for r in recs if r["status"] == "ok"]
+        out.append(device_table(timed if timed else recs, "device-table-0"))
+        if timed and len(timed) < len(recs):
+            out.append(f"<details><summary>{len(recs) - len(timed)} records not timed (checked only, skipped, "
+                       f"unsupported or failed)</summary>"
+                       f"{device_table([r for r in recs if r['status'] != 'ok'], 'device-table-0-untimed')}</details>")
         if not no_plots:
             out.append('<h2 id="plots">Roofline</h2>' + _roofline_section(d, 0))
             out.append('<h2 id="bars">By op</h2><div class="plots">')

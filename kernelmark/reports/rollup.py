@@ -225,7 +225,9 @@ def build(runs: list, model: str, batches: list, context: int, prefill_tokens: i
 # ---------------------------------------------------------------- rendering
 
 def _fmt_time(us: float) -> str:
-    return f"{us / 1e3:,.3g} ms" if us >= 1e3 else f"{us:,.3g} µs"
+    if us >= 1e6:
+        return f"{us / 1e6:,.3g} s"
+    return f"{us / 1e3:.3g} ms" if us >= 1e3 else f"{us:.3g} µs"
 
 
 def _fmt_money(x) -> str:
@@ -302,17 +304,18 @@ def render(runs: list, model: str, batches: list, context: int, prefill_tokens: 
              + (f"; ${price_per_hour:g} per GPU-hour" if price_per_hour else "; no price given (--price-per-hour)"),
              "Each case matched exactly; the fastest backend that passed its check is used (named below). "
              "Nothing is interpolated."]
-    heads = ["device", "dtype", "phase", "time (lower bound)", "throughput (upper bound)", "$ per 1M tokens",
-             "status"]
+    heads = ["device", "dtype", "phase", "time (lower bound)", "throughput (upper bound)",
+             "$ per 1M tokens (output; prompt for prefill)", "status"]
     out = ["\n".join(f"> {x}" for x in intro) if fmt == "md" else "\n".join(intro), "",
            tabulate(summary_rows(built), headers=heads, tablefmt=tf, disable_numparse=True)]
     for dev, ests in built:
-        out += ["", f"{dev.label}: per component (µs of the case × its count = µs a step, or per 1k prompt tokens)",
+        head = f"{dev.label}: per component (µs of the case × its count = µs a step, or per 1k prompt tokens)"
+        out += ["", f"**{head}**" if fmt == "md" else head, "",
                 tabulate(breakdown_rows(ests), headers=["phase", "component", "case used", "backend", "median µs",
                                                         "count", "µs in total"], tablefmt=tf, disable_numparse=True)]
     miss = missing_lines(built)
     if miss:
-        out += ["", "Cases not in the run (never guessed):"] + [f"- {m}" for m in miss]
+        out += ["", "Cases not in the run (never guessed):", ""] + [f"- {m}" for m in miss]
     out += ["", "Never measured by kernelmark, not in any total: " + "; ".join(NOT_MEASURED) + "."]
     return "\n".join(out)
 
