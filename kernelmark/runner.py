@@ -78,13 +78,35 @@ def _free_bytes(target: dev.Target) -> int:
     return 4 << 30
 
 
-def _n_input_sets(set_bytes: int, cache: int, free: int) -> int:
-    """Sets to rotate so none is reused before twice the cache has been touched."""
+def _n_input_sets(set_bytes: int, cache: int, free: int, held_bytes: int = 0) -> int:
+    """Sets to rotate so none is reused before twice the cache has been touched.
+
+    ``set_bytes``: what one call touches (the op's minimum bytes); ``held_bytes``: what
+    one set occupies (a cache append touches kilobytes of a cache of gigabytes).
+    """
+    held_bytes = max(held_bytes, set_bytes)
     if set_bytes <= 0 or cache <= 0:
         return 1
     want = math.ceil(2 * cache / set_bytes)
-    fit = int(free * INPUT_SET_MEMORY_SHARE // set_bytes)
+    fit = int(free * INPUT_SET_MEMORY_SHARE // held_bytes)
     return max(1, min(want, MAX_INPUT_SETS, fit))
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the distinct tensor storages in an inputs structure (dicts, lists, tuples)."""
+    seen, total, stack = set(), 0, [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            st = x.untyped_storage()
+            if st.data_ptr() not in seen:
+                seen.add(st.data_ptr())
+                total += st.nbytes()
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return total
 
 
 def _error_text(e: BaseException) -> str:
@@ -264,7 +286,7 @@ class Runner:
         try:
             stage = "making rotated input sets"
             set_bytes = op.nbytes(case.shape, case.dtype)
-            n_sets = _n_input_sets(set_bytes, self.cache, _free_bytes(self.target))
+            n_sets = _n_input_sets(set_bytes, self.cache, _free_bytes(self.target), tensor_bytes(inputs))
             sets = [inputs] + [op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed + i))
                                for i in range(1, n_sets)]
             stage = "timing"

@@ -102,3 +102,15 @@ def test_metrics_compute_bound_case():
     # 2 TFLOP in 1 s against a 4 TFLOP/s ceiling (intensity 2000 > ridge 4).
     assert m["bound"] == "compute" and m["pct_of_peak"] == pytest.approx(50.0)
     assert m["pct_of_datasheet"] is None
+
+
+def test_rotation_respects_what_a_set_holds_not_just_what_it_touches():
+    # A cache append touches 4 KB but holds 512 MiB: 64 sets would need 32 GiB.
+    n = runner._n_input_sets(set_bytes=4096, cache=50 << 20, free=8 << 30, held_bytes=512 << 20)
+    assert n == 4       # 25% of 8 GiB / 512 MiB
+
+
+def test_tensor_bytes_counts_each_storage_once():
+    a = torch.zeros(1000)
+    assert runner.tensor_bytes({"a": a, "view": a[10:], "list": [torch.zeros(10, dtype=torch.int8)], "n": 3}) \
+        == 4000 + 10

@@ -158,6 +158,8 @@ def _expand(block: dict, defaults: dict, index: int, line: int, where: str) -> l
         raise SuiteError(f"{where}: unknown key(s) {', '.join(sorted(bad))}; allowed: {', '.join(sorted(_CASE_KEYS))}")
     if "op" not in block:
         raise SuiteError(f"{where}: the case names no op")
+    if not isinstance(block["op"], str):
+        raise SuiteError(f"{where}: op must be a string, got {block['op']!r}")
     try:
         op = get_op(block["op"])
     except ValueError as e:
@@ -203,7 +205,7 @@ def _expand(block: dict, defaults: dict, index: int, line: int, where: str) -> l
             shapes.append((label, dict(zip(keys, combo))))
     if "shape_set" in block:
         name = block["shape_set"]
-        fn = models.SHAPE_SETS.get(name)
+        fn = models.SHAPE_SETS.get(name) if isinstance(name, str) else None
         if fn is None:
             raise SuiteError(f"{where}: unknown shape_set {name!r}; known: {', '.join(models.SHAPE_SETS)}")
         params = block.get("params", {})
@@ -221,11 +223,14 @@ def _expand(block: dict, defaults: dict, index: int, line: int, where: str) -> l
 
     cases = []
     for lbl, shape in shapes:
+        for k, v in shape.items():
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise SuiteError(f"{where}: shape parameter {k} = {v!r}: expected an integer or a string")
         try:
             full = op.full_shape(shape)
             for dt in dtypes_:
                 op.check_shape(full, dt)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise SuiteError(f"{where}: {e}") from None
         for dt in dtypes_:
             cases.append(Case(op.name, full, dt, backends, devices, lbl, float(budget) if budget else None,
