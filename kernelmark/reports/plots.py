@@ -86,8 +86,9 @@ def roofline(header: dict, records: list, title: str):
         grey = "0.25" if ci == 0 else "0.55"
         tops = [tf[dt] for dt in dtypes_used if tf.get(dt)]
         top = max(tops) if tops else None
-        if bw:
-            mem = [x for x in grid if top is None or bw * x / 1e3 <= top]
+        # Empty when every point is right of the ridge: the memory roof is then off the plot.
+        mem = [x for x in grid if top is None or bw * x / 1e3 <= top] if bw else []
+        if mem:
             ax.plot(mem, [bw * x / 1e3 for x in mem], style, color=grey, lw=1.2)
             ax.annotate(f"{what} {bw:.3g} GB/s", (mem[len(mem) // 3], bw * mem[len(mem) // 3] / 1e3),
                         fontsize=7, color=grey, rotation=0, ha="right", va="bottom")

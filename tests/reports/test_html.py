@@ -116,3 +116,28 @@ def test_page_renders_in_a_headless_browser(hostile_pair, tmp_path):
     keep = Path(__import__("os").environ.get("KERNELMARK_KEEP_SCREENSHOT", ""))
     if keep.name:
         shutil.copyfile(shot, keep)
+
+
+@needs_matplotlib
+@pytest.mark.parametrize("intensities", [[0.5, 2.0], [5000.0, 9000.0]])
+def test_roofline_draws_left_and_right_of_the_ridge(intensities):
+    header = {"device": {"name": "X", "kind": "cuda", "datasheet": {"name": "X", "copy_gbps": 3000.0,
+                                                                       "tflops": {"bf16": 900.0}}},
+              "peaks": {"copy_gbps": 2500.0, "tflops": {"bf16": 700.0}}}
+    recs = [{"op": "gemm", "backend": "torch", "dtype": "bf16", "status": "ok", "flops": 1, "intensity": x,
+             "tflops": min(700.0, 2.5 * x) / 2} for x in intensities]
+    png = plots.roofline(header, recs, "t $x$ <b>")
+    assert png and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_inputs_still_make_a_page(smoke_run, runlines, tmp_path, capsys):
+    read, write = runlines
+    objs = read(smoke_run)
+    empty = write(tmp_path / "empty.jsonl", [dict(objs[0], device=dict(objs[0]["device"], name="Empty GPU"))])
+    v2 = write(tmp_path / "v2.jsonl", [dict(objs[0], schema=2)] + objs[1:])
+    out = tmp_path / "r.html"
+    assert cli.main(["report", smoke_run, empty, v2, "--format", "html", "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "Not included:" in page and "schema version 2" in page
+    assert "Empty GPU (CPU): the run holds no records" in page
+    assert "No roofline for Empty GPU (CPU)" in page
