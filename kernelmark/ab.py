@@ -47,11 +47,11 @@ class ABConfig:
     timeout_s: float = 3600.0
 
 
-def _git(repo, *args, check: bool = True) -> str:
+def _git(repo, *args, check: bool = True, strip: bool = True) -> str:
     p = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
     if check and p.returncode != 0:
         raise ABError(f"git {' '.join(args)}: {p.stderr.strip() or p.stdout.strip()}")
-    return p.stdout.strip()
+    return p.stdout.strip() if strip else p.stdout
 
 
 def repo_root(path: str) -> Path:
@@ -69,8 +69,8 @@ def resolve(repo: Path, rev: str) -> str:
 
 
 def dirty(repo: Path) -> list:
-    out = _git(repo, "status", "--porcelain", "--untracked-files=no")
-    return [line[3:] for line in out.splitlines() if line.strip()]
+    out = _git(repo, "status", "--porcelain", "--untracked-files=no", strip=False)
+    return [line[3:] for line in out.splitlines() if line.strip()]      # "XY path"
 
 
 def pool(paths: list, out_path: str, command: list) -> results.Run:
@@ -105,8 +105,8 @@ def _pool_records(recs: list, rounds: int, per_round: int) -> dict:
     first = {k: v for k, v in recs[0][1].items() if k != "type"}
     if len(recs) < rounds or any(r["status"] != "ok" for _, r in recs):
         # A case that did not time in every round: the worst round stands for it.
-        rank = {"failed_check": 0, "error": 1, "unsupported": 2, "skipped": 3, "checked": 4, "ok": 5}
-        r_i, worst = min(recs, key=lambda x: rank.get(x[1]["status"], 9))
+        rank = ("failed_check", "crashed", "timeout", "oom", "error", "unsupported", "skipped", "checked", "ok")
+        r_i, worst = min(recs, key=lambda x: rank.index(x[1]["status"]) if x[1]["status"] in rank else 4)
         out = {k: v for k, v in worst.items() if k != "type"}
         if worst["status"] == "ok":       # ok wherever it ran, but absent from some round
             out.update(status="error", reason=f"measured in {len(recs)} of {rounds} rounds only")
