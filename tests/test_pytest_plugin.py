@@ -1,0 +1,76 @@
+"""kernelmark/pytest_plugin.py: a project's own test suite benchmarks its kernel with
+kernelmark's timing engine and gets run files that `kernelmark compare` reads."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernelmark import cli, results
+
+ROOT = Path(__file__).resolve().parent.parent
+
+USER_TESTS = '''
+import torch
+
+
+def my_scale(x, factor):
+    return x * factor
+
+
+def test_scale(kernelmark_bench):
+    x = torch.randn(4096)
+    rec = kernelmark_bench(my_scale, x, factor=2.0, name="my_scale", shape={"n": 4096},
+                           flops=4096, bytes=2 * 4096 * 4)
+    assert rec["status"] == "ok" and rec["timing"]["median_us"] > 0
+    assert rec["dtype"] == "fp32" and rec["gbps"] > 0
+
+
+def test_second(kernelmark_bench):
+    a = torch.randn(32, 32)
+    kernelmark_bench(torch.matmul, a, a, flops=2 * 32 ** 3, shape={"m": 32, "n": 32, "k": 32},
+                     backend="torch")
+'''
+
+
+def _pytest(tmp_path, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "kernelmark.pytest_plugin", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_plugin_writes_a_run_file_that_compare_reads(tmp_path, capsys):
+    (tmp_path / "test_user.py").write_text(USER_TESTS)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    out = tmp_path / "bench.jsonl"
+    p = _pytest(tmp_path, "--kernelmark-out", str(out), "--kernelmark-budget", "0.02")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "my_scale n=4096 fp32 pytest:" in p.stdout and f"run file: {out}" in p.stdout
+    run = results.load(str(out))
+    assert run.complete and run.header["suite"]["name"] == "pytest"
+    assert run.header["device"]["git"] == {"commit": None, "dirty": None}     # the project's repo, no commit yet
+    assert [(r["op"], r["backend"], r["status"]) for r in run.records] == \
+        [("my_scale", "pytest", "ok"), ("test_second", "torch", "ok")]
+    first, second = run.records
+    assert first["label"] == "test_user.py::test_scale" and first["shape"] == {"n": 4096}
+    assert first["timing"]["method"] == "cpu_perf_counter" and first["timing"]["samples_us"]
+    assert first["gbps"] * 1e9 * first["timing"]["median_us"] * 1e-6 == pytest.approx(2 * 4096 * 4, rel=1e-9)
+    assert second["flops"] == 2 * 32 ** 3 and second["tflops"] > 0
+    # The same records any run has: compare, report and export read them.
+    assert cli.main(["compare", str(out), str(out), "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [p_["verdict"] for p_ in doc["pairs"]] == ["unchanged", "unchanged"]
+    assert cli.main(["report", str(out)]) == 0
+
+
+def test_without_an_output_path_nothing_is_written(tmp_path):
+    (tmp_path / "test_user.py").write_text(USER_TESTS)
+    p = _pytest(tmp_path, "--kernelmark-budget", "0.01")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "run file:" not in p.stdout and not list(tmp_path.glob("*.jsonl"))
+    assert "my_scale n=4096 fp32 pytest:" in p.stdout          # the terminal summary still lists it
