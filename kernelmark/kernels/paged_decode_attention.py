@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting, paged
+from kernelmark.kernels.tl_utils import dot
 
 HEAD_DIMS = (16, 32, 64, 128)
 _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
@@ -63,18 +64,6 @@ def _configs():
         (64, 8, 4),
     ]
     return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s) for bn, w, s in tiles]
-
-
-@triton.jit
-def _dot(a, b, acc, UPCAST_DOT: tl.constexpr, IEEE_FP32: tl.constexpr):
-    if UPCAST_DOT:
-        # The Triton interpreter's tl.dot returns wrong values for bf16 operands (seen
-        # with triton 3.9); bf16 -> fp32 is exact, so the product is unchanged.
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    elif IEEE_FP32:
-        return tl.dot(a, b, acc, input_precision="ieee")
-    else:
-        return tl.dot(a, b, acc)
 
 
 @triton.autotune(configs=_configs(), key=["split_tokens", "HEAD_DIM", "GROUP_PAD", "PAGE_SIZE", "SPLIT"])
@@ -112,7 +101,7 @@ def _paged_decode_split_kernel(
         slot = tok % PAGE_SIZE
         k = tl.load(K_cache + (blk * stride_kb + slot * stride_kt + kvh * stride_kh)[:, None] + offs_d[None, :],
                     mask=ok[:, None], other=0.0)
-        qk = _dot(q, tl.trans(k), tl.zeros((GROUP_PAD, BLOCK_N), dtype=tl.float32), UPCAST_DOT, IEEE_FP32)
+        qk = dot(q, tl.trans(k), tl.zeros((GROUP_PAD, BLOCK_N), dtype=tl.float32), UPCAST_DOT, IEEE_FP32)
         qk = tl.where(ok[None, :], qk * qk_scale, float("-inf"))
         # The tile holds at least one valid token (start < hi), so m_new is finite.
         m_new = tl.maximum(m_i, tl.max(qk, 1))
@@ -121,7 +110,7 @@ def _paged_decode_split_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(V_cache + (blk * stride_vb + slot * stride_vt + kvh * stride_vh)[:, None] + offs_d[None, :],
                     mask=ok[:, None], other=0.0)
-        acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], UPCAST_DOT, IEEE_FP32)
+        acc = dot(p.to(v.dtype), v, acc * alpha[:, None], UPCAST_DOT, IEEE_FP32)
         m_i = m_new
 
     if SPLIT:

@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.tl_utils import dot
 
 HEAD_DIMS = (16, 32, 64, 128)
 _DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
@@ -66,18 +67,6 @@ def _configs():
 
 
 @triton.jit
-def _dot(a, b, acc, UPCAST_DOT: tl.constexpr, IEEE_FP32: tl.constexpr):
-    if UPCAST_DOT:
-        # The Triton interpreter's tl.dot returns wrong values for bf16 operands (seen
-        # with triton 3.9); bf16 -> fp32 is exact, so the product is unchanged.
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
-    elif IEEE_FP32:
-        return tl.dot(a, b, acc, input_precision="ieee")
-    else:
-        return tl.dot(a, b, acc)
-
-
-@triton.jit
 def _attend_tiles(acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, offs_m, lo, hi, seq_len, qk_scale,
                   MASKED: tl.constexpr, CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
                   BLOCK_N: tl.constexpr, UPCAST_DOT: tl.constexpr, IEEE_FP32: tl.constexpr):
@@ -93,7 +82,7 @@ def _attend_tiles(acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, offs_m
             k = tl.load(k_ptrs, mask=in_seq[:, None], other=0.0)
         else:
             k = tl.load(k_ptrs)
-        qk = _dot(q, tl.trans(k), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), UPCAST_DOT, IEEE_FP32)
+        qk = dot(q, tl.trans(k), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), UPCAST_DOT, IEEE_FP32)
         qk = qk * qk_scale
         if MASKED:
             keep = in_seq[None, :]
@@ -110,7 +99,7 @@ def _attend_tiles(acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, offs_m
             v = tl.load(v_ptrs, mask=in_seq[:, None], other=0.0)
         else:
             v = tl.load(v_ptrs)
-        acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], UPCAST_DOT, IEEE_FP32)
+        acc = dot(p.to(v.dtype), v, acc * alpha[:, None], UPCAST_DOT, IEEE_FP32)
         m_i = m_new
     return acc, l_i, m_i
 

@@ -1,0 +1,20 @@
+"""Triton helpers shared by the kernels."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def dot(a, b, acc, UPCAST_DOT: tl.constexpr, IEEE_FP32: tl.constexpr):
+    """acc + a·b on the tensor cores, with two switches decided by the launcher:
+
+    UPCAST_DOT: the Triton interpreter's tl.dot returns wrong values for bf16 operands
+    (seen with triton 3.9); bf16 -> fp32 is exact, so upcasting leaves the product unchanged.
+    IEEE_FP32: fp32 operands in IEEE precision rather than TF32, as torch computes by default.
+    """
+    if UPCAST_DOT:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    elif IEEE_FP32:
+        return tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc)
