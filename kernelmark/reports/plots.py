@@ -132,7 +132,7 @@ def bars(title: str, categories: list, series: dict, unit: str):
     plt = _plt()
     dropped = max(0, len(categories) - MAX_BARS)
     cats = categories[:MAX_BARS]
-    names = list(series)
+    names = [k for k, vals in series.items() if any(vals[:MAX_BARS])]     # an empty series has no legend colour
     n = len(names)
     height = 0.8 / max(n, 1)
     fig, ax = plt.subplots(figsize=(8.5, max(2.2, 0.22 * len(cats) * max(1, n * 0.6) + 1.2)))
@@ -141,12 +141,19 @@ def bars(title: str, categories: list, series: dict, unit: str):
         vals = series[name][:MAX_BARS]
         ys = [ci + (si - (n - 1) / 2) * height for ci in range(len(cats))]
         ax.barh([y for y, v in zip(ys, vals) if v], [v for v in vals if v], height=height * 0.95,
-                color=colors[si % len(colors)], label=text(name))
+                color=colors[list(series).index(name) % len(colors)], label=text(name))   # stable per series
     ax.set_yticks(range(len(cats)))
     ax.set_yticklabels([text(c) for c in cats], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlabel(f"achieved {unit} (higher is better)")
+    # Linear from zero unless the values span orders of magnitude: log bars that start near
+    # the smallest value make a 30% gap look like 10x.
+    vals = [v for name in names for v in series[name][:MAX_BARS] if v]
+    if max(vals) / min(vals) > 50:
+        ax.set_xscale("log")
+        ax.set_xlim(left=min(vals) / 5)
+    else:
+        ax.set_xlim(left=0)
+    ax.set_xlabel(f"achieved {unit} (higher is better)" + (", log scale" if max(vals) / min(vals) > 50 else ""))
     ax.set_title(text(title) + (f" (first {MAX_BARS} cases; {dropped} more in the table)" if dropped else ""),
                  fontsize=10)
     ax.grid(True, axis="x", which="both", alpha=0.25)

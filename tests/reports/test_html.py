@@ -141,3 +141,10 @@ def test_bad_inputs_still_make_a_page(smoke_run, runlines, tmp_path, capsys):
     assert "Not included:" in page and "schema version 2" in page
     assert "Empty GPU (CPU): the run holds no records" in page
     assert "No roofline for Empty GPU (CPU)" in page
+
+
+@needs_matplotlib
+def test_bars_skip_a_series_with_nothing_to_draw():
+    assert plots.bars("t", ["a"], {"x": [None], "y": [None]}, "GB/s") is None
+    png = plots.bars("t", ["a", "b"], {"x": [1.0, 2.0], "empty": [None, None]}, "GB/s")
+    assert png and png[:4] == b"\x89PNG"
