@@ -278,8 +278,8 @@ def cmd_run(args) -> int:
         writer.close()
     print(table.render(header, records, args.format))
     if interrupted:
-        log(f"kernelmark: interrupted; {len(records)} records kept in {out}. "
-            f"Continue with: kernelmark run --resume {out}")
+        print(f"kernelmark: interrupted; {len(records)} records kept in {out}. "
+              f"Continue with: kernelmark run --resume {out}", file=sys.stderr)
         return 130
     log(f"kernelmark: run file {out}")
     for mod in _command_modules():

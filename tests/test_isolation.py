@@ -108,3 +108,24 @@ def test_health_flags_mark_throttling():
     assert not health_flags(calm, calm)["throttled"] and not health_flags(calm, calm)["below_app_clocks"]
     f = health_flags(calm, hot)
     assert f["throttled"] and f["throttle_reasons"] == ["sw_thermal_slowdown"] and f["below_app_clocks"]
+
+
+def test_ctrl_c_stops_cleanly_keeping_what_it_has(tmp_path):
+    suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nbackends = ["good"]\n'
+                             '[case.grid]\nn = [64, 128, 256, 512, 1024, 2048]\nslow_ms = 500\n')
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "kernelmark", "run", "--quiet", "--suite", suite, "--out", str(out),
+           "--budget", "0.02"]
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if out.exists() and out.read_text().count('"type": "record"') >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "--resume" in stderr
+    run = results.load(str(out))
+    assert len(run.records) >= 2 and not run.complete
+    assert "chaos" in stdout          # the table of what was measured is still printed
