@@ -279,6 +279,8 @@ def render(summary: dict) -> str:
         for s in g["slow_cases"][:5]:
             tail.append(f"  gpu{g['index']}: {s['case']}: {s['median_us']:.2f} us vs node median "
                         f"{s['node_median_us']:.2f} us ({100 * (s['ratio'] - 1):+.1f}%)")
+        for f in g["failed_cases"][:5]:
+            tail.append(f"  gpu{g['index']}: {f['case']}: {f['status']} where other GPUs pass")
     if summary.get("note"):
         tail.append(f"note: {summary['note']}")
     return "\n".join(tail)

@@ -49,46 +49,12 @@ SAMPLE_TARGET_US = {"gpu": 1000.0, "cpu": 2000.0}   # one sample lasts at least 
 MAX_INNER = 1000
 FIRST_BATCH, MAX_BATCH = 5, 64
 
-# Per-GPU link peaks, GB/s in one direction (nccl-tests' busbw is a one-way figure). Only
-# parts whose form factor fixes the topology; PCIe H100/A100/H100 NVL nodes may or may not
-# have NVLink bridges, so they stay unknown. Multi-node runs are bounded by the network: unknown.
-LINK_PEAKS = [
-    (r"H100.*(SXM|HBM3)", "NVLink 4 (18 links)", 450.0,
-     "NVIDIA H100 Tensor Core GPU datasheet (2023): NVLink 900 GB/s, both directions"),
-    (r"(?<!G)H200(?!.*NVL)", "NVLink 4 (18 links)", 450.0,
-     "NVIDIA H200 Tensor Core GPU datasheet (2024): NVLink 900 GB/s, both directions"),
-    (r"B200", "NVLink 5 (18 links)", 900.0, "NVIDIA HGX B200 datasheet (2024): NVLink 1.8 TB/s per GPU, both directions"),
-    (r"A100.*SXM", "NVLink 3 (12 links)", 300.0, "NVIDIA A100 Tensor Core GPU datasheet (2021): NVLink 600 GB/s"),
-    (r"MI300X|MI325X", "Infinity Fabric (7 links)", 448.0,
-     "AMD Instinct MI300X / MI325X data sheets: 896 GB/s peak aggregate Infinity Fabric, both directions"),
-    (r"L40S|\bL4\b", "PCIe Gen4 x16", 31.5, "NVIDIA L40S / L4 datasheets: PCIe Gen4 x16, 64 GB/s both directions"),
-]
-
-
 def launched() -> bool:
     """True inside a torchrun launch of more than one process."""
     try:
         return int(os.environ.get("WORLD_SIZE", "1")) > 1
     except ValueError:
         return False
-
-
-def link_peak(names: list, hosts: list, kind: str) -> dict:
-    """The link every rank's traffic goes through, or why it is unknown."""
-    import re
-    if kind == "cpu":
-        return {"name": "unknown", "gbps": None, "why": "gloo on the CPU: no link peak"}
-    if len(set(hosts)) > 1:
-        return {"name": "unknown", "gbps": None,
-                "why": f"ranks on {len(set(hosts))} hosts: the network between nodes bounds it; its peak is not known"}
-    found = []
-    for name in set(names):
-        hit = next((row for row in LINK_PEAKS if re.search(row[0], name or "", re.IGNORECASE)), None)
-        if hit is None:
-            return {"name": "unknown", "gbps": None, "why": f"no link peak known for {name}"}
-        found.append(hit)
-    _, link, gbps, source = min(found, key=lambda r: r[2])
-    return {"name": link, "gbps": gbps, "source": source}
 
 
 class Comm:
@@ -172,11 +138,6 @@ def time_lockstep(fn, comm: Comm, cfg: timing.TimingConfig) -> tuple:
 
 # ---------------------------------------------------------------- one case, agreed by all ranks
 
-def _first_problem(outcomes: list):
-    """(rank, outcome) of the first rank whose outcome is not None, else None."""
-    return next(((r, o) for r, o in enumerate(outcomes) if o is not None), None)
-
-
 def _error(e: BaseException, stage: str) -> dict:
     from kernelmark.runner import _error_text, _is_oom
     oom = _is_oom(e)
@@ -207,7 +168,7 @@ def _agreed(comm: Comm, outcome):
     """Share this rank's outcome (None = fine). Returns None if every rank is fine, else the
     first problem, named by its rank unless every rank had that same problem."""
     outcomes = comm.gather(outcome)
-    hit = _first_problem(outcomes)
+    hit = next(((r, o) for r, o in enumerate(outcomes) if o is not None), None)
     if hit is None:
         return None
     rank, o = hit
@@ -331,7 +292,7 @@ def _setup(args, comm: Comm) -> tuple:
     except cli.UsageError as e:
         problem = str(e)
     shared = comm.gather((problem, plan))
-    bad = _first_problem([p for p, _ in shared])
+    bad = next(((r, p) for r, (p, _) in enumerate(shared) if p is not None), None)
     if bad is None and len({p for _, p in shared}) > 1:
         bad = (0, "the ranks disagree on what to run (suite file or filters differ between nodes: "
                   "use the same kernelmark checkout and arguments everywhere)")
@@ -352,6 +313,7 @@ def _run(args, comm: Comm, backend: str, local: int) -> int:
     from kernelmark import device as dev
     from kernelmark.cli_multi import busbw_table
     from kernelmark.reports import table
+    from kernelmark.suites import collectives
     from kernelmark.suites.registry import get_op
 
     rank0 = comm.rank == 0
@@ -359,7 +321,7 @@ def _run(args, comm: Comm, backend: str, local: int) -> int:
     suite, cases, writer, out = _setup(args, comm)
     prof = dev.profile(comm.target)
     ranks = comm.gather({"rank": comm.rank, "local_rank": local, "host": socket.gethostname(), "device": prof})
-    link = link_peak([r["device"]["name"] for r in ranks], [r["host"] for r in ranks], comm.target.kind)
+    link = collectives.link_peak([r["device"]["name"] for r in ranks], [r["host"] for r in ranks], comm.target.kind)
     base_seed = comm.broadcast(secrets.randbits(31))
     cfg = runner.RunConfig(timing=timing.TimingConfig(target_ci_rel=args.target_ci),
                            budget_override=args.budget, seed=args.seed)
@@ -392,7 +354,10 @@ def _run(args, comm: Comm, backend: str, local: int) -> int:
             tcfg = timing.TimingConfig(**{**cfg.timing.__dict__, "budget_s": budget})
             for name in case.backends:
                 b = op.backend(name)
-                v = _verdict(op, b, case, comm.target)
+                try:
+                    v = _verdict(op, b, case, comm.target)
+                except Exception as e:  # noqa: BLE001 -- a supports() that raises: recorded, agreed
+                    v = ("error", _error(e, "deciding whether it runs here")["reason"])
                 v = _agreed(comm, {"status": v[0], "reason": v[1]} if v else None)
                 rec = {**base, "backend": name, **(v or measure(op, b, case, seed, comm, tcfg, link))}
                 comm.barrier()

@@ -1,7 +1,8 @@
 """Collective communication: all_reduce, all_gather, reduce_scatter, all_to_all and
 broadcast through torch.distributed (NCCL on NVIDIA GPUs, RCCL on AMD ones, gloo on the
 CPU). They run only inside a process group, i.e. launched by torchrun (see
-kernelmark/distributed.py and docs/multi-gpu.md); anywhere else they are skipped.
+kernelmark/distributed.py and docs/multi-gpu.md); anywhere else they are skipped. LINK_PEAKS
+holds what busbw is held against: each GPU's link to its peers, from vendors' datasheets.
 
 Sizes and bandwidths follow nccl-tests (NVIDIA/nccl-tests, doc/PERFORMANCE.md). The shape's
 ``bytes`` is S, the size of the whole array the collective is about:
@@ -32,6 +33,7 @@ is positive: never NaN); a sum costs the same whatever the values (no denormals 
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import torch
@@ -61,6 +63,40 @@ _NEED_TORCHRUN = ("needs a torch.distributed process group: launch with "
 # torch 2.13 renamed the tensor forms; torch 2.11 has only the old names.
 _all_gather = getattr(dist, "all_gather_single", None) or getattr(dist, "all_gather_into_tensor", None)
 _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or getattr(dist, "reduce_scatter_tensor", None)
+
+
+# Per-GPU link peaks, GB/s in one direction (nccl-tests' busbw is a one-way figure). Only
+# parts whose form factor fixes the topology; PCIe H100/A100/H100 NVL nodes may or may not
+# have NVLink bridges, so they stay unknown. Multi-node runs are bounded by the network: unknown.
+# With NVLink SHARP (NVLS, reductions inside the NVSwitch) an all_reduce's busbw can pass 100%.
+LINK_PEAKS = [
+    (r"H100.*(SXM|HBM3)", "NVLink 4 (18 links)", 450.0,
+     "NVIDIA H100 Tensor Core GPU datasheet (2023): NVLink 900 GB/s, both directions"),
+    (r"(?<!G)H200(?!.*NVL)", "NVLink 4 (18 links)", 450.0,
+     "NVIDIA H200 Tensor Core GPU datasheet (2024): NVLink 900 GB/s, both directions"),
+    (r"B200", "NVLink 5 (18 links)", 900.0, "NVIDIA HGX B200 datasheet (2024): NVLink 1.8 TB/s per GPU, both directions"),
+    (r"A100.*SXM", "NVLink 3 (12 links)", 300.0, "NVIDIA A100 Tensor Core GPU datasheet (2021): NVLink 600 GB/s"),
+    (r"MI300X|MI325X", "Infinity Fabric (7 links)", 448.0,
+     "AMD Instinct MI300X / MI325X data sheets: 896 GB/s peak aggregate Infinity Fabric, both directions"),
+    (r"L40S|\bL4\b", "PCIe Gen4 x16", 31.5, "NVIDIA L40S / L4 datasheets: PCIe Gen4 x16, 64 GB/s both directions"),
+]
+
+
+def link_peak(names: list, hosts: list, kind: str) -> dict:
+    """The link every rank's traffic goes through, or why it is unknown."""
+    if kind == "cpu":
+        return {"name": "unknown", "gbps": None, "why": "gloo on the CPU: no link peak"}
+    if len(set(hosts)) > 1:
+        return {"name": "unknown", "gbps": None,
+                "why": f"ranks on {len(set(hosts))} hosts: the network between nodes bounds it; its peak is not known"}
+    found = []
+    for name in set(names):
+        hit = next((row for row in LINK_PEAKS if re.search(row[0], name or "", re.IGNORECASE)), None)
+        if hit is None:
+            return {"name": "unknown", "gbps": None, "why": f"no link peak known for {name}"}
+        found.append(hit)
+    _, link, gbps, source = min(found, key=lambda r: r[2])
+    return {"name": link, "gbps": gbps, "source": source}
 
 
 def bus_factor(op: str, n: int) -> float:
