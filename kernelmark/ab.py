@@ -38,7 +38,7 @@ class ABConfig:
     rev_a: str
     rev_b: str
     suite: str = "default"
-    rounds: int = 3
+    rounds: int = 5
     run_args: list = field(default_factory=list)     # passed to every `kernelmark run`
     out_dir: Optional[str] = None
     repo: str = "."

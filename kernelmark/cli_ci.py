@@ -96,8 +96,9 @@ def register(sub) -> None:
     a.add_argument("rev_a", metavar="REV_A", help="the baseline revision")
     a.add_argument("rev_b", metavar="REV_B", help="the revision under test")
     a.add_argument("--suite", default="default")
-    a.add_argument("--rounds", type=int, default=3,
-                   help="processes per side, alternating A B / B A (default 3; 5 resolves drift better)")
+    a.add_argument("--rounds", type=int, default=5,
+                   help="processes per side, alternating A B / B A (default 5: with fewer, a side whose "
+                        "processes all drift the same way is more likely to pass for a change)")
     for flag in ("--ops", "--backends", "--dtypes", "--device", "--budget", "--target-ci", "--seed", "--isolation"):
         a.add_argument(flag, help=f"passed to each `kernelmark run` ({flag})")
     a.add_argument("--run-args", default="", help="more arguments for each `kernelmark run`, as one string")

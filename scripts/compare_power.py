@@ -51,9 +51,11 @@ SCENARIOS = (
     Scenario("1 process/side, sigma_p 0.5%, T 5% (default)", 0.05),
     Scenario("1 process/side, sigma_p 1%, T 5%", 0.05, sigma_p=0.01),
     Scenario("1 process/side, sigma_p 2%, T 5%", 0.05, sigma_p=0.02),
+    Scenario("ab 3 rounds, sigma_p 2%, T 5%", 0.05, sigma_p=0.02, rounds=3),
     Scenario("ab 5 rounds, sigma_p 2%, T 5%", 0.05, sigma_p=0.02, rounds=5),
     Scenario("ab 5 rounds, sigma_p 0.5%, T 3%", 0.03, rounds=5),
     Scenario("1 process/side, 2 clusters 20%, T 5%", 0.05, clusters=0.2),
+    Scenario("ab 3 rounds, 2 clusters 20%, T 5%", 0.05, clusters=0.2, rounds=3),
     Scenario("ab 5 rounds, 2 clusters 20%, T 5%", 0.05, clusters=0.2, rounds=5),
 )
 

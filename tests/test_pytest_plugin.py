@@ -35,13 +35,18 @@ def test_second(kernelmark_bench):
 '''
 
 
-def _pytest(tmp_path, *args):
+# The entry point setup.cfg is to declare (its name equals the module's, so that
+# `-p kernelmark.pytest_plugin` on top of the installed entry point is not a second copy).
+ENTRY_POINTS = "[pytest11]\nkernelmark.pytest_plugin = kernelmark.pytest_plugin\n"
+
+
+def _pytest(tmp_path, *args, plugin_arg=True, site=None):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([str(site)] if site else []))
     env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-p", "kernelmark.pytest_plugin", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    plugin = ["-p", "kernelmark.pytest_plugin"] if plugin_arg else []
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_plugin_writes_a_run_file_that_compare_reads(tmp_path, capsys):
@@ -68,9 +73,20 @@ def test_plugin_writes_a_run_file_that_compare_reads(tmp_path, capsys):
     assert cli.main(["report", str(out)]) == 0
 
 
-def test_without_an_output_path_nothing_is_written(tmp_path):
-    (tmp_path / "test_user.py").write_text(USER_TESTS)
-    p = _pytest(tmp_path, "--kernelmark-budget", "0.01")
+def test_entry_point_loads_it_and_without_an_output_path_nothing_is_written(tmp_path):
+    """A stand-in for the installed package's metadata declares the pytest11 entry point;
+    the plugin is then found without -p, and -p on top of it does no harm."""
+    site = tmp_path / "site"
+    info = site / "kernelmark_entry_point_test-0.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kernelmark-entry-point-test\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "test_user.py").write_text(USER_TESTS)
+    both = _pytest(work, "--kernelmark-budget", "0.01", "-k", "second", site=site)
+    assert both.returncode == 0, both.stdout + both.stderr
+    p = _pytest(work, "--kernelmark-budget", "0.01", plugin_arg=False, site=site)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "run file:" not in p.stdout and not list(tmp_path.glob("*.jsonl"))
+    assert "run file:" not in p.stdout and not list(work.glob("*.jsonl"))
     assert "my_scale n=4096 fp32 pytest:" in p.stdout          # the terminal summary still lists it
