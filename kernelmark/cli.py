@@ -234,9 +234,17 @@ def cmd_run(args) -> int:
         writer.header(header)
     records = list(prior.records) if prior is not None else []
 
+    total = sum(len(c.backends) for c in cases) - len(done)
+    bar = None
+    if not args.quiet and sys.stderr.isatty():   # a progress bar in a terminal; quiet in logs and pipes
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="row", file=sys.stderr, dynamic_ncols=True, leave=False)
+
     def progress(i, n, rec):
-        extra = f"{rec['timing']['median_us']:.2f} us" if rec["status"] == "ok" else rec["status"]
-        log(f"[{i}/{n}] {rec['op']} {table.shape_text(rec['shape'])} {rec['dtype']} {rec['backend']}: {extra}")
+        if bar is not None:
+            extra = f"{rec['timing']['median_us']:.2f} us" if rec["status"] == "ok" else rec["status"]
+            bar.set_postfix_str(f"case {i}/{n} {rec['op']} {rec['dtype']} {rec['backend']}: {extra}"[:70])
+            bar.update(1)
 
     t0 = time.time()
     interrupted = False
@@ -273,6 +281,8 @@ def cmd_run(args) -> int:
             raise UsageError(str(e)) from None
         raise
     finally:
+        if bar is not None:
+            bar.close()
         if sup is not None:
             sup.close()
         writer.close()

@@ -266,8 +266,18 @@ def profile(target: Target) -> dict:
     p["git"] = git_state()
     p["host"] = {"hostname": socket.gethostname(), "os": platform.platform(), "executable": sys.executable}
     p["env"] = {k: os.environ[k] for k in _ENV_VARS if k in os.environ}
+    p["load_avg"] = load_avg()
     p["datasheet"] = datasheet.lookup(p["name"]) if target.is_gpu else None
     return p
+
+
+def load_avg() -> Optional[list]:
+    """1, 5 and 15 minute load averages: a busy host makes CPU timings (and GPU launch
+    timings) unreliable, so the run records how busy it was."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
 
 
 def _host_memory() -> int:

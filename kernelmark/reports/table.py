@@ -90,6 +90,11 @@ def title(header: dict) -> str:
         + (f", h2d {pk['h2d_gbps']:.1f} GB/s" if pk.get("h2d_gbps") else "")
         + (f" | matmul TFLOP/s: {tf}" if tf else ""),
     ]
+    load, cpus = d.get("load_avg"), (d.get("cpu") or {}).get("logical_cpus")
+    if d.get("kind") == "cpu" and isinstance(load, list) and load and isinstance(cpus, int) and cpus > 0 \
+            and isinstance(load[0], (int, float)) and load[0] > 0.5 * cpus:
+        lines.append(f"WARNING: load average {load[0]} on {cpus} CPUs when the run started: "
+                     "other work shared these cores, CPU timings are unreliable")
     ds = d.get("datasheet")
     if ds:
         dtf = ", ".join(f"{k} {x:g}" for k, x in sorted(ds["tflops"].items()))
