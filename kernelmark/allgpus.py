@@ -162,7 +162,7 @@ def run(args) -> int:
     summary = summarize(jobs, threshold, args.command)
     path = out_dir / SUMMARY_NAME
     path.write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    print(render(summary))
+    print(json.dumps(summary, indent=1, default=str) if args.format == "json" else render(summary))
     for j in jobs:
         if j.exit_status != 0:
             log(f"gpu{j.index} failed; the end of {j.log_file}:\n{_tail(j.log_file)}")

@@ -49,6 +49,7 @@ SAMPLE_TARGET_US = {"gpu": 1000.0, "cpu": 2000.0}   # one sample lasts at least 
 MAX_INNER = 1000
 FIRST_BATCH, MAX_BATCH = 5, 64
 
+
 def launched() -> bool:
     """True inside a torchrun launch of more than one process."""
     try:
@@ -331,7 +332,10 @@ def _run(args, comm: Comm, backend: str, local: int) -> int:
             f"({len({r['host'] for r in ranks})} hosts, {backend}); run file {out}")
         pk = peaks.get(comm.target, prof, remeasure=args.remeasure)
         header = runner.header(args.command, suite, prof, pk, cfg)
-        nccl = torch.cuda.nccl.version() if backend == "nccl" else None
+        try:
+            nccl = torch.cuda.nccl.version() if backend == "nccl" else None
+        except Exception:   # noqa: BLE001 -- a build without the query: the version is only recorded
+            nccl = None
         header["isolation"] = "none (torchrun: every rank runs the cases in its own process, in lockstep)"
         header["distributed"] = {
             "launcher": "torchrun", "world_size": comm.world, "backend": backend,

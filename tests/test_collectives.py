@@ -1,7 +1,6 @@
 """Collectives: bus bandwidth factors, inputs and references, the lockstep rules, and the suite
 end to end under torchrun with two gloo processes on this CPU (as docs/multi-gpu.md says to
 launch it; `python -m torch.distributed.run` is the torchrun script)."""
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernelmark import cli, distributed, results, stats, timing
+from kernelmark import cli, distributed, results, timing
 from kernelmark.suites import collectives
 from kernelmark.suites.registry import get_op
 
@@ -114,8 +113,9 @@ def test_reduction_check_is_bitwise(op_name):
 
 def test_outside_torchrun_the_suite_is_skipped_with_the_launch_line(tmp_path):
     out = tmp_path / "solo.jsonl"
-    rc = cli.main(["run", "--suite", "collectives", "--device", "cpu", "--dtypes", "fp32", "--ops", "all_reduce,broadcast",
-                   "--isolation", "none", "--out", str(out), "--no-history", "--quiet"])
+    rc = cli.main(["run", "--suite", "collectives", "--device", "cpu", "--dtypes", "fp32",
+                   "--ops", "all_reduce,broadcast", "--isolation", "none", "--out", str(out),
+                   "--no-history", "--quiet"])
     assert rc == 0
     recs = results.load(str(out)).records
     assert len(recs) == 12 and all(r["status"] == "skipped" for r in recs)
