@@ -6,3 +6,5 @@ import tempfile
 os.environ.setdefault("TRITON_INTERPRET", "1")
 # Measured peaks are cached; keep the tests' cache out of the user's.
 os.environ.setdefault("KERNELMARK_CACHE_DIR", tempfile.mkdtemp(prefix="kernelmark-test-cache-"))
+# Every `kernelmark run` is also added to a history database; keep the tests' runs out of the user's.
+os.environ.setdefault("KERNELMARK_DATA_DIR", tempfile.mkdtemp(prefix="kernelmark-test-data-"))
