@@ -95,7 +95,9 @@ def register(sub) -> None:
     a = sub.add_parser("ab", help="measure two git revisions interleaved on this device and compare them")
     a.add_argument("rev_a", metavar="REV_A", help="the baseline revision")
     a.add_argument("rev_b", metavar="REV_B", help="the revision under test")
-    a.add_argument("--suite", default="default")
+    a.add_argument("--suite", default="default",
+                   help="built-in suite or a .toml path (default: default); a relative path is read in "
+                        "each worktree, so each side runs its own revision of the file")
     a.add_argument("--rounds", type=int, default=5,
                    help="processes per side, alternating A B / B A (default 5: with fewer, a side whose "
                         "processes all drift the same way is more likely to pass for a change)")

@@ -348,12 +348,17 @@ def summary_lines(c: Comparison, fail_on: str = "slower") -> list:
     lines.append("verdicts: " + ", ".join(f"{n} {v}" for v, n in cnt.items() if n) +
                  f" | threshold {100 * c.threshold:g}%, alpha {c.alpha:g}")
     bad = c.regressions(fail_on)
-    worst = bad or [p for p in c.pairs if p.verdict == "noisy"]
+    # Worst first: the regressions, then what could not be told, then the largest ratios.
+    rest = sorted((p for p in c.pairs if p not in bad and p.verdict in ("unchanged", "faster") and p.ratio),
+                  key=lambda p: -p.ratio)
+    worst = bad + [p for p in c.pairs if p.verdict == "noisy" and p not in bad] + rest
+    if worst:
+        lines.append("worst first:")
     for p in worst[:5]:
         what = f"{p.ratio:.3f}x [{p.ci_low:.3f}, {p.ci_high:.3f}]" if p.ratio else p.note
         lines.append(f"  {p.verdict.upper()}: {p.op} {shape_text(p.shape)} {p.dtype} {p.backend}: {what}")
-    if len(worst) > 5:
-        lines.append(f"  ... and {len(worst) - 5} more")
+    if len(bad) > 5:
+        lines.append(f"  ... and {len(bad) - 5} more regressions")
     lines.append(f"result: {len(bad)} regression(s)" if bad else "result: no regression")
     return lines + [f"note: {n}" for n in dict.fromkeys(c.notes)]
 
