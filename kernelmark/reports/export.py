@@ -21,7 +21,8 @@ from kernelmark.reports.table import shape_text
 
 
 def benchmark_name(rec: dict) -> str:
-    return f"{rec['op']}[{shape_text(rec['shape'])} {rec['dtype']} {rec['backend']}]"
+    parts = (shape_text(rec["shape"]), rec["dtype"], rec["backend"])
+    return f"{rec['op']}[{' '.join(p for p in parts if p)}]"
 
 
 def _stats(samples_s: list) -> dict:
