@@ -186,6 +186,8 @@ def _time_gpu(fn, sets, device, cfg: TimingConfig, l2_bytes: int, set_bytes: int
 def _time_graph(fn, sets, device, cfg: TimingConfig, est_us: float, set_bytes: int) -> Timing:
     n = len(sets)
     inner = int(min(max(math.ceil(cfg.graph_target_us / max(est_us, 0.5)), 8), 2000))
+    # Outputs allocated inside the graph stay alive for its life: keep them to about 1 GiB.
+    inner = max(8, min(inner, (1 << 30) // max(set_bytes, 1)))
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):          # warm up on the capture stream, as capture requires
