@@ -125,6 +125,21 @@ def cells(records: list) -> tuple:
     return heads, body
 
 
+FOLDED = ("skipped", "unsupported")
+
+
+def folded_summary(records: list) -> str:
+    """'not run here: 12 rows' with one line per (backend, status, reason)."""
+    groups: dict = {}
+    for r in records:
+        key = (r["backend"], r["status"], str(r.get("reason", "")))
+        groups[key] = groups.get(key, 0) + 1
+    lines = [f"not run here ({len(records)} rows; all of them are in the run file):"]
+    for (backend, status, reason), n in sorted(groups.items()):
+        lines.append(f"  {backend}: {status} x{n}: {reason}")
+    return "\n".join(lines)
+
+
 def render(header: dict, records: list, fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps({"header": header, "records": records}, indent=1, default=str)
@@ -135,13 +150,19 @@ def render(header: dict, records: list, fmt: str = "table") -> str:
         for r in records:
             w.writerow({"device": header["device"].get("name"), **row(r)})
         return buf.getvalue().rstrip("\n")
-    heads, body = cells(records)
+    # Rows a backend could not run here (a library not installed, a dtype it lacks) are
+    # counted under the table rather than shown one by one; csv and json keep them all.
+    shown = [r for r in records if r["status"] not in FOLDED]
+    folded = [r for r in records if r["status"] in FOLDED]
+    heads, body = cells(shown)
     if fmt == "md":     # a '|' from a run file (a reason, a label) would split a Markdown cell
         body = [[c.replace("|", "\\|") for c in r] for r in body]
     table = tabulate(body, headers=heads, tablefmt="github" if fmt == "md" else "simple",
                      disable_numparse=True)
     if not records:
         table = "(no records: the run stopped before its first case finished)"
+    elif folded:
+        table += "\n\n" + folded_summary(folded)
     if fmt == "md":
         return "\n".join(f"> {line}" if line else ">" for line in title(header).splitlines()) + "\n\n" + table
     return title(header) + "\n\n" + table
