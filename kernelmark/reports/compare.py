@@ -34,7 +34,11 @@ offset (clocks, placement, allocator state) is indistinguishable from a real shi
 when each side has one process: only the threshold stands between it and a false
 alarm. With several processes per side (``kernelmark ab --rounds N``) the cluster
 bootstrap widens the interval by the between-process spread, and wide drift gives
-``noisy`` rather than ``slower``.
+``noisy`` rather than ``slower``. (The rank test still treats pooled samples as
+independent, so it is over-confident there; the process-aware interval is the guard.)
+
+Records match on (op, shape, dtype, backend) without the case index, so a suite whose
+cases were reordered or extended between the two commits still pairs up.
 
 Other verdicts: ``new`` (timed in HEAD only), ``missing`` (timed in BASE, not in HEAD),
 ``check-failed`` (passed its correctness check in BASE; in HEAD it fails the check,
