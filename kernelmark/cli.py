@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=900.0,
                    help="seconds one backend of one case may take (compile, check and timing) before "
                         "its worker is killed and the case recorded as timeout (default 900)")
+    r.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's own choice); recorded in the device profile")
     r.add_argument("--resume", metavar="RUN", help="continue an interrupted run file where it stopped")
     r.add_argument("--force", action="store_true", help="with --resume: continue even if the environment changed")
 
@@ -204,6 +206,11 @@ def cmd_run(args) -> int:
         raise UsageError("--target-ci must be a fraction between 0 and 1, e.g. 0.01")
     if args.timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError("--threads must be a positive integer")
+        import torch
+        torch.set_num_threads(args.threads)
     prof = dev.profile(target)
     done: set = set()
     if prior is not None:

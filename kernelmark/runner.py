@@ -327,7 +327,7 @@ class Runner:
 def worker_init(target: dev.Target, profile: dict, pk: dict, cfg: RunConfig) -> dict:
     """The message that sets up a worker process (kernelmark.worker) like this runner."""
     return {"device": str(target.torch_device), "profile": profile, "peaks": pk, "timing": cfg.timing.__dict__,
-            "budget_override": cfg.budget_override, "seed": cfg.seed}
+            "budget_override": cfg.budget_override, "seed": cfg.seed, "threads": torch.get_num_threads()}
 
 
 def header(command: list, suite, profile: dict, pk: dict, cfg: RunConfig) -> dict:

@@ -46,6 +46,9 @@ def main(argv=None) -> int:
     from kernelmark import runner, timing
     from kernelmark.suites.loader import Case
 
+    import torch
+    if init.get("threads"):
+        torch.set_num_threads(init["threads"])    # the supervisor's (and the profile's) thread count
     target = dev.resolve(init["device"])
     cfg = runner.RunConfig(timing=timing.TimingConfig(**init["timing"]),
                            budget_override=init.get("budget_override"), seed=init.get("seed"))
