@@ -105,6 +105,10 @@ def main(argv: list | None = None) -> int:
     except KeyboardInterrupt:
         print("kernelmark: interrupted; records written so far are kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:     # `kernelmark report ... | head`: the reader left; not an error of ours
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _target(spec):
