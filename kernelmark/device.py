@@ -142,8 +142,9 @@ def _nvml_handle(index: int):
         uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
         if uuid is not None:
             try:
-                handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
-            except pynvml.NVMLError:
+                # bytes: c_char_p takes no str in the bindings without convertStrBytes.
+                handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}".encode())
+            except Exception:   # NVMLError, or a TypeError from the bindings: use the index
                 handle = None
         if handle is None:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
