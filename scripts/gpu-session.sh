@@ -11,7 +11,9 @@ OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(default)
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw,clocks_throttle_reasons.active --format=csv > "$OUT/nvidia-smi.csv" 2>&1 || true
+# clocks_event_reasons.active is the newer drivers' name for clocks_throttle_reasons.active.
+{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw,clocks_event_reasons.active --format=csv \
+  || nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw,clocks_throttle_reasons.active --format=csv; } > "$OUT/nvidia-smi.csv" 2>&1 || true
 python3 -m kernelmark env --remeasure | tee "$OUT/env.txt"
 python3 scripts/crosscheck_do_bench.py 4096 8192 | tee "$OUT/do_bench.txt"
 for s in "${suites[@]}"; do

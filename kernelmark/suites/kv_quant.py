@@ -186,6 +186,14 @@ def _needs_fp8(shape, dtype, device_kind, capability):
     return None
 
 
+def _triton_needs_fp8(shape, dtype, device_kind, capability):
+    why = _needs_fp8(shape, dtype, device_kind, capability)
+    if why is None and shape["qformat"] == "fp8_e4m3" and device_kind == "cuda" and \
+            (capability is None or tuple(capability) < (8, 9)):
+        why = "Triton's fp8 e4m3 conversion needs compute capability 8.9 or newer"
+    return why
+
+
 OPS = [
     Op(
         name="kv_quantize",
@@ -195,7 +203,7 @@ OPS = [
         make_inputs=quantize_make_inputs, reference=quantize_reference,
         flops=lambda shape: 0, nbytes=nbytes, validate=validate, check=quantize_check,
         backends=(
-            Backend("triton", _quantize_triton, triton=True, supports=_needs_fp8,
+            Backend("triton", _quantize_triton, triton=True, supports=_triton_needs_fp8,
                     description="kernelmark's Triton quantizer (kernels/kv_quant.py)"),
             Backend("torch", _quantize_torch, supports=_needs_fp8,
                     description="fp32 torch ops: divide, clamp, round/convert"),
@@ -208,7 +216,7 @@ OPS = [
         make_inputs=dequantize_make_inputs, reference=dequantize_reference,
         flops=lambda shape: 0, nbytes=nbytes, validate=validate, check=dequantize_check,
         backends=(
-            Backend("triton", _dequantize_triton, triton=True, supports=_needs_fp8,
+            Backend("triton", _dequantize_triton, triton=True, supports=_triton_needs_fp8,
                     description="kernelmark's Triton dequantizer (kernels/kv_quant.py)"),
             Backend("torch", _dequantize_torch, supports=_needs_fp8,
                     description="fp32 torch ops: multiply, convert"),
