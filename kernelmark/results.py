@@ -11,7 +11,8 @@ Schema version 1::
      "reason": str (why not ok), "seed": int, "check": {passed, rel_l2, max_abs, max_rel, tolerance, detail},
      "flops", "bytes", "intensity", "timing": {method, inner, cache, converged, wall_s, note, n,
      median_us, mean_us, min_us, max_us, iqr_us, ci_low_us, ci_high_us, ci_rel, samples_us},
-     "tflops", "gbps", "bound", "pct_of_peak", "pct_of_datasheet", "noisy", "case_index", "suite_line"}
+     "tflops", "gbps", "bound", "pct_of_peak", "pct_of_datasheet", "noisy", "case_index", "suite_line",
+     "detail": what the backend chose (an autotuned Triton kernel's config), "health": {NVML state}}
     {"type": "footer", "finished": ISO time, "records": int, "wall_s": float}
 
 ``status``: ``ok`` checked and timed; ``checked`` passed its check but was not timed (a
@@ -244,7 +245,7 @@ def _check_record(r: dict, where: str) -> None:
     for k, v in r["shape"].items():
         if not isinstance(v, (int, float, str, bool)):
             raise RunFileError(f"{where}: shape parameter {k} has the wrong type")
-    for key in ("label", "reason", "bound"):
+    for key in ("label", "reason", "bound", "detail"):
         _expect(r, key, _OPT_STR, where)
     for key in ("flops", "bytes", "intensity", "tflops", "gbps", "pct_of_peak", "pct_of_datasheet"):
         _expect(r, key, _OPT_NUM, where)

@@ -279,6 +279,11 @@ class Runner:
             self._cleanup()
             return {"status": _failure_status(e), "reason": self._describe(e, stage)}
         rec: dict = {"check": check.as_dict()}
+        if b.detail is not None:
+            try:
+                rec["detail"] = b.detail()
+            except Exception as e:  # a description must never cost the measurement
+                rec["detail"] = f"unavailable ({type(e).__name__})"
         if not check.passed:
             return {**rec, "status": "failed_check", "reason": check.detail}
         if b.triton and self.target.kind == "cpu":

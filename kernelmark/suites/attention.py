@@ -514,6 +514,18 @@ def _flashinfer_decode(x):
     return w.run(x["q"], (x["k_cache"], x["v_cache"]))
 
 
+def _prefill_config():
+    from kernelmark.kernels import chosen_config
+    from kernelmark.kernels.prefill_attention import _prefill_attention_kernel
+    return chosen_config(_prefill_attention_kernel)
+
+
+def _decode_config():
+    from kernelmark.kernels import chosen_config
+    from kernelmark.kernels.paged_decode_attention import _paged_decode_split_kernel
+    return chosen_config(_paged_decode_split_kernel)
+
+
 # ---------------------------------------------------------------- ops
 
 _HALF = ("fp16", "bf16")
@@ -528,7 +540,7 @@ OPS = [
         make_inputs=make_prefill_inputs, reference=prefill_reference, flops=prefill_flops, nbytes=prefill_bytes,
         validate=validate_prefill,
         backends=(
-            Backend("triton", _triton_prefill, triton=True, supports=_triton_supports,
+            Backend("triton", _triton_prefill, triton=True, supports=_triton_supports, detail=_prefill_config,
                     description="kernelmark's flash-attention forward (kernels/prefill_attention.py)"),
             *_sdpa_backends("prefill"),
             Backend("flash-attn", _flash_attn_prefill, dtypes=_HALF, available=lambda: _import_error("flash_attn"),
@@ -544,7 +556,7 @@ OPS = [
         make_inputs=make_varlen_inputs, reference=varlen_reference, flops=varlen_flops, nbytes=varlen_bytes,
         validate=validate_prefill,
         backends=(
-            Backend("triton", _triton_varlen, triton=True, supports=_triton_supports,
+            Backend("triton", _triton_varlen, triton=True, supports=_triton_supports, detail=_prefill_config,
                     description="kernelmark's flash-attention forward, varlen form (kernels/prefill_attention.py)"),
             *_sdpa_backends("varlen"),
             Backend("torch-varlen-attn", _torch_varlen_attn, dtypes=_HALF, available=_varlen_attn_available,
@@ -563,7 +575,7 @@ OPS = [
         make_inputs=make_decode_inputs, reference=decode_reference, flops=decode_flops, nbytes=decode_bytes,
         validate=validate_decode,
         backends=(
-            Backend("triton", _triton_decode, triton=True, supports=_triton_supports,
+            Backend("triton", _triton_decode, triton=True, supports=_triton_supports, detail=_decode_config,
                     description="kernelmark's split-KV paged decode kernel (kernels/paged_decode_attention.py)"),
             Backend("torch-gather-sdpa", _torch_decode,
                     description="gathers the pages into contiguous K/V (timed: what a naive user pays), then "

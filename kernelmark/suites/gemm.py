@@ -79,6 +79,12 @@ def _triton_run(x):
     return matmul(x["a"], x["b"], out_dtype=dtypes.torch_dtype(out_dtype(x["dtype"])))
 
 
+def _triton_config():
+    from kernelmark.kernels import chosen_config
+    from kernelmark.kernels.gemm import _gemm_kernel
+    return chosen_config(_gemm_kernel)
+
+
 def _triton_supports(shape, dtype, device_kind, capability):
     if dtype == "fp8_e4m3":
         if device_kind == "cpu":
@@ -103,7 +109,7 @@ OPS = [
         backends=(
             Backend("torch", _torch_run, supports=_torch_supports,
                     description="torch.matmul (cuBLAS/hipBLASLt on GPU, oneDNN/MKL on CPU); fp8 via torch._scaled_mm"),
-            Backend("triton", _triton_run, triton=True, supports=_triton_supports,
+            Backend("triton", _triton_run, triton=True, supports=_triton_supports, detail=_triton_config,
                     description="kernelmark's autotuned tiled Triton GEMM (kernels/gemm.py)"),
         ),
     ),

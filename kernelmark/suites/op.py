@@ -115,6 +115,8 @@ class Backend:
     # (major, minor) on CUDA and None elsewhere.
     supports: Optional[Callable[..., Optional[str]]] = None
     description: str = ""
+    # What the backend chose for the last call (an autotuned kernel's config), for the record.
+    detail: Optional[Callable[[], Optional[str]]] = None
 
 
 def positive_ints(shape: Shape, names) -> None:
