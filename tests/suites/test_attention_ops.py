@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kernelmark.kernels import paged
-from kernelmark.suites import attention
+from kernelmark.suites import _attention_libs, attention
 from kernelmark.suites.registry import get_op
 
 CPU = torch.device("cpu")
@@ -196,7 +196,7 @@ def test_torch_varlen_attn_glue_with_a_stand_in(monkeypatch):
         return out
 
     monkeypatch.setattr(varlen, "varlen_attn", fake)
-    attention._varlen_attn_params.cache_clear()
+    _attention_libs._varlen_attn_params.cache_clear()
     try:
         op = get_op("prefill_attention_varlen")
         for causal in (0, 1):
@@ -205,7 +205,7 @@ def test_torch_varlen_attn_glue_with_a_stand_in(monkeypatch):
             assert op.compare(op.backend("torch-varlen-attn").run(x), op.reference(x), "fp32").passed
             assert seen["window_size"] == ((-1, 0) if causal else (-1, -1)) and seen["enable_gqa"]
     finally:
-        attention._varlen_attn_params.cache_clear()
+        _attention_libs._varlen_attn_params.cache_clear()
 
 
 def test_attention_suite_sizes():
