@@ -69,7 +69,9 @@ def test_plugin_writes_a_run_file_that_compare_reads(tmp_path, capsys):
     # The same records any run has: compare, report and export read them.
     assert cli.main(["compare", str(out), str(out), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert [p_["verdict"] for p_ in doc["pairs"]] == ["unchanged", "unchanged"]
+    # A run against itself is never a change; with few noisy CPU samples it may read `noisy`.
+    assert len(doc["pairs"]) == 2
+    assert all(p_["verdict"] in ("unchanged", "noisy") for p_ in doc["pairs"]), doc["pairs"]
     assert cli.main(["report", str(out)]) == 0
 
 
