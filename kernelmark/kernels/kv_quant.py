@@ -160,6 +160,17 @@ def _launch_shape(x: torch.Tensor) -> tuple:
     return t * h, block_d, block_r, (triton.cdiv(t * h, block_r),)
 
 
+def _output(out, shape: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The output buffer: a new one, or the caller's after checking it fits."""
+    if out is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    _check_rows("out", out)
+    if tuple(out.shape) != shape or out.dtype != dtype or out.device != device:
+        raise ValueError(f"out must be {dtype} {shape} on {device}, "
+                         f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+    return out
+
+
 def kv_quantize(x: torch.Tensor, qformat: str, granularity: str, scale: torch.Tensor | None = None, *,
                 out: torch.Tensor | None = None) -> tuple:
     """Quantize ``x`` [tokens, kv_heads, head_dim] (fp16/bf16/fp32) to ``qformat`` codes.
@@ -182,12 +193,7 @@ def kv_quantize(x: torch.Tensor, qformat: str, granularity: str, scale: torch.Te
     elif scale is None:
         raise ValueError(f"a {granularity!r} scale is static: pass the calibrated scale")
     _check_scale(scale, granularity, t, h, x.device)
-    if out is None:
-        out = torch.empty((t, h, d), dtype=cdt, device=x.device)
-    _check_rows("out", out)
-    if tuple(out.shape) != (t, h, d) or out.dtype != cdt or out.device != x.device:
-        raise ValueError(f"out must be {cdt} {(t, h, d)} on {x.device}, "
-                         f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+    out = _output(out, (t, h, d), cdt, x.device)
     rows, block_d, block_r, grid = _launch_shape(x)
     if rows == 0:
         return out, scale
@@ -212,12 +218,7 @@ def kv_dequantize(codes: torch.Tensor, scale: torch.Tensor, granularity: str,
         raise ValueError(f"out_dtype must be fp16, bf16 or fp32, got {out_dtype}")
     t, h, d = codes.shape
     _check_scale(scale, granularity, t, h, codes.device)
-    if out is None:
-        out = torch.empty((t, h, d), dtype=out_dtype, device=codes.device)
-    _check_rows("out", out)
-    if tuple(out.shape) != (t, h, d) or out.dtype != out_dtype or out.device != codes.device:
-        raise ValueError(f"out must be {out_dtype} {(t, h, d)} on {codes.device}, "
-                         f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+    out = _output(out, (t, h, d), out_dtype, codes.device)
     rows, block_d, block_r, grid = _launch_shape(codes)
     if rows == 0:
         return out
