@@ -208,7 +208,6 @@ def measure(op, b, case, seed: int, comm: Comm, cfg: timing.TimingConfig, link: 
     if problem:
         return problem
     t, mine = time_lockstep(lambda: b.run(inputs), comm, cfg)
-    del inputs
     medians = comm.gather(round(stats.quantile(sorted(mine), 0.5), 4))
     n = comm.world
     med = t.summary.median_us

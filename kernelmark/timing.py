@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -214,7 +214,6 @@ def _time_graph(fn, sets, device, cfg: TimingConfig, est_us: float, set_bytes: i
         return out
 
     samples, conv, wall = _sample_loop(take, cfg, batch=5)
-    del graph
     cache = (f"rotated {n} input sets ({n * set_bytes / 2**20:.1f} MiB) inside the graph" if n > 1
              else "one input set (it exceeds twice the L2)")
     return Timing(stats.summarize(samples), "cuda_graph", inner, cache, conv, wall)

@@ -1,5 +1,4 @@
 """Runs that survive: crashes, hangs, OOM, kill -9 and --resume (CPU, worker processes)."""
-import json
 import os
 import signal
 import subprocess
@@ -7,7 +6,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from kernelmark import results
 
