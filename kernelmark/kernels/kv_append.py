@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import kv_validate as kv
+from kernelmark.kernels.tl_utils import token_head_rows
 from kernelmark.kernels import paged
 
 
@@ -29,10 +30,7 @@ def _kv_append_kernel(
     KV_HEADS: tl.constexpr, PAGE_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    in_range = r < rows
-    t = (r // KV_HEADS).to(tl.int64)
-    h = (r % KV_HEADS).to(tl.int64)
+    in_range, t, h = token_head_rows(rows, KV_HEADS, BLOCK_R)
     slot = tl.load(slot_ptr + t, mask=in_range, other=-1).to(tl.int64)
     row_ok = in_range & (slot >= 0)
     block = slot // PAGE_SIZE

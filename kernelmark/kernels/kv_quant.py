@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import kv_validate as kv
+from kernelmark.kernels.tl_utils import token_head_rows
 
 QFORMATS = ("fp8_e4m3", "int8")
 GRANULARITIES = ("tensor", "head", "token_head")
@@ -90,10 +91,7 @@ def _quantize_kernel(
     KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, QMAX: tl.constexpr,
     IS_INT8: tl.constexpr, DYNAMIC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    row_ok = r < rows
-    t = (r // KV_HEADS).to(tl.int64)
-    h = (r % KV_HEADS).to(tl.int64)
+    row_ok, t, h = token_head_rows(rows, KV_HEADS, BLOCK_R)
     d = tl.arange(0, BLOCK_D)
     mask = row_ok[:, None] & (d < HEAD_DIM)[None, :]
     x = tl.load(x_ptr + (t * stride_xt + h * stride_xh)[:, None] + d[None, :], mask=mask, other=0.0)
@@ -121,10 +119,7 @@ def _dequantize_kernel(
     stride_qt, stride_qh, stride_ot, stride_oh, stride_st, stride_sh,
     KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    row_ok = r < rows
-    t = (r // KV_HEADS).to(tl.int64)
-    h = (r % KV_HEADS).to(tl.int64)
+    row_ok, t, h = token_head_rows(rows, KV_HEADS, BLOCK_R)
     d = tl.arange(0, BLOCK_D)
     mask = row_ok[:, None] & (d < HEAD_DIM)[None, :]
     q = tl.load(q_ptr + (t * stride_qt + h * stride_qh)[:, None] + d[None, :], mask=mask)

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import kv_validate as kv
+from kernelmark.kernels.tl_utils import token_head_rows
 from kernelmark.kernels.kv_append import cache_strides, check_append_args
 
 
@@ -33,10 +34,7 @@ def _rope_kv_append_kernel(
     KV_HEADS: tl.constexpr, PAGE_SIZE: tl.constexpr, HALF: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_HALF: tl.constexpr,
 ):
-    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    in_range = r < rows
-    t = (r // KV_HEADS).to(tl.int64)
-    h = (r % KV_HEADS).to(tl.int64)
+    in_range, t, h = token_head_rows(rows, KV_HEADS, BLOCK_R)
     slot = tl.load(slot_ptr + t, mask=in_range, other=-1).to(tl.int64)
     row_ok = in_range & (slot >= 0)
     pos = tl.load(pos_ptr + t, mask=row_ok, other=0).to(tl.int64)

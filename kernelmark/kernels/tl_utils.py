@@ -18,3 +18,12 @@ def dot(a, b, acc, UPCAST_DOT: tl.constexpr, IEEE_FP32: tl.constexpr):
         return tl.dot(a, b, acc, input_precision="ieee")
     else:
         return tl.dot(a, b, acc)
+
+
+@triton.jit
+def token_head_rows(rows, KV_HEADS: tl.constexpr, BLOCK_R: tl.constexpr):
+    """This program's BLOCK_R rows of a [tokens x kv_heads] row space, as
+    (row in range, token index, head index); the indices are int64 so that row offsets
+    into a large cache cannot overflow."""
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    return r < rows, (r // KV_HEADS).to(tl.int64), (r % KV_HEADS).to(tl.int64)
