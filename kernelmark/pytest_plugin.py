@@ -16,7 +16,7 @@ and ``export`` read it. The header's ``device.git`` is the tested project's comm
 (pytest's rootdir), since that is the code being measured. Peaks are not measured unless
 ``--kernelmark-peaks`` is given (then %-of-peak is filled in; cached as for `run`).
 
-The fixture times ``fn(*args, **kwargs)`` with ``kernelmark.timing.time_callable`` on the
+The fixture times ``fn(*args, **kwargs)`` with ``kernelmark.harness.timing.time_callable`` on the
 device of the first tensor argument (else ``--kernelmark-device``, else the GPU if any),
 and returns the record. It does not check correctness: assert on the result in the test.
 This module imports nothing heavy until a benchmark runs, so having it installed costs
@@ -53,8 +53,8 @@ class _Session:
         self.t0 = time.time()
 
     def profile(self, target):
-        from kernelmark import device as dev
-        from kernelmark import peaks
+        from kernelmark.harness import device as dev
+        from kernelmark.harness import peaks
         key = str(target.torch_device)
         if key not in self.profiles:
             prof = dev.profile(target)
@@ -143,7 +143,7 @@ def _dtype_name(args) -> str:
 def _target(args, spec: Optional[str]):
     import torch
 
-    from kernelmark import device as dev
+    from kernelmark.harness import device as dev
     for a in args:
         if isinstance(a, torch.Tensor):
             spec = str(a.device)
@@ -160,8 +160,8 @@ def kernelmark_bench(request):
 
     def bench(fn, *args, flops: Optional[int] = None, bytes: Optional[int] = None, name: Optional[str] = None,
               shape: Optional[dict] = None, dtype: Optional[str] = None, backend: str = "pytest", **kwargs):
-        from kernelmark import device as dev
-        from kernelmark import runner, timing
+        from kernelmark.harness import device as dev
+        from kernelmark.harness import runner, timing
         target = _target(args, request.config.getoption("kernelmark_device"))
         prof, pk = session.profile(target)
         budget = request.config.getoption("kernelmark_budget")

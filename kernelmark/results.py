@@ -3,7 +3,7 @@
 Schema version 1::
 
     {"type": "header", "schema": 1, "kernelmark": "0.1.0", "command": [...],
-     "suite": {"name", "path", "sha256"}, "device": {device profile, see kernelmark.device},
+     "suite": {"name", "path", "sha256"}, "device": {device profile, see kernelmark.harness.device},
      "peaks": {"copy_gbps", "h2d_gbps", "d2h_gbps", "tflops": {dtype: TFLOP/s}, "method", ...},
      "timing": {TimingConfig fields}, "started": ISO time, "run_id": str}
     {"type": "record", "op", "label", "shape": {param: value}, "dtype", "backend",

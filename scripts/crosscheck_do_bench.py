@@ -12,7 +12,7 @@ import sys
 import torch
 import triton.testing
 
-from kernelmark import device, timing
+from kernelmark.harness import device, timing
 
 
 def main(sizes):

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from kernelmark.suites.op import Backend, Op
+from kernelmark.ops.base import Backend, Op
 
 
 def _make(shape, dtype, device, gen):

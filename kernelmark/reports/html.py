@@ -161,7 +161,7 @@ def _roofline_section(dev: crossdevice.Device, idx: int) -> str:
         out.append(f'<p class="note">{no_flops} timed data-movement cases (no FLOPs) are not on the roofline; '
                    f"the bar charts and table have them.</p>")
     if not (dev.header["device"].get("datasheet")):
-        out.append('<p class="note">No datasheet ceiling: this device is not in kernelmark/datasheet.py.</p>')
+        out.append('<p class="note">No datasheet ceiling: this device is not in kernelmark/harness/datasheet.py.</p>')
     out.append("</div>")
     return "".join(out)
 

@@ -37,7 +37,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from kernelmark.suites import models
-from kernelmark.suites.registry import get_op
+from kernelmark.ops.registry import get_op
 
 SUITE_DIR = Path(__file__).resolve().parent
 DEVICE_KINDS = ("cpu", "cuda", "rocm", "gpu")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kernelmark.kernels import gemm
-from kernelmark.suites.op import compare
+from kernelmark.ops.base import compare
 from kernelmark.dtypes import TOLERANCE
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

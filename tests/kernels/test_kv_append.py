@@ -3,7 +3,7 @@ import torch
 
 from kernelmark.kernels import kv_validate, paged
 from kernelmark.kernels.kv_append import kv_append
-from kernelmark.suites.kv_inputs import write_rows
+from kernelmark.ops.kv_inputs import write_rows
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from kernelmark.kernels.kv_quant import GRANULARITIES, QFORMATS, kv_dequantize, kv_quantize
-from kernelmark.suites import kv_inputs
-from kernelmark.suites.kv_quant import calibrate, dequantize_torch, quantize_torch, scale_view
+from kernelmark.ops import kv_inputs
+from kernelmark.ops.kv_quant import calibrate, dequantize_torch, quantize_torch, scale_view
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -22,7 +22,7 @@ def _quantize(x, qformat, granularity):
 
 
 def _round_trip_bound(x, s, qformat):
-    """The documented per-element bound (suites/kv_quant.py), with 2**-23·|x| for the fp32
+    """The documented per-element bound (ops/kv_quant.py), with 2**-23·|x| for the fp32
     division's rounding."""
     ax = x.double().abs()
     slack = 2.0 ** -23 * ax

@@ -6,7 +6,7 @@ import torch
 from kernelmark.dtypes import TOLERANCE
 from kernelmark.kernels import paged
 from kernelmark.kernels import paged_decode_attention as pda
-from kernelmark.suites.op import compare
+from kernelmark.ops.base import compare
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

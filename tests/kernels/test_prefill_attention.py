@@ -5,7 +5,7 @@ import torch
 
 from kernelmark.dtypes import TOLERANCE
 from kernelmark.kernels import prefill_attention as pa
-from kernelmark.suites.op import compare
+from kernelmark.ops.base import compare
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

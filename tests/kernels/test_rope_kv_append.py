@@ -3,8 +3,8 @@ import torch
 
 from kernelmark.kernels import paged
 from kernelmark.kernels.rope_kv_append import rope_kv_append
-from kernelmark.suites import kv_inputs
-from kernelmark.suites.rope_kv_append import ROPE_THETA, cos_sin_table, rotate
+from kernelmark.ops import kv_inputs
+from kernelmark.ops.rope_kv_append import ROPE_THETA, cos_sin_table, rotate
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 

@@ -209,8 +209,8 @@ def slowable_gemm(monkeypatch):
 
     import torch
 
-    from kernelmark import runner
-    from kernelmark.suites.registry import get_op
+    from kernelmark.harness import runner
+    from kernelmark.ops.registry import get_op
 
     op = get_op("gemm")
     real = op.backend("torch").run
@@ -248,7 +248,7 @@ def test_real_runs_same_code_pass_slowed_backend_fails(tmp_path, slowable_gemm, 
     one sample group per run. Between-run drift on this shared 2-core machine reaches 40%
     for these ~10 us cases (measured while the whole suite ran): pooled runs turn it into
     `noisy`, where two single runs would have called it `slower`."""
-    from kernelmark import ab
+    from kernelmark.harness import ab
     files = {"a": [], "b": [], "slow": []}
     for r in range(ROUNDS):
         for side in (("a", "b", "slow") if r % 2 == 0 else ("slow", "b", "a")):

@@ -1,0 +1,343 @@
+"""Walks a suite's cases: make inputs, check every backend against the reference, time
+the ones that passed, and hand one record per (case, backend) to the writer at once.
+
+A failure in one case (an exception, out of memory, a failed check) is recorded for
+that case and the run goes on. The runner knows no op by name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from kernelmark.harness import device as dev
+from kernelmark.harness import peaks as peaks_mod
+from kernelmark.harness import timing
+from kernelmark.kernels import interpreting
+from kernelmark.suites.loader import Case
+from kernelmark.ops.registry import get_op
+
+# Above these, a Triton kernel under the CPU interpreter would take minutes: skipped.
+INTERPRETER_MAX_FLOPS = 2 ** 25
+INTERPRETER_MAX_BYTES = 2 ** 24
+# Rotated input sets: at most this many, and at most this share of free memory.
+MAX_INPUT_SETS = 64
+INPUT_SET_MEMORY_SHARE = 0.25
+
+
+@dataclass
+class RunConfig:
+    timing: timing.TimingConfig = field(default_factory=timing.TimingConfig)
+    budget_override: Optional[float] = None   # --budget: replaces every case's budget_s
+    seed: Optional[int] = None                # fixed seed for every case (default: fresh per case)
+
+
+def prepare_triton(target: dev.Target) -> Optional[str]:
+    """Make Triton usable for this device. Returns why Triton backends cannot run, or None.
+
+    On a CPU, Triton kernels need the interpreter, which must be switched on before
+    Triton is first imported.
+    """
+    if target.kind == "cpu":
+        if "triton" in sys.modules and not interpreting():
+            return "Triton was imported before kernelmark could set TRITON_INTERPRET=1"
+        os.environ["TRITON_INTERPRET"] = "1"
+    elif interpreting():
+        return "TRITON_INTERPRET is set: Triton would run in the interpreter, not on the GPU"
+    try:
+        import triton  # noqa: F401
+    except Exception as e:
+        return f"triton cannot be imported ({type(e).__name__}: {e})"
+    return None
+
+
+def _sync(target: dev.Target) -> None:
+    if target.is_gpu:
+        torch.cuda.synchronize(target.torch_device)
+
+
+def _free_bytes(target: dev.Target) -> int:
+    if target.is_gpu:
+        free, _ = torch.cuda.mem_get_info(target.torch_device)
+        return free
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def _n_input_sets(set_bytes: int, cache: int, free: int, held_bytes: int = 0) -> int:
+    """Sets to rotate so none is reused before twice the cache has been touched.
+
+    ``set_bytes``: what one call touches (the op's minimum bytes); ``held_bytes``: what
+    one set occupies (a cache append touches kilobytes of a cache of gigabytes).
+    """
+    held_bytes = max(held_bytes, set_bytes)
+    if set_bytes <= 0 or cache <= 0:
+        return 1
+    want = math.ceil(2 * cache / set_bytes)
+    fit = int(free * INPUT_SET_MEMORY_SHARE // held_bytes)
+    return max(1, min(want, MAX_INPUT_SETS, fit))
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the distinct tensor storages in an inputs structure (dicts, lists, tuples)."""
+    seen, total, stack = set(), 0, [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            st = x.untyped_storage()
+            if st.data_ptr() not in seen:
+                seen.add(st.data_ptr())
+                total += st.nbytes()
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return total
+
+
+def _error_text(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:500]
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or isinstance(e, MemoryError) or \
+        "out of memory" in str(e).lower()
+
+
+# Clock-event reasons that mean the card was held back, not merely idle or configured.
+_THROTTLING = {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
+               "hw_power_brake_slowdown"}
+
+
+def health_flags(before: dict, after: Optional[dict]) -> dict:
+    """The card's state around one measurement, and whether it throttled.
+
+    ``below_app_clocks``: right after the measurement the SM clock was under 90% of the
+    application clock (or of the max clock where no application clock is set).
+    """
+    after = after or {}
+    reasons = sorted((set(before.get("throttle_reasons", [])) | set(after.get("throttle_reasons", [])))
+                     & _THROTTLING)
+    ref_clock = after.get("sm_app_clock_mhz") or after.get("sm_clock_max_mhz")
+    low = bool(ref_clock and after.get("sm_clock_mhz") and after["sm_clock_mhz"] < 0.9 * ref_clock)
+    return {"before": before, "after": after, "throttled": bool(reasons), "throttle_reasons": reasons,
+            "below_app_clocks": low}
+
+
+def _failure_status(e: BaseException) -> str:
+    return "oom" if _is_oom(e) else "error"
+
+
+def metrics(op, shape: dict, dtype: str, median_us: float, pk: dict, datasheet: Optional[dict]) -> dict:
+    """Rates and roofline percentages for one timed case."""
+    flops = op.flops(shape)
+    nbytes = op.nbytes(shape, dtype)
+    sec = median_us * 1e-6
+    intensity = flops / nbytes if nbytes else None
+    achieved_flops = flops / sec if flops else None
+    achieved_bw = nbytes / sec
+    out = {"tflops": achieved_flops / 1e12 if achieved_flops else None, "gbps": achieved_bw / 1e9}
+
+    def pct(peaks: Optional[dict]) -> tuple:
+        if not peaks:
+            return None, None
+        fl, bw, bound = peaks_mod.roofline(peaks, dtype, intensity, op.memory_peak)
+        if not flops:
+            return (100 * achieved_bw / bw if bw else None), "memory"
+        if bound == "unknown" or fl is None:
+            return None, bound
+        return 100 * achieved_flops / fl, bound
+
+    out["pct_of_peak"], out["bound"] = pct(pk)
+    out["pct_of_datasheet"], _ = pct(datasheet)
+    return out
+
+
+class Runner:
+    def __init__(self, target: dev.Target, profile: dict, peaks: dict, cfg: RunConfig,
+                 emit: Callable[[dict], None], progress: Optional[Callable[[int, int, dict], None]] = None):
+        self.target, self.profile, self.peaks, self.cfg = target, profile, peaks, cfg
+        self.emit, self.progress = emit, progress
+        self.triton_problem = prepare_triton(target)
+        self.cache = dev.cache_bytes(profile)
+        idx = target.torch_device.index
+        self.health = (lambda: dev.nvml_state(idx)) if target.kind == "cuda" else (lambda: None)
+
+    def run(self, cases: list) -> int:
+        """Run every case; returns the number of records written."""
+        n = 0
+        for i, case in enumerate(cases):
+            for rec in self.run_case(case):
+                self.emit(rec)
+                n += 1
+                if self.progress:
+                    self.progress(i + 1, len(cases), rec)
+        return n
+
+    # ------------------------------------------------------------------ one case
+
+    def run_case(self, case: Case, on_start: Optional[Callable[[str], None]] = None):
+        """Yield one record per backend of the case. ``on_start(stage)`` is called before
+        the reference ("reference") and before each backend is measured (its name), so a
+        supervising process knows what was in flight if this process dies."""
+        on_start = on_start or (lambda stage: None)
+        op = get_op(case.op)
+        base = {"op": op.name, "label": case.label, "shape": case.shape, "dtype": case.dtype,
+                "case_index": case.index, "suite_line": case.line,
+                "flops": op.flops(case.shape), "bytes": op.nbytes(case.shape, case.dtype)}
+        base["intensity"] = base["flops"] / base["bytes"] if base["bytes"] else None
+        seed = self.cfg.seed if self.cfg.seed is not None else secrets.randbits(31)
+        base["seed"] = seed
+
+        runnable, verdicts = [], {}
+        for name in case.backends:
+            b = op.backend(name)
+            verdicts[name] = self._why_not(op, b, case)
+            if verdicts[name] is None:
+                runnable.append(b)
+        ref = None
+        if runnable:
+            try:
+                on_start("reference")
+                ref = op.reference(op.make_inputs(case.shape, case.dtype, self.target.torch_device,
+                                                  self._gen(seed)))
+                _sync(self.target)
+            except Exception as e:
+                oom = _is_oom(e)
+                why = ("out of memory making the inputs or the reference: " if oom else
+                       "the reference failed: ") + _error_text(e)
+                for b in runnable:
+                    verdicts[b.name] = ("oom" if oom else "error", why)
+                runnable = []
+                self._cleanup()
+        for name in case.backends:
+            v = verdicts[name]
+            if v is not None:
+                yield {**base, "backend": name, "status": v[0], "reason": v[1]}
+            else:
+                on_start(name)
+                before = self.health()
+                rec = {**base, "backend": name, **self._measure(op, op.backend(name), case, ref, seed)}
+                if before is not None:
+                    rec["health"] = health_flags(before, self.health())
+                yield rec
+        del ref
+        self._cleanup()
+
+    def _gen(self, seed: int) -> torch.Generator:
+        return torch.Generator(self.target.torch_device).manual_seed(seed)
+
+    def _why_not(self, op, b, case: Case) -> Optional[tuple]:
+        """(status, reason) if this backend will not run this case here; None if it will."""
+        kind = self.target.kind
+        reason = b.available()
+        if reason:
+            return "skipped", reason
+        if b.devices is not None and kind not in b.devices:
+            return "unsupported", f"{b.name} does not run on {kind} (runs on {', '.join(b.devices)})"
+        if b.dtypes is not None and case.dtype not in b.dtypes:
+            return "unsupported", f"{b.name} does not implement {case.dtype}"
+        if b.supports is not None:
+            reason = b.supports(case.shape, case.dtype, kind, self.target.capability)
+            if reason:
+                return "unsupported", reason
+        if b.triton:
+            if self.triton_problem:
+                return "skipped", self.triton_problem
+            if kind == "cpu" and (op.flops(case.shape) > INTERPRETER_MAX_FLOPS or
+                                  op.nbytes(case.shape, case.dtype) > INTERPRETER_MAX_BYTES):
+                return "skipped", "too large for the Triton interpreter (CPU); checked on small cases only"
+        return None
+
+    def _measure(self, op, b, case: Case, ref, seed: int) -> dict:
+        dev_ = self.target.torch_device
+        stage = "making inputs"
+        try:
+            inputs = op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed))
+            stage = "running"
+            out = b.run(inputs)
+            _sync(self.target)
+            stage = "checking"
+            check = op.compare(out, ref, case.dtype)
+            del out
+        except Exception as e:
+            self._cleanup()
+            return {"status": _failure_status(e), "reason": self._describe(e, stage)}
+        rec: dict = {"check": check.as_dict()}
+        if b.detail is not None:
+            try:
+                rec["detail"] = b.detail()
+            except Exception as e:  # a description must never cost the measurement
+                rec["detail"] = f"unavailable ({type(e).__name__})"
+        if not check.passed:
+            return {**rec, "status": "failed_check", "reason": check.detail}
+        if b.triton and self.target.kind == "cpu":
+            return {**rec, "status": "checked", "reason": "checked in the Triton interpreter; not timed on a CPU"}
+        try:
+            stage = "making rotated input sets"
+            set_bytes = op.nbytes(case.shape, case.dtype)
+            n_sets = _n_input_sets(set_bytes, self.cache, _free_bytes(self.target), tensor_bytes(inputs))
+            sets = [inputs] + [op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed + i))
+                               for i in range(1, n_sets)]
+            stage = "timing"
+            budget = self.cfg.budget_override or case.budget_s or self.cfg.timing.budget_s
+            tcfg = timing.TimingConfig(**{**self.cfg.timing.__dict__, "budget_s": budget})
+            t = timing.time_callable(b.run, sets, dev_, tcfg, l2_bytes=self.cache, set_bytes=set_bytes)
+        except Exception as e:
+            self._cleanup()
+            return {**rec, "status": _failure_status(e), "reason": self._describe(e, stage)}
+        finally:
+            sets = inputs = None
+        rec["timing"] = t.as_dict()
+        rec["noisy"] = not t.converged
+        rec.update(metrics(op, case.shape, case.dtype, t.summary.median_us, self.peaks,
+                           self.profile.get("datasheet")))
+        rec["status"] = "ok"
+        self._cleanup()
+        return rec
+
+    def _describe(self, e: BaseException, stage: str) -> str:
+        if _is_oom(e):
+            return f"out of memory while {stage}: {_error_text(e)}"
+        if isinstance(e, ValueError):      # a launcher's own input check
+            return f"rejected while {stage}: {_error_text(e)}"
+        tb = traceback.extract_tb(e.__traceback__)
+        where = f" at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno}" if tb else ""
+        return f"failed while {stage}{where}: {_error_text(e)}"
+
+    def _cleanup(self) -> None:
+        if self.target.is_gpu:
+            try:
+                torch.cuda.synchronize(self.target.torch_device)
+            except Exception:
+                pass
+            torch.cuda.empty_cache()
+
+
+def worker_init(target: dev.Target, profile: dict, pk: dict, cfg: RunConfig) -> dict:
+    """The message that sets up a worker process (kernelmark.harness.worker) like this runner."""
+    return {"device": str(target.torch_device), "profile": profile, "peaks": pk, "timing": cfg.timing.__dict__,
+            "budget_override": cfg.budget_override, "seed": cfg.seed, "threads": torch.get_num_threads()}
+
+
+def header(command: list, suite, profile: dict, pk: dict, cfg: RunConfig) -> dict:
+    import kernelmark
+    return {"kernelmark": kernelmark.__version__, "command": command, "suite": suite.as_header(),
+            "device": profile, "peaks": pk, "timing": cfg.timing.__dict__,
+            "budget_override_s": cfg.budget_override,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run_id": secrets.token_hex(6)}

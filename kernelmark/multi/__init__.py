@@ -1,0 +1,1 @@
+"""Several devices: collectives under torchrun, and one run per GPU of a node (--all-gpus)."""

@@ -1,0 +1,129 @@
+"""Runs that survive: crashes, hangs, OOM, kill -9 and --resume (CPU, worker processes)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+from kernelmark import results
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(TESTS)])
+    env["KERNELMARK_OP_MODULES"] = "chaos_ops"
+    return env
+
+
+def _suite(tmp_path, body):
+    p = tmp_path / "chaos.toml"
+    p.write_text('name = "chaos"\n' + body)
+    return str(p)
+
+
+def _run(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "kernelmark", "run", "--quiet", *args], capture_output=True,
+                          text=True, env=_env(), cwd=ROOT, timeout=300, **kw)
+
+
+def test_crash_hang_exit_and_oom_cost_only_their_own_backend(tmp_path):
+    suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nshapes = [{n = 256}]\n')
+    out = tmp_path / "r.jsonl"
+    p = _run("--suite", suite, "--out", str(out), "--timeout", "4", "--budget", "0.02")
+    assert p.returncode == 0, p.stderr
+    run = results.load(str(out))
+    st = {r["backend"]: r for r in run.records}
+    assert set(st) == {"good", "segfault", "hang", "exit", "oom", "good_too"}
+    assert st["good"]["status"] == "ok" and st["good_too"]["status"] == "ok"
+    assert st["segfault"]["status"] == "crashed" and "SIGSEGV" in st["segfault"]["reason"]
+    assert st["exit"]["status"] == "crashed" and "status 3" in st["exit"]["reason"]
+    assert st["hang"]["status"] == "timeout" and "4 s" in st["hang"]["reason"]
+    assert st["oom"]["status"] == "oom" and "20.00 GiB" in st["oom"]["reason"]
+    assert run.footer["worker_starts"] == 4        # first, after segfault, after hang, after exit
+    for word in ("crashed", "timeout", "oom"):
+        assert word in p.stdout
+
+
+def _keys(run):
+    return [results.record_key(r) for r in run.records]
+
+
+def test_kill_9_then_resume_holds_every_case_exactly_once(tmp_path):
+    suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nbackends = ["good", "good_too"]\n'
+                             '[case.grid]\nn = [64, 128, 256, 512, 1024, 2048]\nslow_ms = 400\n')
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "kernelmark", "run", "--quiet", "--suite", suite, "--out", str(out),
+           "--budget", "0.02"]
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if out.exists() and out.read_text().count('"type": "record"') >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = results.load(str(out))
+    assert 3 <= len(partial.records) < 12 and not partial.complete
+    # --force: the environment check is tested below; here, only that nothing is lost or doubled.
+    p = _run("--resume", str(out), "--force")
+    assert p.returncode == 0, p.stderr
+    final = results.load(str(out))
+    keys = _keys(final)
+    assert len(keys) == 12 and len(set(keys)) == 12
+    assert final.complete and all(r["status"] == "ok" for r in final.records)
+    assert final.records[:len(partial.records)] == partial.records
+
+
+def test_resume_refuses_a_changed_suite(tmp_path):
+    suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nbackends = ["good"]\nshapes = [{n = 64}]\n')
+    out = tmp_path / "r.jsonl"
+    assert _run("--suite", suite, "--out", str(out), "--budget", "0.02").returncode == 0
+    # Make it look interrupted, then change the suite under it.
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:-2]) + "\n")
+    Path(suite).write_text(Path(suite).read_text() + "\n# edited\n")
+    p = _run("--resume", str(out))
+    assert p.returncode == 2 and "suite" in p.stderr and "changed" in p.stderr
+
+
+def test_resume_of_a_complete_run_says_so(tmp_path):
+    suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nbackends = ["good"]\nshapes = [{n = 64}]\n')
+    out = tmp_path / "r.jsonl"
+    assert _run("--suite", suite, "--out", str(out), "--budget", "0.02").returncode == 0
+    p = _run("--resume", str(out))
+    assert p.returncode == 2 and "nothing to resume" in p.stderr
+
+
+def test_health_flags_mark_throttling():
+    from kernelmark.harness.runner import health_flags
+    calm = {"throttle_reasons": ["gpu_idle"], "sm_clock_mhz": 1980, "sm_app_clock_mhz": 1980}
+    hot = {"throttle_reasons": ["sw_thermal_slowdown"], "sm_clock_mhz": 1500, "sm_app_clock_mhz": 1980}
+    assert not health_flags(calm, calm)["throttled"] and not health_flags(calm, calm)["below_app_clocks"]
+    f = health_flags(calm, hot)
+    assert f["throttled"] and f["throttle_reasons"] == ["sw_thermal_slowdown"] and f["below_app_clocks"]
+
+
+def test_ctrl_c_stops_cleanly_keeping_what_it_has(tmp_path):
+    suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nbackends = ["good"]\n'
+                             '[case.grid]\nn = [64, 128, 256, 512, 1024, 2048]\nslow_ms = 500\n')
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "kernelmark", "run", "--quiet", "--suite", suite, "--out", str(out),
+           "--budget", "0.02"]
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if out.exists() and out.read_text().count('"type": "record"') >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "--resume" in stderr
+    run = results.load(str(out))
+    assert len(run.records) >= 2 and not run.complete
+    assert "chaos" in stdout          # the table of what was measured is still printed

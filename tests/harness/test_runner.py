@@ -1,0 +1,116 @@
+"""The runner on the CPU with a test-only op whose backends misbehave on purpose."""
+import pytest
+import torch
+
+from kernelmark.harness import device, runner, timing
+from kernelmark.reports import table
+from kernelmark.suites.loader import Case
+from kernelmark.ops.base import Backend, Op
+
+
+def _make(shape, dtype, dev, gen):
+    return {"x": torch.randn(shape["n"], generator=gen, device=dev)}
+
+
+def _boom(x):
+    raise RuntimeError("kernel exploded")
+
+
+def _rejects(x):
+    raise ValueError("n must be even")
+
+
+TOY = Op(
+    name="toy_scale", description="y = 2x", params=("n",), dtypes=("fp32",),
+    make_inputs=_make, reference=lambda x: x["x"].double() * 2, flops=lambda s: s["n"],
+    nbytes=lambda s, d: 8 * s["n"],
+    backends=(
+        Backend("good", lambda x: x["x"] * 2),
+        Backend("wrong", lambda x: x["x"] * 2.001),
+        Backend("crashes", _boom),
+        Backend("rejects", _rejects),
+        Backend("absent", lambda x: x, available=lambda: "libfoo is not installed"),
+        Backend("gpu_only", lambda x: x, devices=("cuda",)),
+    ),
+)
+
+
+@pytest.fixture
+def toy_runner(monkeypatch):
+    monkeypatch.setattr(runner, "get_op", lambda name: TOY)
+    target = device.resolve("cpu")
+    prof = {"l2_bytes": 1 << 20, "datasheet": None}
+    peaks = {"copy_gbps": 10.0, "tflops": {"fp32": 0.1}}
+    cfg = runner.RunConfig(timing=timing.TimingConfig(budget_s=0.05, min_samples=5), seed=1)
+    out = []
+    return runner.Runner(target, prof, peaks, cfg, out.append), out
+
+
+def _case(n=256):
+    return Case("toy_scale", {"n": n}, "fp32", tuple(b.name for b in TOY.backends), (), "", None, 1, 3)
+
+
+def test_each_failure_is_recorded_and_the_rest_still_measured(toy_runner):
+    r, out = toy_runner
+    r.run([_case(), _case(512)])
+    assert len(out) == 12
+    by = {(rec["shape"]["n"], rec["backend"]): rec for rec in out}
+    for n in (256, 512):
+        assert by[n, "good"]["status"] == "ok" and by[n, "good"]["timing"]["n"] >= 5
+        assert by[n, "wrong"]["status"] == "failed_check" and "timing" not in by[n, "wrong"]
+        assert by[n, "crashes"]["status"] == "error" and "kernel exploded" in by[n, "crashes"]["reason"]
+        assert by[n, "rejects"]["status"] == "error" and "n must be even" in by[n, "rejects"]["reason"]
+        assert by[n, "absent"]["status"] == "skipped" and "libfoo" in by[n, "absent"]["reason"]
+        assert by[n, "gpu_only"]["status"] == "unsupported"
+
+
+def test_rates_follow_from_the_median(toy_runner):
+    r, out = toy_runner
+    r.run([_case(4096)])
+    rec = next(x for x in out if x["backend"] == "good")
+    sec = rec["timing"]["median_us"] * 1e-6
+    assert rec["tflops"] == pytest.approx(rec["flops"] / sec / 1e12)
+    assert rec["gbps"] == pytest.approx(rec["bytes"] / sec / 1e9)
+    # intensity 1/8 flop per byte against a ridge of 0.1e12/10e9 = 10: memory bound.
+    assert rec["bound"] == "memory"
+    assert rec["pct_of_peak"] == pytest.approx(100 * rec["gbps"] / 10.0)
+
+
+def test_failed_check_shows_as_failed_never_as_a_number(toy_runner):
+    r, out = toy_runner
+    r.run([_case()])
+    header = {"device": {"name": "cpu"}, "suite": {"name": "t"}, "peaks": {"copy_gbps": 10.0}}
+    text = table.render(header, out)
+    wrong_line = next(line for line in text.splitlines() if " wrong " in line)
+    assert "FAILED check" in wrong_line
+    assert "±" not in wrong_line
+
+
+def test_input_set_rotation_count():
+    assert runner._n_input_sets(set_bytes=1 << 20, cache=50 << 20, free=1 << 40) == 64   # capped
+    assert runner._n_input_sets(set_bytes=30 << 20, cache=50 << 20, free=1 << 40) == 4
+    assert runner._n_input_sets(set_bytes=200 << 20, cache=50 << 20, free=1 << 40) == 1
+    assert runner._n_input_sets(set_bytes=30 << 20, cache=50 << 20, free=100 << 20) == 1   # memory bound
+
+
+def test_metrics_compute_bound_case():
+    class O:
+        memory_peak = "copy"
+        flops = staticmethod(lambda s: 2e12)
+        nbytes = staticmethod(lambda s, d: 1e9)
+    m = runner.metrics(O, {}, "bf16", 1e6, {"copy_gbps": 1000.0, "tflops": {"bf16": 4.0}}, None)
+    # 2 TFLOP in 1 s against a 4 TFLOP/s ceiling (intensity 2000 > ridge 4).
+    assert m["bound"] == "compute" and m["pct_of_peak"] == pytest.approx(50.0)
+    assert m["pct_of_datasheet"] is None
+
+
+def test_rotation_respects_what_a_set_holds_not_just_what_it_touches():
+    # A cache append touches 4 KB but holds 512 MiB: 64 sets would need 32 GiB.
+    n = runner._n_input_sets(set_bytes=4096, cache=50 << 20, free=8 << 30, held_bytes=512 << 20)
+    assert n == 4       # 25% of 8 GiB / 512 MiB
+
+
+def test_tensor_bytes_counts_each_storage_once():
+    a = torch.zeros(1000)
+    assert runner.tensor_bytes({"a": a, "view": a[10:], "list": [torch.zeros(10, dtype=torch.int8)], "n": 3}) \
+        == 4000 + 10

@@ -1,0 +1,41 @@
+import torch
+
+from kernelmark.harness import timing
+
+
+def test_cpu_timing_returns_a_full_summary():
+    x = torch.randn(256, 256)
+    cfg = timing.TimingConfig(budget_s=0.2, min_samples=10)
+    t = timing.time_callable(lambda s: s @ s, [x], torch.device("cpu"), cfg)
+    s = t.summary
+    assert t.method == "cpu_perf_counter" and t.inner >= 1
+    assert s.n >= 10 and len(s.samples_us) == min(s.n, 1000)
+    assert s.min_us <= s.ci_low_us <= s.median_us <= s.ci_high_us <= s.max_us
+    assert t.converged == (s.ci_rel <= cfg.target_ci_rel)
+
+
+def test_very_short_calls_are_batched():
+    cfg = timing.TimingConfig(budget_s=0.05, min_samples=5)
+    t = timing.time_callable(lambda s: None, [None], torch.device("cpu"), cfg)
+    assert t.inner > 1
+
+
+def test_stopping_rule_stops_at_the_target_when_samples_agree():
+    cfg = timing.TimingConfig(budget_s=60, min_samples=10, target_ci_rel=0.01)
+    samples, converged, _ = timing._sample_loop(lambda k: [5.0] * k, cfg, batch=4)
+    assert converged and 10 <= len(samples) <= 16
+
+
+def test_stopping_rule_gives_up_at_the_cap_and_says_not_converged():
+    import itertools
+    seq = itertools.cycle([1.0, 100.0])
+    cfg = timing.TimingConfig(budget_s=60, min_samples=10, max_samples=50)
+    samples, converged, _ = timing._sample_loop(lambda k: [next(seq) for _ in range(k)], cfg, batch=5)
+    assert not converged and len(samples) >= 50
+
+
+def test_rotation_cycles_through_every_input_set():
+    seen = []
+    cfg = timing.TimingConfig(budget_s=0.05, min_samples=5)
+    timing.time_callable(seen.append, [0, 1, 2], torch.device("cpu"), cfg)
+    assert set(seen) == {0, 1, 2}
