@@ -267,3 +267,9 @@ def _check_record(r: dict, where: str) -> None:
             raise RunFileError(f"{where}: timing samples must be numbers")
         if t["median_us"] <= 0:
             raise RunFileError(f"{where}: timing median_us must be positive")
+
+
+def slug(s: str) -> str:
+    """A name fit for a run file's name: letters, digits and dashes, at most 40 characters."""
+    import re
+    return re.sub(r"[^A-Za-z0-9]+", "-", s).strip("-").lower()[:40] or "device"

@@ -1,11 +1,11 @@
 """How often `kernelmark compare` cries wolf, and how often it catches a real slowdown.
 
-Synthetic timings with known shifts, modelled on what DESIGN.md measured:
+Synthetic timings with known shifts, modelled on what docs/design.md measured:
 
 * within a run: lognormal jitter (sigma_w drawn per case, 1-5%) and interruptions (2% of
   samples slowed by 1 + Exp(0.5));
 * between runs: every process lands at its own offset, lognormal sigma_p (0.5% for the
-  256x256 and 512x512 matmuls DESIGN.md measured across fresh processes; GPU users report
+  256x256 and 512x512 matmuls docs/design.md measured across fresh processes; GPU users report
   several percent), or in one of two clusters (the tiny CPU matmuls: about 20% apart);
 * sample counts from the timing engine's stopping rule: batches of 5, 10, 20, ... until the
   median's 95% CI half-width is within 1% (at least 10 samples), or the budget (311 here).
@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kernelmark import stats  # noqa: E402
+from kernelmark.harness import stats  # noqa: E402
 from kernelmark.reports.compare import compare_samples  # noqa: E402
 
 # Cumulative sample counts at which the engine checks its stopping rule (batches 5, 10, 20, ...).

@@ -14,7 +14,8 @@ import shlex
 import sys
 import warnings
 
-from kernelmark.cli import UsageError
+from kernelmark.errors import UsageError
+from kernelmark.harness import options
 
 REGRESSION = 1
 
@@ -192,8 +193,7 @@ def cmd_ab(args) -> int:
     return _compare_and_print(base, head, args)
 
 
-def _csv(s):
-    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+_csv = options.names
 
 
 def cmd_history(args) -> int:

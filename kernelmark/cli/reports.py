@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kernelmark.cli import UsageError
+from kernelmark.errors import UsageError
 
 
 def register(sub) -> None:

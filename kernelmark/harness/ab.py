@@ -5,7 +5,7 @@ Both revisions are checked out into temporary git worktrees. The suite then runs
 round swaps who goes first, so neither side always follows the other's heat), every
 time as ``python -m kernelmark run`` in a new process with ``PYTHONPATH`` and the working
 directory set to that side's worktree. Clock and thermal drift therefore hit both
-sides alike, and the per-process offsets DESIGN.md describes land in the samples.
+sides alike, and the per-process offsets docs/design.md describes land in the samples.
 
 Each side's rounds are pooled into one run file: per case, every round's stored
 samples (thinned so the pool stays within the 1000 kept samples) with

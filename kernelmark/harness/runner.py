@@ -21,7 +21,6 @@ import torch
 from kernelmark.harness import device as dev
 from kernelmark.harness import peaks as peaks_mod
 from kernelmark.harness import timing
-from kernelmark.kernels import interpreting
 from kernelmark.suites.loader import Case
 from kernelmark.ops.registry import get_op
 
@@ -31,6 +30,12 @@ INTERPRETER_MAX_BYTES = 2 ** 24
 # Rotated input sets: at most this many, and at most this share of free memory.
 MAX_INPUT_SETS = 64
 INPUT_SET_MEMORY_SHARE = 0.25
+
+
+def interpreting() -> bool:
+    """True when Triton kernels would run under the Triton interpreter (TRITON_INTERPRET=1).
+    Read from the environment here, as kernels/ does, so that the harness imports no kernel."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @dataclass

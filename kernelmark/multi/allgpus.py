@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from kernelmark.cli import UsageError
+from kernelmark.errors import UsageError
 
 DEFAULT_THRESHOLD = 0.10
 SUMMARY_NAME = "node-summary.json"
@@ -108,15 +108,14 @@ def passthrough(argv: list, parser) -> list:
     return kept
 
 
-def child_argv(args, index: int, run_file: str) -> list:
-    from kernelmark.cli import multi as cli_multi
-    rest = passthrough(list(args.command[2:]), cli_multi.RUN_PARSER)
+def child_argv(args, index: int, run_file: str, run_parser) -> list:
+    rest = passthrough(list(args.command[2:]), run_parser)
     return [sys.executable, "-m", "kernelmark", "run", *rest, "--device", device_spec(index), "--out", run_file]
 
 
 # ---------------------------------------------------------------- the node run
 
-def run(args) -> int:
+def run(args, run_parser) -> int:
     threshold = fraction(args.outlier_threshold) if args.outlier_threshold is not None else DEFAULT_THRESHOLD
     if args.resume:
         raise UsageError("--resume with --all-gpus: resume each GPU's run file on its own "
@@ -128,7 +127,7 @@ def run(args) -> int:
     if not gpus:
         raise UsageError("--all-gpus: no GPU is visible to torch on this machine (a CPU-only build, or "
                          "CUDA_VISIBLE_DEVICES hides them); run without --all-gpus to measure the CPU")
-    from kernelmark.cli import _slug
+    from kernelmark.results import slug as _slug
     out_dir = Path(args.out or Path("kernelmark-runs") /
                    f"{time.strftime('%Y%m%d-%H%M%S')}_node_{_slug(Path(args.suite).stem)}")
     if out_dir.exists() and not out_dir.is_dir():
@@ -137,7 +136,7 @@ def run(args) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {out_dir}: cannot create the directory: {e.strerror or e}") from None
-    jobs = [Job(i, name, child_argv(args, i, str(out_dir / f"gpu{i}.jsonl")), str(out_dir / f"gpu{i}.jsonl"),
+    jobs = [Job(i, name, child_argv(args, i, str(out_dir / f"gpu{i}.jsonl"), run_parser), str(out_dir / f"gpu{i}.jsonl"),
                 str(out_dir / f"gpu{i}.txt"), str(out_dir / f"gpu{i}.log")) for i, name in gpus]
     log = (lambda m: None) if args.quiet else (lambda m: print(f"kernelmark: {m}", file=sys.stderr, flush=True))
     log(f"{len(jobs)} GPUs, {'one after the other' if args.serial else 'in parallel'}; run files, tables "

@@ -226,7 +226,7 @@ def measure(op, b, case, seed: int, comm: Comm, cfg: timing.TimingConfig, link: 
 def resolve_target(spec, local_rank: int):
     """cuda:LOCAL_RANK (or the one GPU a rank sees), or the CPU."""
     from kernelmark.harness import device as dev
-    from kernelmark.cli import UsageError
+    from kernelmark.errors import UsageError
     s = (spec or ("cuda" if torch.cuda.is_available() else "cpu")).strip().lower()
     try:
         if s == "cpu":
@@ -244,9 +244,10 @@ def resolve_target(spec, local_rank: int):
         raise UsageError(str(e)) from None
 
 
-def run(args) -> int:
-    """`kernelmark run` on every rank of a torchrun launch. Exit status as cmd_run's."""
-    from kernelmark.cli import UsageError
+def run(args, after_run=()) -> int:
+    """`kernelmark run` on every rank of a torchrun launch. Exit status as cmd_run's.
+    ``after_run``: callables (args, run_path) that rank 0 calls once the run file is complete."""
+    from kernelmark.errors import UsageError
     if args.resume:
         raise UsageError("--resume is not supported under torchrun: run the suite again "
                          "(filter with --ops/--dtypes to repeat only part of it)")
@@ -257,14 +258,16 @@ def run(args) -> int:
     backend = "gloo" if target.kind == "cpu" else "nccl"    # torch's "nccl" is RCCL on ROCm
     dist.init_process_group(backend, timeout=timedelta(seconds=args.timeout))
     try:
-        return _run(args, Comm(target), backend, local)
+        return _run(args, Comm(target), backend, local, after_run)
     finally:
         dist.destroy_process_group()
 
 
 def _setup(args, comm: Comm) -> tuple:
     """Suite, cases and (rank 0) the run file, agreed by every rank before any case runs."""
-    from kernelmark import cli, results
+    from kernelmark import results
+    from kernelmark.errors import UsageError
+    from kernelmark.harness import options
     from kernelmark.suites import loader
     problem = plan = None
     suite = cases = writer = out = None
@@ -272,24 +275,19 @@ def _setup(args, comm: Comm) -> tuple:
         try:
             suite = loader.load(args.suite)
         except loader.SuiteError as e:
-            raise cli.UsageError(str(e)) from None
-        cases = cli._select(suite, args, comm.target.kind)
-        if not cases:
-            raise cli.UsageError(f"suite {suite.name!r} has no case for {comm.target.kind} with the filters given")
-        if args.budget is not None and args.budget <= 0:
-            raise cli.UsageError("--budget must be a positive number of seconds")
-        if not 0 < args.target_ci < 1:
-            raise cli.UsageError("--target-ci must be a fraction between 0 and 1, e.g. 0.01")
+            raise UsageError(str(e)) from None
+        cases = options.select(suite, args, comm.target.kind)
+        options.check_sampling(args)
         plan = hashlib.sha256(json.dumps([suite.sha256] + [[c.index, c.op, c.shape, c.dtype, c.backends]
                                                            for c in cases]).encode()).hexdigest()
         if comm.rank == 0:
             out = args.out or str(os.path.join("kernelmark-runs", f"{time.strftime('%Y%m%d-%H%M%S')}_"
-                                               f"{cli._slug(suite.name)}_x{comm.world}.jsonl"))
+                                               f"{results.slug(suite.name)}_x{comm.world}.jsonl"))
             try:
                 writer = results.RunWriter(out)
             except results.RunFileError as e:
-                raise cli.UsageError(str(e)) from None
-    except cli.UsageError as e:
+                raise UsageError(str(e)) from None
+    except UsageError as e:
         problem = str(e)
     shared = comm.gather((problem, plan))
     bad = next(((r, p) for r, (p, _) in enumerate(shared) if p is not None), None)
@@ -302,17 +300,16 @@ def _setup(args, comm: Comm) -> tuple:
             if os.path.getsize(out) == 0:
                 os.remove(out)
         rank, msg = bad
-        raise cli.UsageError(msg if all(p == msg for p, _ in shared) else f"rank {rank}: {msg}")
+        raise UsageError(msg if all(p == msg for p, _ in shared) else f"rank {rank}: {msg}")
     return suite, cases, writer, out
 
 
-def _run(args, comm: Comm, backend: str, local: int) -> int:
+def _run(args, comm: Comm, backend: str, local: int, after_run=()) -> int:
     import socket
 
-    from kernelmark import cli
     from kernelmark.harness import peaks, runner
     from kernelmark.harness import device as dev
-    from kernelmark.cli.multi import busbw_table
+    from kernelmark.reports.collectives import busbw_table
     from kernelmark.reports import table
     from kernelmark.ops import collectives
     from kernelmark.ops.registry import get_op
@@ -384,7 +381,6 @@ def _run(args, comm: Comm, backend: str, local: int) -> int:
     if args.format in ("table", "md"):
         print("\n" + busbw_table(header, records, args.format))
     log(f"kernelmark: run file {out}")
-    for mod in cli._command_modules():
-        if hasattr(mod, "after_run"):
-            mod.after_run(args, out)
+    for hook in after_run:
+        hook(args, out)
     return 0

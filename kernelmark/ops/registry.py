@@ -41,3 +41,34 @@ def get_op(name: str) -> Op:
         return ops[name]
     except KeyError:
         raise ValueError(f"unknown op {name!r}; known: {', '.join(sorted(ops))}") from None
+
+
+def select_cases(cases, kind: str, ops=None, backends=None, dtypes_=None) -> list:
+    """The cases of a suite that run on a device of this kind, kept to the ops, backends and
+    dtypes named (None keeps all). An unknown name is a ValueError that lists the known ones."""
+    known_ops = all_ops()
+    if ops:
+        bad = [o for o in ops if o not in known_ops]
+        if bad:
+            raise ValueError(f"unknown op(s) {', '.join(bad)}; known: {', '.join(sorted(known_ops))}")
+    if backends:
+        names = {b.name for op in known_ops.values() for b in op.backends}
+        bad = [b for b in backends if b not in names]
+        if bad:
+            raise ValueError(f"unknown backend(s) {', '.join(bad)}; known: {', '.join(sorted(names))}")
+    if dtypes_:
+        from kernelmark import dtypes as dt
+        bad = [d for d in dtypes_ if d not in dt.KNOWN]
+        if bad:
+            raise ValueError(f"unknown dtype(s) {', '.join(bad)}; known: {', '.join(dt.KNOWN)}")
+    chosen = []
+    for c in cases:
+        if not c.runs_on(kind) or (ops and c.op not in ops) or (dtypes_ and c.dtype not in dtypes_):
+            continue
+        if backends:
+            keep = tuple(b for b in c.backends if b in backends)
+            if not keep:
+                continue
+            c = type(c)(**{**c.__dict__, "backends": keep})
+        chosen.append(c)
+    return chosen

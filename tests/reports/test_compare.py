@@ -67,7 +67,7 @@ def _power_module():
 
 
 def test_false_alarms_and_detection_over_1000_trials():
-    """One process per side with DESIGN.md's between-process spread (sigma 0.5%), the
+    """One process per side with docs/design.md's between-process spread (sigma 0.5%), the
     timing engine's sample counts, T = 3%: a 5% slowdown is caught, A/A never fails."""
     pw = _power_module()
     sc = pw.Scenario("test", threshold=0.03, sigma_p=0.005)
@@ -79,7 +79,7 @@ def test_false_alarms_and_detection_over_1000_trials():
 
 
 def test_process_clusters_read_noisy_not_slower_when_processes_are_pooled():
-    """DESIGN.md's tiny matmuls: each process lands in one of two clusters 20% apart. One
+    """docs/design.md's tiny matmuls: each process lands in one of two clusters 20% apart. One
     process per side cannot be protected (the threshold is all there is); five pooled
     processes per side give `noisy`, never `slower`."""
     pw = _power_module()

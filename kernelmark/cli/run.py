@@ -1,0 +1,290 @@
+"""`kernelmark run`, `list` and `env`: run a suite on this machine, say what it can run,
+show the device profile. Registered by kernelmark.cli, which hands each command the
+full parser (``args.parser``, to re-read a resumed run's command line) and the command
+modules that extend `run` (``args.extensions``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from kernelmark.errors import UsageError
+from kernelmark.harness import options
+from kernelmark.results import slug
+
+
+def register(sub):
+    """Add run, list and env to the subparsers; returns the run parser (others extend it)."""
+    r = sub.add_parser("run", help="run a suite on this machine and print its table")
+    r.add_argument("--suite", default="default", help="built-in suite name or path to a .toml (default: default)")
+    r.add_argument("--ops", help="comma-separated ops to keep")
+    r.add_argument("--backends", help="comma-separated backends to keep")
+    r.add_argument("--dtypes", help="comma-separated dtypes to keep")
+    r.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one, else cpu)")
+    r.add_argument("--out", help="run file to write (default: kernelmark-runs/<time>_<device>_<suite>.jsonl)")
+    r.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
+    r.add_argument("--budget", type=float, help="seconds of sampling per (case, backend), overriding the suite")
+    r.add_argument("--target-ci", type=float, default=0.01,
+                   help="stop sampling when the median's 95%% CI half-width is within this fraction (default 0.01)")
+    r.add_argument("--seed", type=int, help="fixed input seed (default: fresh random inputs per case)")
+    r.add_argument("--remeasure", action="store_true", help="measure the device's peaks again")
+    r.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    r.add_argument("--isolation", choices=("process", "case", "none"), default="process",
+                   help="process: cases run in a worker process, restarted if it dies (default); "
+                        "case: a fresh worker per case; none: in this process")
+    r.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds one backend of one case may take (compile, check and timing) before "
+                        "its worker is killed and the case recorded as timeout (default 900)")
+    r.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's own choice); recorded in the device profile")
+    r.add_argument("--resume", metavar="RUN", help="continue an interrupted run file where it stopped")
+    r.add_argument("--force", action="store_true", help="with --resume: continue even if the environment changed")
+
+    l_ = sub.add_parser("list", help="suites, ops, backends, and what this device can run")
+    l_.add_argument("--device")
+
+    e = sub.add_parser("env", help="the device profile and its peaks")
+    e.add_argument("--device")
+    e.add_argument("--remeasure", action="store_true", help="measure the peaks again")
+    e.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_run)
+    l_.set_defaults(func=cmd_list)
+    e.set_defaults(func=cmd_env)
+    return r
+
+
+def _target(spec):
+    from kernelmark.harness import device as dev
+    try:
+        return dev.resolve(spec)
+    except dev.DeviceError as e:
+        raise UsageError(str(e)) from None
+
+
+def _resume_args(args):
+    """For --resume: the original command's options (from the run's header), and the run."""
+    from kernelmark import results
+    try:
+        run = results.load(args.resume)
+    except results.RunFileError as e:
+        raise UsageError(f"--resume: {e}") from None
+    if run.complete:
+        raise UsageError(f"--resume: {args.resume} is complete (it has a footer); nothing to resume")
+    orig = args.parser.parse_args(run.header["command"][1:])
+    orig.command, orig.out, orig.resume, orig.force = run.header["command"], args.resume, args.resume, args.force
+    orig.quiet, orig.format = args.quiet, args.format
+    return orig, run
+
+
+def _differences(run, suite, prof) -> list:
+    old, diffs = run.header["device"], []
+    if run.header["suite"].get("sha256") != suite.sha256:
+        diffs.append(f"suite {suite.path} changed since the run started (content hash differs)")
+    for key in ("name", "kind", "torch_device", "driver"):
+        if old.get(key) != prof.get(key):
+            diffs.append(f"device {key}: {old.get(key)!r} then, {prof.get(key)!r} now")
+    for key in ("kernelmark", "torch", "triton", "cuda_runtime", "hip_runtime"):
+        a, b = old.get("versions", {}).get(key), prof["versions"].get(key)
+        if a != b:
+            diffs.append(f"{key} version: {a} then, {b} now")
+    a, b = (old.get("git") or {}).get("commit"), prof["git"].get("commit")
+    if a != b:
+        diffs.append(f"kernelmark commit: {a} then, {b} now")
+    return diffs
+
+
+def cmd_run(args) -> int:
+    from kernelmark.harness import device as dev
+    from kernelmark.harness import peaks, runner, timing
+    from kernelmark import results
+    from kernelmark.reports import table
+    from kernelmark.suites import loader
+
+    for mod in args.extensions:
+        if hasattr(mod, "intercept_run"):
+            status = mod.intercept_run(args)
+            if status is not None:
+                return status
+    prior = None
+    if args.resume:
+        args, prior = _resume_args(args)
+    try:
+        suite = loader.load(args.suite)
+    except loader.SuiteError as e:
+        raise UsageError(str(e)) from None
+    target = _target(args.device)
+    cases = options.select(suite, args, target.kind)
+    options.check_sampling(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError("--threads must be a positive integer")
+        import torch
+        torch.set_num_threads(args.threads)
+    prof = dev.profile(target)
+    done: set = set()
+    if prior is not None:
+        diffs = _differences(prior, suite, prof)
+        if diffs and not args.force:
+            raise UsageError("--resume: the run cannot be continued as it was started:\n  " + "\n  ".join(diffs)
+                             + "\n(--force continues anyway; the records will then mix environments)")
+        done = {results.record_key(r) for r in prior.records}
+    out = args.out or str(Path("kernelmark-runs") /
+                          f"{time.strftime('%Y%m%d-%H%M%S')}_{slug(prof['name'])}_{slug(suite.name)}.jsonl")
+    try:   # before any work: an unwritable path costs nothing
+        writer = results.RunWriter(out, append=prior is not None, count=len(done))
+    except results.RunFileError as e:
+        raise UsageError(str(e)) from None
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log(f"kernelmark: {len(cases)} cases of suite {suite.name} on {prof['name']} ({target.kind}); run file {out}"
+        + (f" (resuming: {len(done)} records already there)" if prior is not None else ""))
+    if prior is not None:
+        pk, header = prior.header["peaks"], prior.header
+    else:
+        log("kernelmark: measuring this device's peaks (cached after the first run)...")
+        pk = peaks.get(target, prof, remeasure=args.remeasure)
+    cfg = runner.RunConfig(timing=timing.TimingConfig(target_ci_rel=args.target_ci),
+                           budget_override=args.budget, seed=args.seed)
+    if prior is None:
+        header = runner.header(args.command, suite, prof, pk, cfg)
+        header["isolation"] = args.isolation
+        writer.header(header)
+    records = list(prior.records) if prior is not None else []
+
+    total = sum(len(c.backends) for c in cases) - len(done)
+    bar = None
+    if not args.quiet and sys.stderr.isatty():   # a progress bar in a terminal; quiet in logs and pipes
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="row", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def progress(i, n, rec):
+        if bar is not None:
+            extra = f"{rec['timing']['median_us']:.2f} us" if rec["status"] == "ok" else rec["status"]
+            bar.set_postfix_str(f"case {i}/{n} {rec['op']} {rec['dtype']} {rec['backend']}: {extra}"[:70])
+            bar.update(1)
+
+    t0 = time.time()
+    interrupted = False
+    sup = None
+    try:
+        if args.isolation == "none":
+            source = runner.Runner(target, prof, pk, cfg, emit=lambda r: None)
+            run_case = source.run_case
+        else:
+            from kernelmark.harness import isolation
+            sup = isolation.Supervisor(runner.worker_init(target, prof, pk, cfg), timeout_s=args.timeout,
+                                       per_case=args.isolation == "case")
+            run_case = sup.run_case
+        for i, case in enumerate(cases, 1):
+            left = tuple(b for b in case.backends if results.record_key(
+                {"case_index": case.index, "op": case.op, "shape": case.shape, "dtype": case.dtype,
+                 "backend": b}) not in done)
+            if not left:
+                continue
+            for rec in run_case(type(case)(**{**case.__dict__, "backends": left})):
+                writer.record(rec)
+                records.append(rec)
+                progress(i, len(cases), rec)
+        footer = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(time.time() - t0, 2)}
+        if sup is not None:
+            footer["worker_starts"] = sup.starts
+            footer["worker_startup_s"] = [round(x, 2) for x in sup.startup_s]
+        writer.footer(footer)
+    except KeyboardInterrupt:
+        interrupted = True
+    except Exception as e:
+        from kernelmark.harness.isolation import WorkerStartError
+        if isinstance(e, WorkerStartError):
+            raise UsageError(str(e)) from None
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if sup is not None:
+            sup.close()
+        writer.close()
+    print(table.render(header, records, args.format))
+    if interrupted:
+        print(f"kernelmark: interrupted; {len(records)} records kept in {out}. "
+              f"Continue with: kernelmark run --resume {out}", file=sys.stderr)
+        return 130
+    log(f"kernelmark: run file {out}")
+    for mod in args.extensions:
+        if hasattr(mod, "after_run"):
+            mod.after_run(args, out)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from tabulate import tabulate
+
+    from kernelmark.harness.runner import prepare_triton
+    from kernelmark.suites import loader
+    from kernelmark.ops.registry import all_ops
+
+    target = _target(args.device)
+    triton_problem = prepare_triton(target)
+    print("suites:")
+    for name, path in loader.builtin_suites().items():
+        try:
+            s = loader.load(str(path))
+            here = sum(c.runs_on(target.kind) for c in s.cases)
+            print(f"  {name:<12} {len(s.cases):>4} cases ({here} for {target.kind})  {s.description}")
+        except loader.SuiteError as e:
+            print(f"  {name:<12} BROKEN: {e}")
+    rows = []
+    for op in all_ops().values():
+        for b in op.backends:
+            why = b.available()
+            if not why and b.devices is not None and target.kind not in b.devices:
+                why = f"not on {target.kind}"
+            if not why and b.triton and triton_problem:
+                why = triton_problem
+            if not why and b.triton and target.kind == "cpu":
+                why = "interpreter: checked at small sizes, not timed"
+            rows.append([op.name, b.name, ",".join(b.dtypes or op.dtypes), "yes" if not why else why])
+    print(f"\nops and backends on this device ({target.kind}):")
+    print(tabulate(rows, headers=["op", "backend", "dtypes", "runs here"]))
+    return 0
+
+
+def cmd_env(args) -> int:
+    from kernelmark.harness import device as dev
+    from kernelmark.harness import peaks
+
+    target = _target(args.device)
+    prof = dev.profile(target)
+    pk = peaks.get(target, prof, remeasure=args.remeasure)
+    if args.json:
+        print(json.dumps({"device": prof, "peaks": pk}, indent=1, default=str))
+        return 0
+    v = prof["versions"]
+    print(f"device       {prof['name']} ({prof['kind']}, {prof.get('arch')})")
+    if target.is_gpu:
+        print(f"SMs/CUs      {prof['multiprocessors']}   memory {prof['memory_bytes'] / 2**30:.1f} GiB   "
+              f"L2 {prof['l2_bytes'] / 2**20:.1f} MiB   driver {prof.get('driver')}")
+        h = prof.get("health") or {}
+        if h:
+            print("state        " + ", ".join(f"{k} {val}" for k, val in h.items()))
+        else:
+            print("state        not available (install the nvml extra: pip install nvidia-ml-py)")
+    cpu = prof["cpu"]
+    print(f"cpu          {cpu['model']} | {cpu['logical_cpus']} logical CPUs | torch threads {cpu['torch_threads']}")
+    print("versions     " + ", ".join(f"{k} {val}" for k, val in v.items() if val is not None))
+    g = prof["git"]
+    print(f"commit       {g.get('commit') or 'not a git checkout'}" + (" (dirty)" if g.get("dirty") else ""))
+    print(f"peaks        ({pk.get('source')}, measured {pk.get('measured_at')})")
+    print(f"  copy       {pk['copy_gbps']:.1f} GB/s")
+    for k in ("h2d_gbps", "d2h_gbps"):
+        if k in pk:
+            print(f"  {k[:3]}        {pk[k]:.1f} GB/s")
+    ds = prof.get("datasheet") or {}
+    for dt, tf in sorted(pk["tflops"].items()):
+        sheet = (ds.get("tflops") or {}).get(dt)
+        print(f"  matmul {dt:<8} {tf:8.3g} TFLOP/s" + (f"   (datasheet {sheet:g})" if sheet else ""))
+    if ds:
+        print(f"datasheet    {ds['name']}: {ds['copy_gbps']:g} GB/s (see kernelmark/harness/datasheet.py for sources)")
+    elif target.is_gpu:
+        print("datasheet    this device is not in kernelmark's datasheet table")
+    return 0
