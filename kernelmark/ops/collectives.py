@@ -203,7 +203,7 @@ def _check(out, ref, dtype):
     """Bitwise where integer sums are exact (see MAX_VALUE), else the dtype's tolerance."""
     n = world()[1]
     exact = dtype != "bf16" or n * max(1, min(MAX_VALUE, BF16_EXACT // n)) <= BF16_EXACT
-    return compare(out, ref, 0.0 if exact else dtypes.tolerance(dtype), exact=exact)
+    return compare(out, ref, 0.0 if exact else dtypes.tolerance(dtype), exact=exact, dtype=dtype)
 
 
 def _run_all_reduce(x):
