@@ -114,3 +114,20 @@ def test_tensor_bytes_counts_each_storage_once():
     a = torch.zeros(1000)
     assert runner.tensor_bytes({"a": a, "view": a[10:], "list": [torch.zeros(10, dtype=torch.int8)], "n": 3}) \
         == 4000 + 10
+
+
+def test_gpu_rotation_only_where_enough_sets_are_cheap_else_one_set_and_the_flush():
+    gpu = dict(cache=50 << 20, free=1 << 40, gpu=True)
+    assert runner._n_input_sets(set_bytes=30 << 20, **gpu) == 4
+    assert runner._n_input_sets(set_bytes=2 << 20, **gpu) == 50
+    # Under ~1.6 MiB a call, 64 sets cannot cover twice a 50 MiB L2: one set, and the timing
+    # flushes the L2 instead (the CPU rotates as many as it may).
+    assert runner._n_input_sets(set_bytes=1 << 20, **gpu) == 1
+    assert runner._n_input_sets(set_bytes=1 << 20, cache=50 << 20, free=1 << 40) == 64
+    # The default suite's kv_append of 64 tokens: 262 KB touched of a 537 MB cache. The old
+    # rule made 64 caches (34 GB).
+    assert runner._n_input_sets(set_bytes=262 << 10, held_bytes=537 << 20, **gpu) == 1
+    # Enough sets, but each holds far more than it touches: not worth the memory.
+    assert runner._n_input_sets(set_bytes=4 << 20, held_bytes=64 << 20, **gpu) == 1
+    assert runner._n_input_sets(set_bytes=30 << 20, cache=50 << 20, free=100 << 20, gpu=True) == 1
+    assert runner._n_input_sets(set_bytes=200 << 20, **gpu) == 1
