@@ -22,6 +22,7 @@ from kernelmark.harness import device as dev
 from kernelmark.harness import peaks as peaks_mod
 from kernelmark.harness import timing
 from kernelmark.suites.loader import Case
+from kernelmark.ops.base import Unsupported
 from kernelmark.ops.registry import get_op
 
 # Above these, a Triton kernel under the CPU interpreter would take minutes: skipped.
@@ -285,13 +286,16 @@ class Runner:
         dev_ = self.target.torch_device
         stage = "making inputs"
         try:
-            inputs = op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed))
+            inputs = b.setup(op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed)))
             stage = "running"
             out = b.run(inputs)
             _sync(self.target)
             stage = "checking"
             check = op.compare(out, ref, case.dtype)
             del out
+        except Unsupported as e:           # the backend found at run time it cannot do this case
+            self._cleanup()
+            return {"status": "unsupported", "reason": str(e)}
         except Exception as e:
             self._cleanup()
             return {"status": _failure_status(e), "reason": self._describe(e, stage)}
@@ -310,7 +314,7 @@ class Runner:
             set_bytes = op.nbytes(case.shape, case.dtype)
             n_sets = _n_input_sets(set_bytes, self.cache, _free_bytes(self.target), tensor_bytes(inputs),
                                    gpu=self.target.is_gpu)
-            sets = [inputs] + [op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed + i))
+            sets = [inputs] + [b.setup(op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed + i)))
                                for i in range(1, n_sets)]
             stage = "timing"
             budget = self.cfg.budget_override or case.budget_s or self.cfg.timing.budget_s

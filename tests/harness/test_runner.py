@@ -5,7 +5,7 @@ import torch
 from kernelmark.harness import device, runner, timing
 from kernelmark.reports import table
 from kernelmark.suites.loader import Case
-from kernelmark.ops.base import Backend, Op
+from kernelmark.ops.base import Backend, Op, Unsupported
 
 
 def _make(shape, dtype, dev, gen):
@@ -131,3 +131,39 @@ def test_gpu_rotation_only_where_enough_sets_are_cheap_else_one_set_and_the_flus
     assert runner._n_input_sets(set_bytes=4 << 20, held_bytes=64 << 20, **gpu) == 1
     assert runner._n_input_sets(set_bytes=30 << 20, cache=50 << 20, free=100 << 20, gpu=True) == 1
     assert runner._n_input_sets(set_bytes=200 << 20, **gpu) == 1
+
+
+def _refuses(x):
+    raise Unsupported("libfoo refuses this layout here")
+
+
+PREPARED = []
+
+
+def _prepare(x):
+    PREPARED.append(x["x"].data_ptr())
+    return {**x, "y": x["x"] * 2}
+
+
+SETUP_OP = Op(
+    name="toy_setup", description="y = 2x", params=("n",), dtypes=("fp32",),
+    make_inputs=_make, reference=lambda x: x["x"].double() * 2, flops=lambda s: s["n"],
+    nbytes=lambda s, d: 8 * s["n"],
+    backends=(
+        Backend("refuses", _refuses),
+        Backend("prepared", lambda x: x["y"].clone(), prepare=_prepare),
+    ),
+)
+
+
+def test_run_time_refusals_are_unsupported_and_set_up_is_done_for_every_input_set(toy_runner, monkeypatch):
+    r, out = toy_runner
+    monkeypatch.setattr(runner, "get_op", lambda name: SETUP_OP)
+    PREPARED.clear()
+    r.run([Case("toy_setup", {"n": 256}, "fp32", ("refuses", "prepared"), (), "", None, 1, 3)])
+    by = {rec["backend"]: rec for rec in out}
+    assert by["refuses"]["status"] == "unsupported" and "libfoo refuses" in by["refuses"]["reason"]
+    assert by["prepared"]["status"] == "ok"
+    # Once for the check, once per rotated set after the first (which is the checked one).
+    sets = int(by["prepared"]["timing"]["cache"].split()[1])
+    assert len(PREPARED) == sets and len(set(PREPARED)) == sets
