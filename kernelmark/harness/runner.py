@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from kernelmark.harness import device as dev
+from kernelmark.harness import nvml_sampler
 from kernelmark.harness import peaks as peaks_mod
 from kernelmark.harness import timing
 from kernelmark.suites.loader import Case
@@ -142,19 +143,31 @@ _THROTTLING = {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal
                "hw_power_brake_slowdown"}
 
 
-def health_flags(before: dict, after: Optional[dict]) -> dict:
-    """The card's state around one measurement, and whether it throttled.
+def health_flags(before: dict, after: Optional[dict], during: Optional[dict] = None) -> dict:
+    """The card's state around one measurement (and, from the background sampler, during
+    it), and whether it throttled.
 
-    ``below_app_clocks``: right after the measurement the SM clock was under 90% of the
-    application clock (or of the max clock where no application clock is set).
+    ``throttled``: a throttling reason was seen before, after or during the measurement.
+    ``below_app_clocks``: right after the measurement, or in the median of the samples taken
+    during it, the SM clock was under 90% of the application clock (or of the max clock
+    where no application clock is set).
     """
     after = after or {}
-    reasons = sorted((set(before.get("throttle_reasons", [])) | set(after.get("throttle_reasons", [])))
-                     & _THROTTLING)
-    ref_clock = after.get("sm_app_clock_mhz") or after.get("sm_clock_max_mhz")
-    low = bool(ref_clock and after.get("sm_clock_mhz") and after["sm_clock_mhz"] < 0.9 * ref_clock)
-    return {"before": before, "after": after, "throttled": bool(reasons), "throttle_reasons": reasons,
-            "below_app_clocks": low}
+    seen = set(before.get("throttle_reasons", [])) | set(after.get("throttle_reasons", []))
+    if during:
+        seen |= set(during.get("throttle_reasons", []))
+    reasons = sorted(seen & _THROTTLING)
+    ref_clock = after.get("sm_app_clock_mhz") or after.get("sm_clock_max_mhz") or \
+        before.get("sm_app_clock_mhz") or before.get("sm_clock_max_mhz")
+
+    def low(clock) -> bool:
+        return bool(ref_clock and clock and clock < 0.9 * ref_clock)
+
+    out = {"before": before, "after": after, "throttled": bool(reasons), "throttle_reasons": reasons,
+           "below_app_clocks": low(after.get("sm_clock_mhz")) or low((during or {}).get("sm_clock_mhz_median"))}
+    if during is not None:
+        out["during"] = during
+    return out
 
 
 def _failure_status(e: BaseException) -> str:
@@ -195,6 +208,8 @@ class Runner:
         self.cache = dev.cache_bytes(profile)
         idx = target.torch_device.index
         self.health = (lambda: dev.nvml_state(idx)) if target.kind == "cuda" else (lambda: None)
+        # NVML sampled during each measurement: CUDA only; None where NVML is missing.
+        self._nvml_read = dev.nvml_reader(idx) if target.kind == "cuda" else None
 
     def run(self, cases: list) -> int:
         """Run every case; returns the number of records written."""
@@ -251,8 +266,9 @@ class Runner:
                 on_start(name)
                 before = self.health()
                 rec = {**base, "backend": name, **self._measure(op, op.backend(name), case, ref, seed)}
+                during = rec.pop("_during", None)
                 if before is not None:
-                    rec["health"] = health_flags(before, self.health())
+                    rec["health"] = health_flags(before, self.health(), during)
                 yield rec
         del ref
         self._cleanup()
@@ -309,6 +325,7 @@ class Runner:
             return {**rec, "status": "failed_check", "reason": check.detail}
         if b.triton and self.target.kind == "cpu":
             return {**rec, "status": "checked", "reason": "checked in the Triton interpreter; not timed on a CPU"}
+        during = None
         try:
             stage = "making rotated input sets"
             set_bytes = op.nbytes(case.shape, case.dtype)
@@ -319,13 +336,19 @@ class Runner:
             stage = "timing"
             budget = self.cfg.budget_override or case.budget_s or self.cfg.timing.budget_s
             tcfg = timing.TimingConfig(**{**self.cfg.timing.__dict__, "budget_s": budget})
-            t = timing.time_callable(b.run, sets, dev_, tcfg, l2_bytes=self.cache, set_bytes=set_bytes)
+            sampler = nvml_sampler.Sampler(self._nvml_read).start() if self._nvml_read else None
+            try:
+                t = timing.time_callable(b.run, sets, dev_, tcfg, l2_bytes=self.cache, set_bytes=set_bytes)
+            finally:
+                during = sampler.stop() if sampler else None
         except Exception as e:
             self._cleanup()
             return {**rec, "status": _failure_status(e), "reason": self._describe(e, stage)}
         finally:
             sets = inputs = None
         rec["timing"] = t.as_dict()
+        if during is not None:
+            rec["_during"] = during          # run_case files it under "health"
         rec["noisy"] = not t.converged
         rec.update(metrics(op, case.shape, case.dtype, t.summary.median_us, self.peaks,
                            self.profile.get("datasheet")))

@@ -167,3 +167,44 @@ def test_run_time_refusals_are_unsupported_and_set_up_is_done_for_every_input_se
     # Once for the check, once per rotated set after the first (which is the checked one).
     sets = int(by["prepared"]["timing"]["cache"].split()[1])
     assert len(PREPARED) == sets and len(set(PREPARED)) == sets
+
+
+def _cpu_runner(out):
+    cfg = runner.RunConfig(timing=timing.TimingConfig(budget_s=0.05, min_samples=5), seed=1)
+    return runner.Runner(device.resolve("cpu"), {"l2_bytes": 1 << 20, "datasheet": None},
+                         {"copy_gbps": 10.0, "tflops": {"fp32": 0.1}}, cfg, out.append)
+
+
+def test_cpu_runs_never_touch_nvml(monkeypatch):
+    from kernelmark.harness import nvml_sampler
+
+    def no(*a, **k):
+        raise AssertionError("NVML touched on a CPU run")
+    monkeypatch.setattr(runner, "get_op", lambda name: TOY)
+    monkeypatch.setattr(device, "nvml_reader", no)
+    monkeypatch.setattr(device, "nvml_state", no)
+    monkeypatch.setattr(nvml_sampler, "Sampler", no)
+    out = []
+    _cpu_runner(out).run([Case("toy_scale", {"n": 64}, "fp32", ("good",), (), "", None, 1, 3)])
+    assert out[0]["status"] == "ok" and "health" not in out[0]
+
+
+def test_what_the_sampler_saw_during_timing_is_in_the_record(monkeypatch):
+    # The wiring of a GPU run, on the CPU: NVML before/after says calm, the sampler that
+    # runs while the backend is timed sees a thermal slowdown.
+    monkeypatch.setattr(runner, "get_op", lambda name: TOY)
+    out, reads = [], []
+    r = _cpu_runner(out)
+    r.health = lambda: {"throttle_reasons": [], "sm_clock_mhz": 1980, "sm_app_clock_mhz": 1980}
+
+    def read():
+        reads.append(1)
+        return {"sm_clock_mhz": 1500, "temperature_c": 88, "throttle_reasons": ["sw_thermal_slowdown"]}
+    r._nvml_read = read
+    r.run([Case("toy_scale", {"n": 64}, "fp32", ("good", "wrong"), (), "", None, 1, 3)])
+    by = {rec["backend"]: rec for rec in out}
+    h = by["good"]["health"]
+    assert h["during"]["samples"] == len(reads) >= 1
+    assert h["throttled"] and h["throttle_reasons"] == ["sw_thermal_slowdown"] and h["below_app_clocks"]
+    assert "during" not in by["wrong"]["health"]          # never timed: nothing sampled
+    assert "THROTTLED" in table.status_text(by["good"])
