@@ -10,9 +10,13 @@ Schema version 1::
      "status": "ok" | "checked" | "failed_check" | "unsupported" | "skipped" | "error",
      "reason": str (why not ok), "seed": int, "check": {passed, rel_l2, max_abs, max_rel, tolerance, detail},
      "flops", "bytes", "intensity", "timing": {method, inner, cache, converged, wall_s, note, n,
-     median_us, mean_us, min_us, max_us, iqr_us, ci_low_us, ci_high_us, ci_rel, samples_us},
+     median_us, mean_us, min_us, max_us, iqr_us, ci_low_us, ci_high_us, ci_rel, samples_us;
+     on a GPU also device_wait_us, host_call_us, estimate_us, dropped_samples, and flush_us
+     where a graph's flush time was subtracted},
      "tflops", "gbps", "bound", "pct_of_peak", "pct_of_datasheet", "noisy", "case_index", "suite_line",
-     "detail": what the backend chose (an autotuned Triton kernel's config), "health": {NVML state}}
+     "detail": what the backend chose (an autotuned Triton kernel's config), "health": {NVML state
+     before and after, "during": what the sampler saw while timing, throttled, throttle_reasons,
+     below_app_clocks}}
     {"type": "footer", "finished": ISO time, "records": int, "wall_s": float}
 
 ``status``: ``ok`` checked and timed; ``checked`` passed its check but was not timed (a

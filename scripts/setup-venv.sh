@@ -16,15 +16,17 @@ if "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m venv --system-site-packages "$VENV"
     if "$PY" -c "import sys, torch; sys.exit(0 if getattr(torch.version, 'hip', None) else 1)"; then
         # ROCm torch ships Triton as pytorch-triton-rocm; pip would replace it with the
-        # CUDA triton wheel to satisfy "triton". Install the other dependencies only.
-        deps=$("$VENV/bin/python" - <<'PYEOF'
+        # CUDA triton wheel to satisfy "triton". Install the other dependencies only,
+        # through a requirements file: some carry environment markers ('; sys_platform ==
+        # "linux"') that would not survive the shell's word splitting.
+        reqfile="$VENV/kernelmark-deps.txt"
+        "$VENV/bin/python" - > "$reqfile" <<'PYEOF'
 import configparser
 c = configparser.ConfigParser(); c.read("setup.cfg")
 reqs = [r.strip() for r in c["options"]["install_requires"].splitlines() if r.strip()]
-print(" ".join(r for r in reqs if not r.startswith(("torch", "triton"))))
+print("\n".join(r for r in reqs if not r.startswith(("torch", "triton"))))
 PYEOF
-)
-        "$VENV/bin/python" -m pip install -q $deps pytest hypothesis
+        "$VENV/bin/python" -m pip install -q -r "$reqfile" pytest hypothesis
         "$VENV/bin/python" -m pip install -q --no-deps -e .
         exit 0
     fi

@@ -153,37 +153,59 @@ def _nvml_handle(index: int):
         return None, None
 
 
+def _reasons(pynvml, h) -> Optional[list]:
+    reasons_fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+        getattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+    if reasons_fn is None:
+        return None
+    try:
+        bits = reasons_fn(h)
+    except Exception:
+        return None
+    return [n for b, n in _THROTTLE_BITS.items() if bits & b]
+
+
+def _query(pynvml, h, state: dict, fields) -> dict:
+    for key, fn, *args in fields:
+        try:
+            state[key] = fn(h, *args)
+        except Exception:
+            pass
+    reasons = _reasons(pynvml, h)
+    if reasons is not None:
+        state["throttle_reasons"] = reasons
+    return state
+
+
+def _live_fields(pynvml) -> list:
+    """What changes while a kernel runs: clocks, temperature, power (and throttle reasons)."""
+    return [("sm_clock_mhz", pynvml.nvmlDeviceGetClockInfo, pynvml.NVML_CLOCK_SM),
+            ("mem_clock_mhz", pynvml.nvmlDeviceGetClockInfo, pynvml.NVML_CLOCK_MEM),
+            ("temperature_c", pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU),
+            ("power_w", lambda hh: pynvml.nvmlDeviceGetPowerUsage(hh) / 1000.0)]
+
+
 def nvml_state(index: int) -> Optional[dict]:
     """Clocks, temperature, power and throttle reasons of a GPU now (None without NVML)."""
     pynvml, h = _nvml_handle(index)
     if h is None:
         return None
-    state: dict = {}
+    return _query(pynvml, h, {}, _live_fields(pynvml) + [
+        ("sm_clock_max_mhz", pynvml.nvmlDeviceGetMaxClockInfo, pynvml.NVML_CLOCK_SM),
+        ("mem_clock_max_mhz", pynvml.nvmlDeviceGetMaxClockInfo, pynvml.NVML_CLOCK_MEM),
+        ("sm_app_clock_mhz", pynvml.nvmlDeviceGetApplicationsClock, pynvml.NVML_CLOCK_SM),
+        ("power_limit_w", lambda hh: pynvml.nvmlDeviceGetEnforcedPowerLimit(hh) / 1000.0),
+        ("persistence_mode", pynvml.nvmlDeviceGetPersistenceMode)])
 
-    def q(key, fn, *args):
-        try:
-            state[key] = fn(h, *args)
-        except Exception:
-            pass
 
-    q("sm_clock_mhz", pynvml.nvmlDeviceGetClockInfo, pynvml.NVML_CLOCK_SM)
-    q("mem_clock_mhz", pynvml.nvmlDeviceGetClockInfo, pynvml.NVML_CLOCK_MEM)
-    q("sm_clock_max_mhz", pynvml.nvmlDeviceGetMaxClockInfo, pynvml.NVML_CLOCK_SM)
-    q("mem_clock_max_mhz", pynvml.nvmlDeviceGetMaxClockInfo, pynvml.NVML_CLOCK_MEM)
-    q("sm_app_clock_mhz", pynvml.nvmlDeviceGetApplicationsClock, pynvml.NVML_CLOCK_SM)
-    q("temperature_c", pynvml.nvmlDeviceGetTemperature, pynvml.NVML_TEMPERATURE_GPU)
-    q("power_w", lambda hh: pynvml.nvmlDeviceGetPowerUsage(hh) / 1000.0)
-    q("power_limit_w", lambda hh: pynvml.nvmlDeviceGetEnforcedPowerLimit(hh) / 1000.0)
-    q("persistence_mode", pynvml.nvmlDeviceGetPersistenceMode)
-    reasons_fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
-        getattr(pynvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
-    if reasons_fn is not None:
-        try:
-            bits = reasons_fn(h)
-            state["throttle_reasons"] = [n for b, n in _THROTTLE_BITS.items() if bits & b]
-        except Exception:
-            pass
-    return state
+def nvml_reader(index: int):
+    """A function that reads the live state of a GPU (clocks, temperature, power, throttle
+    reasons) cheaply, for sampling during a measurement; None without NVML."""
+    pynvml, h = _nvml_handle(index)
+    if h is None:
+        return None
+    fields = _live_fields(pynvml)
+    return lambda: _query(pynvml, h, {}, fields)
 
 
 def _driver_version() -> Optional[str]:

@@ -19,9 +19,11 @@ from typing import Callable, Optional
 import torch
 
 from kernelmark.harness import device as dev
+from kernelmark.harness import nvml_sampler
 from kernelmark.harness import peaks as peaks_mod
 from kernelmark.harness import timing
 from kernelmark.suites.loader import Case
+from kernelmark.ops.base import Unsupported
 from kernelmark.ops.registry import get_op
 
 # Above these, a Triton kernel under the CPU interpreter would take minutes: skipped.
@@ -30,6 +32,8 @@ INTERPRETER_MAX_BYTES = 2 ** 24
 # Rotated input sets: at most this many, and at most this share of free memory.
 MAX_INPUT_SETS = 64
 INPUT_SET_MEMORY_SHARE = 0.25
+# On a GPU, sets are rotated only if each holds at most this many times what a call touches.
+GPU_MAX_HELD_PER_TOUCHED = 4
 
 
 def interpreting() -> bool:
@@ -83,17 +87,27 @@ def _free_bytes(target: dev.Target) -> int:
     return 4 << 30
 
 
-def _n_input_sets(set_bytes: int, cache: int, free: int, held_bytes: int = 0) -> int:
+def _n_input_sets(set_bytes: int, cache: int, free: int, held_bytes: int = 0, gpu: bool = False) -> int:
     """Sets to rotate so none is reused before twice the cache has been touched.
 
     ``set_bytes``: what one call touches (the op's minimum bytes); ``held_bytes``: what
     one set occupies (a cache append touches kilobytes of a cache of gigabytes).
+
+    On a GPU the timing keeps the L2 cold by itself when it has one set (a flush before each
+    call, captured into graphs too, its own time subtracted), so more sets are made only when
+    they are enough to rotate past twice the L2 and cheap: at most MAX_INPUT_SETS, within
+    the memory share, each holding little more than it touches. Otherwise one set: never
+    more memory than the case needs (64 copies of a 537 MB KV cache to rotate a 262 KB
+    append would be 34 GB). On a CPU, as many as fit, up to the cap.
     """
     held_bytes = max(held_bytes, set_bytes)
     if set_bytes <= 0 or cache <= 0:
         return 1
     want = math.ceil(2 * cache / set_bytes)
     fit = int(free * INPUT_SET_MEMORY_SHARE // held_bytes)
+    if gpu:
+        cheap = held_bytes <= GPU_MAX_HELD_PER_TOUCHED * set_bytes
+        return want if 1 < want <= min(MAX_INPUT_SETS, fit) and cheap else 1
     return max(1, min(want, MAX_INPUT_SETS, fit))
 
 
@@ -129,19 +143,31 @@ _THROTTLING = {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal
                "hw_power_brake_slowdown"}
 
 
-def health_flags(before: dict, after: Optional[dict]) -> dict:
-    """The card's state around one measurement, and whether it throttled.
+def health_flags(before: dict, after: Optional[dict], during: Optional[dict] = None) -> dict:
+    """The card's state around one measurement (and, from the background sampler, during
+    it), and whether it throttled.
 
-    ``below_app_clocks``: right after the measurement the SM clock was under 90% of the
-    application clock (or of the max clock where no application clock is set).
+    ``throttled``: a throttling reason was seen before, after or during the measurement.
+    ``below_app_clocks``: right after the measurement, or in the median of the samples taken
+    during it, the SM clock was under 90% of the application clock (or of the max clock
+    where no application clock is set).
     """
     after = after or {}
-    reasons = sorted((set(before.get("throttle_reasons", [])) | set(after.get("throttle_reasons", [])))
-                     & _THROTTLING)
-    ref_clock = after.get("sm_app_clock_mhz") or after.get("sm_clock_max_mhz")
-    low = bool(ref_clock and after.get("sm_clock_mhz") and after["sm_clock_mhz"] < 0.9 * ref_clock)
-    return {"before": before, "after": after, "throttled": bool(reasons), "throttle_reasons": reasons,
-            "below_app_clocks": low}
+    seen = set(before.get("throttle_reasons", [])) | set(after.get("throttle_reasons", []))
+    if during:
+        seen |= set(during.get("throttle_reasons", []))
+    reasons = sorted(seen & _THROTTLING)
+    ref_clock = after.get("sm_app_clock_mhz") or after.get("sm_clock_max_mhz") or \
+        before.get("sm_app_clock_mhz") or before.get("sm_clock_max_mhz")
+
+    def low(clock) -> bool:
+        return bool(ref_clock and clock and clock < 0.9 * ref_clock)
+
+    out = {"before": before, "after": after, "throttled": bool(reasons), "throttle_reasons": reasons,
+           "below_app_clocks": low(after.get("sm_clock_mhz")) or low((during or {}).get("sm_clock_mhz_median"))}
+    if during is not None:
+        out["during"] = during
+    return out
 
 
 def _failure_status(e: BaseException) -> str:
@@ -182,6 +208,8 @@ class Runner:
         self.cache = dev.cache_bytes(profile)
         idx = target.torch_device.index
         self.health = (lambda: dev.nvml_state(idx)) if target.kind == "cuda" else (lambda: None)
+        # NVML sampled during each measurement: CUDA only; None where NVML is missing.
+        self._nvml_read = dev.nvml_reader(idx) if target.kind == "cuda" else None
 
     def run(self, cases: list) -> int:
         """Run every case; returns the number of records written."""
@@ -238,8 +266,9 @@ class Runner:
                 on_start(name)
                 before = self.health()
                 rec = {**base, "backend": name, **self._measure(op, op.backend(name), case, ref, seed)}
+                during = rec.pop("_during", None)
                 if before is not None:
-                    rec["health"] = health_flags(before, self.health())
+                    rec["health"] = health_flags(before, self.health(), during)
                 yield rec
         del ref
         self._cleanup()
@@ -273,13 +302,16 @@ class Runner:
         dev_ = self.target.torch_device
         stage = "making inputs"
         try:
-            inputs = op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed))
+            inputs = b.setup(op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed)))
             stage = "running"
             out = b.run(inputs)
             _sync(self.target)
             stage = "checking"
             check = op.compare(out, ref, case.dtype)
             del out
+        except Unsupported as e:           # the backend found at run time it cannot do this case
+            self._cleanup()
+            return {"status": "unsupported", "reason": str(e)}
         except Exception as e:
             self._cleanup()
             return {"status": _failure_status(e), "reason": self._describe(e, stage)}
@@ -293,22 +325,30 @@ class Runner:
             return {**rec, "status": "failed_check", "reason": check.detail}
         if b.triton and self.target.kind == "cpu":
             return {**rec, "status": "checked", "reason": "checked in the Triton interpreter; not timed on a CPU"}
+        during = None
         try:
             stage = "making rotated input sets"
             set_bytes = op.nbytes(case.shape, case.dtype)
-            n_sets = _n_input_sets(set_bytes, self.cache, _free_bytes(self.target), tensor_bytes(inputs))
-            sets = [inputs] + [op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed + i))
+            n_sets = _n_input_sets(set_bytes, self.cache, _free_bytes(self.target), tensor_bytes(inputs),
+                                   gpu=self.target.is_gpu)
+            sets = [inputs] + [b.setup(op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed + i)))
                                for i in range(1, n_sets)]
             stage = "timing"
             budget = self.cfg.budget_override or case.budget_s or self.cfg.timing.budget_s
             tcfg = timing.TimingConfig(**{**self.cfg.timing.__dict__, "budget_s": budget})
-            t = timing.time_callable(b.run, sets, dev_, tcfg, l2_bytes=self.cache, set_bytes=set_bytes)
+            sampler = nvml_sampler.Sampler(self._nvml_read).start() if self._nvml_read else None
+            try:
+                t = timing.time_callable(b.run, sets, dev_, tcfg, l2_bytes=self.cache, set_bytes=set_bytes)
+            finally:
+                during = sampler.stop() if sampler else None
         except Exception as e:
             self._cleanup()
             return {**rec, "status": _failure_status(e), "reason": self._describe(e, stage)}
         finally:
             sets = inputs = None
         rec["timing"] = t.as_dict()
+        if during is not None:
+            rec["_during"] = during          # run_case files it under "health"
         rec["noisy"] = not t.converged
         rec.update(metrics(op, case.shape, case.dtype, t.summary.median_us, self.peaks,
                            self.profile.get("datasheet")))

@@ -1,15 +1,22 @@
 """How one callable is timed on this device. The harness alone owns this; ops never time.
 
-GPU (CUDA or HIP through torch.cuda):
-  * the first call (compilation, autotuning) and a warm-up run outside all timing;
-  * kernels of at least ``short_kernel_us``: device events around each call, with the
-    L2 flushed before it (a write of twice the L2 size), so a call never reads what
-    the previous one left in cache ("cuda_event");
-  * shorter kernels: a CUDA graph of ``inner`` launches cycling over rotated input sets
-    is replayed between two events and the time divided by ``inner``, so launch
-    overhead is not what is measured ("cuda_graph"). The runner provides enough input
-    sets that a set is not reused before twice the L2 size has been touched (where
-    memory allows; the record says how many).
+GPU (CUDA or HIP through torch.cuda), every sample a device-side time:
+  * the first call (compilation, autotuning) and a warm-up outside all timing;
+  * before every start event, a device-side wait (kernelmark.harness.gpu_wait): a spin
+    kernel sized from the launcher's measured host cost, so the call is queued before the
+    device reaches the start event and host time stays out; samples where the device got
+    there first are dropped and counted ("dropped_samples"), the wait used is recorded
+    ("device_wait_us", with "host_call_us", the launcher's host time it was sized for);
+  * the warm-up's median with the wait in place ("estimate_us", device time) chooses the
+    method. Kernels of at least ``short_kernel_us``: events around each call, with the L2
+    flushed before it (a write of twice the L2 size), so a call never reads what the
+    previous one left in cache ("cuda_event");
+  * shorter kernels: a CUDA graph of ``inner`` calls is replayed between two events and the
+    time divided by ``inner``, so per-launch costs are not what is measured ("cuda_graph").
+    Caches stay cold one of two ways: the calls rotate over input sets that together exceed
+    twice the L2 (the runner makes that many where it is cheap), or, for small ops, an L2
+    flush captured before each call in the graph, whose own time (a graph of the flushes
+    alone, replayed next to it) is subtracted per sample and recorded ("flush_us").
 CPU: ``time.perf_counter_ns`` around a batch of ``inner`` calls (inner > 1 only when a
 call is too short to time alone), rotating over the input sets ("cpu_perf_counter").
 
@@ -23,11 +30,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
-from kernelmark.harness import stats
+from kernelmark.harness import gpu_wait, stats
 
 
 @dataclass(frozen=True)
@@ -51,11 +58,23 @@ class Timing:
     converged: bool      # CI target reached
     wall_s: float        # wall time spent sampling
     note: str = ""
+    # GPU only (left out of the record elsewhere): see the module docstring.
+    device_wait_us: Optional[float] = None
+    host_call_us: Optional[float] = None
+    estimate_us: Optional[float] = None
+    dropped_samples: Optional[int] = None
+    flush_us: Optional[float] = None
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d.update(d.pop("summary"))
+        for key in _GPU_ONLY:
+            if d[key] is None:
+                del d[key]
         return d
+
+
+_GPU_ONLY = ("device_wait_us", "host_call_us", "estimate_us", "dropped_samples", "flush_us")
 
 
 def _is_gpu(device: torch.device) -> bool:
@@ -86,7 +105,9 @@ def _sample_loop(take_batch: Callable[[int], list], cfg: TimingConfig, batch: in
         samples.extend(take_batch(batch))
         if _converged(samples, cfg):
             return samples, True, time.perf_counter() - t0
-        if time.perf_counter() - t0 >= cfg.budget_s or len(samples) >= cfg.max_samples:
+        # A GPU batch can come back empty (every sample dropped by the device-side wait's
+        # check); the wait then grows until samples are kept, so this ends.
+        if samples and (time.perf_counter() - t0 >= cfg.budget_s or len(samples) >= cfg.max_samples):
             return samples, False, time.perf_counter() - t0
         batch = min(batch * 2, 256)
 
@@ -141,53 +162,122 @@ def _time_cpu(fn, sets, cfg: TimingConfig, set_bytes: int) -> Timing:
 
 # ---------------------------------------------------------------- GPU
 
+def _host_us(call: Callable[[], Any], reps: int = 5) -> float:
+    """Host time of one call made with an idle device queue: what the launcher costs before
+    its work is queued. The median of a few; sizes the device-side wait."""
+    out = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - t) * 1e6)
+    torch.cuda.synchronize()
+    return stats.quantile(sorted(out), 0.5)
+
+
+class _Rotation:
+    """``fn`` over the input sets in turn, as one argument-less call."""
+
+    def __init__(self, fn, sets):
+        self.fn, self.sets, self.i = fn, sets, 0
+
+    def __call__(self):
+        self.fn(self.sets[self.i % len(self.sets)])
+        self.i += 1
+
+
+class _EventTimer:
+    """take(k) -> up to k device-side samples (µs) of one call each: ``before`` (the L2
+    flush), the device-side wait, start event, the call, the late-launch check, end event.
+    Queued in groups and synchronised once per group; late samples are settled by the wait."""
+
+    def __init__(self, call, before, wait: gpu_wait.DeviceWait, group: int = 256):
+        self.call, self.before, self.wait = call, before, wait
+        self.ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                   for _ in range(group)]
+
+    def __call__(self, k: int) -> list:
+        out = []
+        for s in range(0, k, len(self.ev)):
+            m = min(len(self.ev), k - s)
+            late = []
+            for start, end in self.ev[:m]:
+                if self.before is not None:
+                    self.before()
+                self.wait.enqueue()
+                start.record()
+                self.call()
+                late.append(self.wait.launch_was_late(start))
+                end.record()
+            torch.cuda.synchronize()
+            got = [start.elapsed_time(end) * 1e3 for start, end in self.ev[:m]]
+            out.extend(self.wait.settle(got, late))
+        return out
+
+
+def _join(*notes) -> str:
+    return "; ".join(n for n in notes if n)
+
+
 def _time_gpu(fn, sets, device, cfg: TimingConfig, l2_bytes: int, set_bytes: int) -> Timing:
-    n = len(sets)
     with torch.cuda.device(device):
         fn(sets[0])                              # compile / autotune, outside timing
         torch.cuda.synchronize()
         flush = _flush_buffer(device, l2_bytes)
-        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(256)]
-        counter = {"i": 0}
+        call = _Rotation(fn, sets)
+        host_us = _host_us(call)
+        wait = gpu_wait.DeviceWait(gpu_wait.cycles_per_us(device))
+        wait.size_for(host_us)
+        take = _EventTimer(call, flush.zero_, wait)
 
-        def events_batch(k):
-            out = []
-            for s in range(0, k, len(ev)):
-                m = min(len(ev), k - s)
-                for j in range(m):
-                    flush.zero_()
-                    ev[j][0].record()
-                    fn(sets[counter["i"] % n])
-                    counter["i"] += 1
-                    ev[j][1].record()
-                torch.cuda.synchronize()
-                out.extend(ev[j][0].elapsed_time(ev[j][1]) * 1e3 for j in range(m))
-            return out
-
-        # Warm-up: ~5% of the budget, at least 3 calls; the median of these estimates one call.
+        # Warm-up: ~5% of the budget, at least 3 samples. Their median, a device-side time
+        # (the wait keeps the launcher's host time out), chooses events or graph replay.
         warm, t_end = [], time.perf_counter() + 0.05 * cfg.budget_s
         while len(warm) < 3 or time.perf_counter() < t_end:
-            warm.extend(events_batch(3))
+            warm.extend(take(3))
             if len(warm) > 200:
                 break
         est_us = stats.quantile(sorted(warm), 0.5)
+        wait.dropped = wait.kept_late = 0        # count what the timed samples lost, not the warm-up's
         note = ""
         if cfg.use_graphs and est_us < cfg.short_kernel_us:
             try:
-                return _time_graph(fn, sets, device, cfg, est_us, set_bytes)
+                t = _time_graph(fn, sets, device, cfg, est_us, set_bytes, l2_bytes, flush, wait)
+                t.host_call_us = host_us
+                return t
             except Exception as e:  # capture is not possible for every callable
-                note = f"graph capture failed ({type(e).__name__}: {str(e)[:200]}); timed with events"
+                note = f"graph replay not used ({type(e).__name__}: {str(e)[:200]}); timed with events"
                 torch.cuda.synchronize()
-        samples, conv, wall = _sample_loop(events_batch, cfg, batch=10)
+        samples, conv, wall = _sample_loop(take, cfg, batch=10)
     cache = f"L2 flushed before each call ({flush.numel() * 4 / 2**20:.0f} MiB written)"
-    return Timing(stats.summarize(samples), "cuda_event", 1, cache, conv, wall, note)
+    return Timing(stats.summarize(samples), "cuda_event", 1, cache, conv, wall, _join(note, wait.note()),
+                  device_wait_us=wait.wait_us, host_call_us=host_us, estimate_us=est_us,
+                  dropped_samples=wait.dropped)
 
 
-def _time_graph(fn, sets, device, cfg: TimingConfig, est_us: float, set_bytes: int) -> Timing:
+def _capture(stream, launches: Callable[[], None]):
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        launches()
+    return graph
+
+
+def _time_graph(fn, sets, device, cfg: TimingConfig, est_us: float, set_bytes: int, l2_bytes: int,
+                flush, event_wait: gpu_wait.DeviceWait) -> Timing:
+    """Replay a graph of ``inner`` calls between events. The calls either rotate over input
+    sets that together exceed twice the L2, or (when the sets are too few: small ops) each
+    call is preceded by an L2 flush captured into the graph, and the flush's own time,
+    measured by replaying a graph of the same flushes alone, is subtracted sample by sample."""
     n = len(sets)
-    inner = int(min(max(math.ceil(cfg.graph_target_us / max(est_us, 0.5)), 8), 2000))
+    rotate = l2_bytes > 0 and set_bytes > 0 and n * set_bytes >= 2 * l2_bytes
+    flush_est = 0.0
+    if not rotate:
+        flush_est = stats.quantile(sorted(_EventTimer(flush.zero_, None, event_wait, group=8)(8)), 0.5)
+    inner = int(min(max(math.ceil(cfg.graph_target_us / max(est_us + flush_est, 0.5)), 8), 2000))
     # Outputs allocated inside the graph stay alive for its life: keep them to about 1 GiB.
     inner = max(8, min(inner, (1 << 30) // max(set_bytes, 1)))
+    if rotate:   # a whole number of rounds, or one replay's last set is the next one's first
+        inner = math.ceil(inner / n) * n
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):          # warm up on the capture stream, as capture requires
@@ -195,25 +285,68 @@ def _time_graph(fn, sets, device, cfg: TimingConfig, est_us: float, set_bytes: i
             fn(sets[i % n])
     torch.cuda.current_stream(device).wait_stream(stream)
     torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
+
+    def calls():
         for i in range(inner):
+            if not rotate:
+                flush.zero_()
             fn(sets[i % n])
-    graph.replay()                            # first replay uploads the graph
+
+    def flushes():
+        for _ in range(inner):
+            flush.zero_()
+
+    graph = _capture(stream, calls)
+    flush_graph = None if rotate else _capture(stream, flushes)
+
+    def replay():
+        if flush_graph is not None:
+            flush_graph.replay()
+        graph.replay()
+
+    replay()                                  # the first replay uploads the graphs
     torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    wait = gpu_wait.DeviceWait(event_wait.cycles_per_us)
+    wait.size_for(_host_us(replay, reps=3))
+    ev = [tuple(torch.cuda.Event(enable_timing=True) for _ in range(3)) for _ in range(16)]
+    flush_per_call: list = []
 
     def take(k):
         out = []
-        for _ in range(k):
-            start.record()
-            graph.replay()
-            end.record()
-            end.synchronize()
-            out.append(start.elapsed_time(end) * 1e3 / inner)
+        for s in range(0, k, len(ev)):
+            m = min(len(ev), k - s)
+            late = []
+            for e0, e1, e2 in ev[:m]:
+                wait.enqueue()
+                e0.record()
+                if flush_graph is not None:
+                    flush_graph.replay()
+                e1.record()
+                graph.replay()
+                late.append(wait.launch_was_late(e0))
+                e2.record()
+            torch.cuda.synchronize()
+            got = []
+            for e0, e1, e2 in ev[:m]:
+                f = e0.elapsed_time(e1) * 1e3 / inner
+                got.append((e1.elapsed_time(e2) * 1e3 / inner - f, f))
+            kept = wait.settle(got, late)
+            out.extend(call_us for call_us, _ in kept)
+            if flush_graph is not None:
+                flush_per_call.extend(f for _, f in kept)
         return out
 
     samples, conv, wall = _sample_loop(take, cfg, batch=5)
-    cache = (f"rotated {n} input sets ({n * set_bytes / 2**20:.1f} MiB) inside the graph" if n > 1
-             else "one input set (it exceeds twice the L2)")
-    return Timing(stats.summarize(samples), "cuda_graph", inner, cache, conv, wall)
+    summary = stats.summarize(samples)
+    flush_us = stats.quantile(sorted(flush_per_call), 0.5) if flush_per_call else None
+    if summary.median_us <= 0:     # nothing left once the flush is taken out: no honest number here
+        raise RuntimeError(f"the graph's per-call time is {summary.median_us:.3g} µs"
+                           + (f" after subtracting the L2 flush ({flush_us:.2f} µs a call)" if flush_us else ""))
+    if rotate:
+        cache = f"rotated {n} input sets ({n * set_bytes / 2**20:.1f} MiB, over twice the L2) inside the graph"
+    else:
+        cache = (f"L2 flushed before each call inside the graph ({flush.numel() * 4 / 2**20:.0f} MiB written); "
+                 f"the flush's own time ({flush_us:.2f} µs a call, from a graph of the flushes alone) subtracted")
+    return Timing(summary, "cuda_graph", inner, cache, conv, wall, wait.note(),
+                  device_wait_us=wait.wait_us, estimate_us=est_us, dropped_samples=wait.dropped,
+                  flush_us=flush_us)

@@ -17,6 +17,9 @@ torch.matmul computes by default; fp16/bf16/fp8 use the tensor cores natively.
 
 from __future__ import annotations
 
+import functools
+from typing import Optional
+
 import torch
 import triton
 import triton.language as tl
@@ -28,37 +31,83 @@ _SUPPORTED = (torch.float32, torch.float16, torch.bfloat16)
 _FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 
 
+# (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages)
+TILES = (
+    # compute bound, Hopper-sized tiles
+    (128, 256, 64, 8, 8, 3),
+    (256, 128, 64, 8, 8, 3),
+    (128, 128, 64, 8, 8, 4),
+    (128, 128, 64, 8, 4, 4),
+    (128, 128, 32, 8, 4, 4),
+    (128, 64, 64, 8, 4, 4),
+    (64, 128, 64, 8, 4, 4),
+    (64, 64, 64, 8, 4, 4),
+    # skinny M (decode): stream the weights, many programs along N
+    (16, 32, 256, 1, 4, 4),
+    (16, 64, 256, 1, 4, 4),
+    (16, 64, 128, 1, 4, 5),
+    (16, 128, 128, 1, 4, 4),
+    (32, 64, 128, 1, 4, 4),
+    (32, 128, 128, 4, 4, 4),
+    (64, 64, 128, 4, 4, 3),
+)
+
+
+def tile_configs(tiles=TILES) -> list:
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": g}, num_warps=w, num_stages=s)
+            for bm, bn, bk, g, w, s in tiles]
+
+
 def _configs():
     if interpreting():
         # One small config: the interpreter runs every program in Python, and
         # autotuning there would only multiply the time.
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4},
                               num_warps=4, num_stages=1)]
-    tiles = [
-        # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages)
-        # compute bound, Hopper-sized tiles
-        (128, 256, 64, 8, 8, 3),
-        (256, 128, 64, 8, 8, 3),
-        (128, 128, 64, 8, 8, 4),
-        (128, 128, 64, 8, 4, 4),
-        (128, 128, 32, 8, 4, 4),
-        (128, 64, 64, 8, 4, 4),
-        (64, 128, 64, 8, 4, 4),
-        (64, 64, 64, 8, 4, 4),
-        # skinny M (decode): stream the weights, many programs along N
-        (16, 32, 256, 1, 4, 4),
-        (16, 64, 256, 1, 4, 4),
-        (16, 64, 128, 1, 4, 5),
-        (16, 128, 128, 1, 4, 4),
-        (32, 64, 128, 1, 4, 4),
-        (32, 128, 128, 4, 4, 4),
-        (64, 64, 128, 4, 4, 3),
-    ]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": g}, num_warps=w, num_stages=s)
-            for bm, bn, bk, g, w, s in tiles]
+    return tile_configs()
 
 
-@triton.autotune(configs=_configs(), key=["M", "N", "K", "stride_am", "stride_bk"])
+def shared_memory_bytes(cfg, element_size: int) -> int:
+    """Shared memory a config's main loop needs: the software pipeliner keeps
+    num_stages - 1 A and B tiles in flight. (That is what Triton asks for: the two fp32
+    configs (16, 64, 256, s4) and (32, 128, 128, s4) need exactly 3 x 20480 x 4 bytes =
+    240 KiB, over the 227 KiB a Hopper block may use.) The epilogue may need a little
+    more; a config this estimate lets through but that still cannot launch is caught by
+    the autotuner (OutOfResources), so erring low costs a compile, erring high a config."""
+    k = cfg.kwargs
+    tile = k["BLOCK_M"] * k["BLOCK_K"] + k["BLOCK_K"] * k["BLOCK_N"]
+    return max(cfg.num_stages - 1, 1) * tile * element_size
+
+
+@functools.lru_cache(maxsize=None)
+def shared_memory_limit(device_index: int) -> Optional[int]:
+    """Shared memory one block may use on this GPU (opt-in maximum), or None if unknown."""
+    try:
+        v = getattr(torch.cuda.get_device_properties(device_index), "shared_memory_per_block_optin", None)
+        if v:
+            return int(v)
+        from triton.runtime import driver
+        return int(driver.active.utils.get_device_properties(device_index)["max_shared_mem"])
+    except Exception:
+        return None
+
+
+def prune_by_shared_memory(configs, named_args, **kwargs):
+    """Autotuner hook (early_config_prune): drop the configs whose tiles cannot fit in this
+    device's shared memory for this dtype, before any is compiled. Keeps at least one."""
+    a = named_args["a_ptr"]
+    if a.device.type != "cuda":
+        return configs
+    limit = shared_memory_limit(a.device.index if a.device.index is not None else torch.cuda.current_device())
+    if not limit:
+        return configs
+    size = a.element_size()
+    fits = [c for c in configs if shared_memory_bytes(c, size) <= limit]
+    return fits or [min(configs, key=lambda c: shared_memory_bytes(c, size))]
+
+
+@triton.autotune(configs=_configs(), key=["M", "N", "K", "stride_am", "stride_bk"],
+                 prune_configs_by={"early_config_prune": prune_by_shared_memory})
 @triton.jit
 def _gemm_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
                  stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,

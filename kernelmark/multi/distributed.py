@@ -188,6 +188,7 @@ def measure(op, b, case, seed: int, comm: Comm, cfg: timing.TimingConfig, link: 
     try:
         inputs = op.make_inputs(case.shape, case.dtype, dev, torch.Generator(dev).manual_seed(seed))
         ref = op.reference(inputs)
+        inputs = b.setup(inputs)
         comm.sync()
     except Exception as e:   # noqa: BLE001 -- recorded, and agreed with the other ranks
         problem = _error(e, "making inputs or the reference")

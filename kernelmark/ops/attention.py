@@ -50,20 +50,17 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from kernelmark import dtypes
 from kernelmark.kernels import paged
 from kernelmark.ops.attention_libs import (
     _import_error, _gpu_half_only, _flash_attn_prefill, _flash_attn_varlen, _flash_attn_decode, _flash_attn_decode_supports, _torch_varlen_attn, _varlen_attn_available, _plan_flashinfer, _flashinfer_decode)
+from kernelmark.ops.attention_sdpa import sdpa_backends
 from kernelmark.ops.base import Backend, Op, positive_ints, shape_str
 
 # The head dims the Triton kernels compile for (kernels/*_attention.py HEAD_DIMS; a
 # test keeps them equal). Op modules must not import Triton, hence the copy.
 TRITON_HEAD_DIMS = (16, 32, 64, 128)
-_HAS_ENABLE_GQA = torch.torch_version.TorchVersion(torch.__version__) >= "2.5"
-# Math SDPA materialises [batch, heads, seq, seq] scores: skipped above this many.
-_MATH_MAX_SCORES = 2 ** 30
 
 
 # ---------------------------------------------------------------- shapes and work
@@ -98,6 +95,15 @@ def prefill_flops(shape) -> int:
 
 def varlen_flops(shape) -> int:
     return 4 * shape["q_heads"] * shape["head_dim"] * sum(_pairs(n, shape["causal"]) for n in varlen_lengths(shape))
+
+
+def prefill_scores(shape) -> int:
+    """Elements of the largest score matrix one SDPA call materialises (math backend)."""
+    return shape["batch"] * shape["q_heads"] * shape["seq"] ** 2
+
+
+def varlen_scores(shape) -> int:     # one SDPA call per sequence
+    return shape["q_heads"] * max(varlen_lengths(shape)) ** 2
 
 
 def decode_flops(shape) -> int:
@@ -259,100 +265,6 @@ def decode_reference(x):
     return torch.stack(outs)
 
 
-# ---------------------------------------------------------------- torch SDPA backends
-
-_SDPA = {"math": SDPBackend.MATH, "efficient": SDPBackend.EFFICIENT_ATTENTION,
-         "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}
-
-
-# (backend, device type) pairs whose SDPA refused enable_gqa=True in this process.
-_NO_NATIVE_GQA: set = set()
-
-
-def _sdpa(kind, q, k, v, causal, scale):
-    """q [b, hq, s, d], k/v [b, hk, s, d] -> [b, hq, s, d] through one SDPA backend.
-
-    GQA: enable_gqa=True where this torch's backend accepts it (torch >= 2.5; which
-    backends do varies by version and platform); where it refuses, the first call (the
-    runner's untimed check) finds out and every call repeats K/V instead, as part of the
-    timed cost."""
-    hq, hk = q.shape[1], k.shape[1]
-    with sdpa_kernel(_SDPA[kind]):
-        if hq != hk and _HAS_ENABLE_GQA and (kind, q.device.type) not in _NO_NATIVE_GQA:
-            try:
-                return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=True)
-            except torch.cuda.OutOfMemoryError:
-                raise
-            except RuntimeError:
-                _NO_NATIVE_GQA.add((kind, q.device.type))
-        if hq != hk:
-            k = k.repeat_interleave(hq // hk, dim=1)
-            v = v.repeat_interleave(hq // hk, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
-
-
-def _sdpa_prefill(kind):
-    def run(x):
-        return _sdpa(kind, x["q_t"], x["k_t"], x["v_t"], x["causal"], x["scale"]).transpose(1, 2)
-    return run
-
-
-def _sdpa_varlen(kind):
-    def run(x):
-        q, k, v = x["q"], x["k"], x["v"]
-        out = torch.empty_like(q)
-        at = 0
-        for n in x["seq_lens"]:
-            qs, ks, vs = (t[at:at + n].transpose(0, 1)[None] for t in (q, k, v))
-            out[at:at + n] = _sdpa(kind, qs, ks, vs, x["causal"], x["scale"])[0].transpose(0, 1)
-            at += n
-        return out
-    return run
-
-
-def _sdpa_supports(kind, op_kind):
-    def supports(shape, dtype, device_kind, capability):
-        if kind == "math":
-            if op_kind == "prefill":
-                scores = shape["batch"] * shape["q_heads"] * shape["seq"] ** 2
-            else:   # one call per sequence
-                scores = shape["q_heads"] * max(varlen_lengths(shape)) ** 2
-            if device_kind != "cpu" and scores > _MATH_MAX_SCORES:
-                return (f"math SDPA materialises the [batch, heads, seq, seq] scores ({scores} elements "
-                        f"here, over {_MATH_MAX_SCORES}); skipped at this size")
-            return None
-        if kind == "flash":
-            if device_kind == "cpu":
-                return None     # torch's own CPU flash kernel, any float dtype
-            if dtype == "fp32":
-                return "flash SDPA on a GPU supports fp16 and bf16 only"
-        if kind == "cudnn" and dtype == "fp32":
-            return "cuDNN SDPA supports fp16 and bf16 only"
-        if device_kind == "cuda" and (capability is None or capability < (8, 0)):
-            return f"{kind} SDPA is measured on compute capability 8.0 or newer"
-        if shape["head_dim"] > 256 or shape["head_dim"] % 8:
-            return f"{kind} SDPA needs head_dim a multiple of 8, at most 256"
-        return None
-    return supports
-
-
-_SDPA_DEVICES = {"math": None, "flash": None, "efficient": ("cuda", "rocm"), "cudnn": ("cuda",)}
-_SDPA_WHAT = {"math": "the unfused math path (materialises the scores)",
-              "efficient": "the memory-efficient (xformers/cutlass) kernel",
-              "flash": "FlashAttention-2 (on a CPU: torch's own CPU flash kernel)",
-              "cudnn": "cuDNN's fused attention"}
-
-
-def _sdpa_backends(op_kind):
-    make = _sdpa_prefill if op_kind == "prefill" else _sdpa_varlen
-    loop = "" if op_kind == "prefill" else "; one SDPA call per sequence (the loop is timed)"
-    return tuple(Backend(f"torch-sdpa-{k}", make(k), devices=_SDPA_DEVICES[k], supports=_sdpa_supports(k, op_kind),
-                         description=f"F.scaled_dot_product_attention forced to {_SDPA_WHAT[k]} on bhsd views; "
-                                     f"GQA via enable_gqa=True, or repeat_interleave of K/V (timed) where the "
-                                     f"backend refuses it{loop}")
-                 for k in _SDPA)
-
-
 # ---------------------------------------------------------------- Triton backends
 
 def _triton_supports(shape, dtype, device_kind, capability):
@@ -426,7 +338,7 @@ OPS = [
         backends=(
             Backend("triton", _triton_prefill, triton=True, supports=_triton_supports, detail=_prefill_config,
                     description="kernelmark's flash-attention forward (kernels/prefill_attention.py)"),
-            *_sdpa_backends("prefill"),
+            *sdpa_backends("prefill", prefill_scores),
             Backend("flash-attn", _flash_attn_prefill, dtypes=_HALF, available=lambda: _import_error("flash_attn"),
                     supports=_gpu_half_only("flash-attn"), description="flash_attn.flash_attn_func on bshd"),
         ),
@@ -442,7 +354,7 @@ OPS = [
         backends=(
             Backend("triton", _triton_varlen, triton=True, supports=_triton_supports, detail=_prefill_config,
                     description="kernelmark's flash-attention forward, varlen form (kernels/prefill_attention.py)"),
-            *_sdpa_backends("varlen"),
+            *sdpa_backends("varlen", varlen_scores),
             Backend("torch-varlen-attn", _torch_varlen_attn, dtypes=_HALF, available=_varlen_attn_available,
                     supports=_gpu_half_only("torch varlen_attn"),
                     description="torch.nn.attention.varlen.varlen_attn (torch >= 2.10)"),

@@ -14,7 +14,12 @@ Contract the runner relies on:
 * ``reference(inputs)`` computes the result in higher precision from the same inputs
   and must not modify them.
 * ``Backend.run(inputs)`` returns what ``reference`` returns (a tensor or a tuple of
-  tensors, same order); it is the callable that is timed, so it does no set-up.
+  tensors, same order); it is the callable that is timed, so it does no set-up. Set-up
+  one backend needs on top of the op's inputs is ``Backend.prepare`` (the runner calls
+  ``Backend.setup(inputs)`` once per input set, outside timing).
+* A backend that finds only when called that it cannot run a case (a library refusing
+  that configuration) raises ``Unsupported`` with the reason: the record is
+  ``unsupported``, not an error. Nothing else is caught that way.
 * ``flops(shape)`` and ``nbytes(shape, dtype)`` are the minimum the op needs: every
   input read once, every output written once.
 """
@@ -30,6 +35,11 @@ from kernelmark import dtypes
 from kernelmark.ops.check import CheckResult, compare  # noqa: F401  (op modules import them from here)
 
 Shape = dict  # param name -> int or str
+
+
+class Unsupported(Exception):
+    """Raised by ``Backend.run`` when the library it calls refuses this case (the message says
+    what was refused and where to look instead)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,12 @@ class Backend:
     description: str = ""
     # What the backend chose for the last call (an autotuned kernel's config), for the record.
     detail: Optional[Callable[[], Optional[str]]] = None
+    # Set-up on top of the op's inputs, outside timing: inputs -> the inputs ``run`` takes
+    # (e.g. K/V repeated for a GQA backend that cannot broadcast heads). None: as they are.
+    prepare: Optional[Callable[[Any], Any]] = None
+
+    def setup(self, inputs):
+        return inputs if self.prepare is None else self.prepare(inputs)
 
 
 def positive_ints(shape: Shape, names) -> None:

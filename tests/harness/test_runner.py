@@ -5,7 +5,7 @@ import torch
 from kernelmark.harness import device, runner, timing
 from kernelmark.reports import table
 from kernelmark.suites.loader import Case
-from kernelmark.ops.base import Backend, Op
+from kernelmark.ops.base import Backend, Op, Unsupported
 
 
 def _make(shape, dtype, dev, gen):
@@ -114,3 +114,97 @@ def test_tensor_bytes_counts_each_storage_once():
     a = torch.zeros(1000)
     assert runner.tensor_bytes({"a": a, "view": a[10:], "list": [torch.zeros(10, dtype=torch.int8)], "n": 3}) \
         == 4000 + 10
+
+
+def test_gpu_rotation_only_where_enough_sets_are_cheap_else_one_set_and_the_flush():
+    gpu = dict(cache=50 << 20, free=1 << 40, gpu=True)
+    assert runner._n_input_sets(set_bytes=30 << 20, **gpu) == 4
+    assert runner._n_input_sets(set_bytes=2 << 20, **gpu) == 50
+    # Under ~1.6 MiB a call, 64 sets cannot cover twice a 50 MiB L2: one set, and the timing
+    # flushes the L2 instead (the CPU rotates as many as it may).
+    assert runner._n_input_sets(set_bytes=1 << 20, **gpu) == 1
+    assert runner._n_input_sets(set_bytes=1 << 20, cache=50 << 20, free=1 << 40) == 64
+    # The default suite's kv_append of 64 tokens: 262 KB touched of a 537 MB cache. The old
+    # rule made 64 caches (34 GB).
+    assert runner._n_input_sets(set_bytes=262 << 10, held_bytes=537 << 20, **gpu) == 1
+    # Enough sets, but each holds far more than it touches: not worth the memory.
+    assert runner._n_input_sets(set_bytes=4 << 20, held_bytes=64 << 20, **gpu) == 1
+    assert runner._n_input_sets(set_bytes=30 << 20, cache=50 << 20, free=100 << 20, gpu=True) == 1
+    assert runner._n_input_sets(set_bytes=200 << 20, **gpu) == 1
+
+
+def _refuses(x):
+    raise Unsupported("libfoo refuses this layout here")
+
+
+PREPARED = []
+
+
+def _prepare(x):
+    PREPARED.append(x["x"].data_ptr())
+    return {**x, "y": x["x"] * 2}
+
+
+SETUP_OP = Op(
+    name="toy_setup", description="y = 2x", params=("n",), dtypes=("fp32",),
+    make_inputs=_make, reference=lambda x: x["x"].double() * 2, flops=lambda s: s["n"],
+    nbytes=lambda s, d: 8 * s["n"],
+    backends=(
+        Backend("refuses", _refuses),
+        Backend("prepared", lambda x: x["y"].clone(), prepare=_prepare),
+    ),
+)
+
+
+def test_run_time_refusals_are_unsupported_and_set_up_is_done_for_every_input_set(toy_runner, monkeypatch):
+    r, out = toy_runner
+    monkeypatch.setattr(runner, "get_op", lambda name: SETUP_OP)
+    PREPARED.clear()
+    r.run([Case("toy_setup", {"n": 256}, "fp32", ("refuses", "prepared"), (), "", None, 1, 3)])
+    by = {rec["backend"]: rec for rec in out}
+    assert by["refuses"]["status"] == "unsupported" and "libfoo refuses" in by["refuses"]["reason"]
+    assert by["prepared"]["status"] == "ok"
+    # Once for the check, once per rotated set after the first (which is the checked one).
+    sets = int(by["prepared"]["timing"]["cache"].split()[1])
+    assert len(PREPARED) == sets and len(set(PREPARED)) == sets
+
+
+def _cpu_runner(out):
+    cfg = runner.RunConfig(timing=timing.TimingConfig(budget_s=0.05, min_samples=5), seed=1)
+    return runner.Runner(device.resolve("cpu"), {"l2_bytes": 1 << 20, "datasheet": None},
+                         {"copy_gbps": 10.0, "tflops": {"fp32": 0.1}}, cfg, out.append)
+
+
+def test_cpu_runs_never_touch_nvml(monkeypatch):
+    from kernelmark.harness import nvml_sampler
+
+    def no(*a, **k):
+        raise AssertionError("NVML touched on a CPU run")
+    monkeypatch.setattr(runner, "get_op", lambda name: TOY)
+    monkeypatch.setattr(device, "nvml_reader", no)
+    monkeypatch.setattr(device, "nvml_state", no)
+    monkeypatch.setattr(nvml_sampler, "Sampler", no)
+    out = []
+    _cpu_runner(out).run([Case("toy_scale", {"n": 64}, "fp32", ("good",), (), "", None, 1, 3)])
+    assert out[0]["status"] == "ok" and "health" not in out[0]
+
+
+def test_what_the_sampler_saw_during_timing_is_in_the_record(monkeypatch):
+    # The wiring of a GPU run, on the CPU: NVML before/after says calm, the sampler that
+    # runs while the backend is timed sees a thermal slowdown.
+    monkeypatch.setattr(runner, "get_op", lambda name: TOY)
+    out, reads = [], []
+    r = _cpu_runner(out)
+    r.health = lambda: {"throttle_reasons": [], "sm_clock_mhz": 1980, "sm_app_clock_mhz": 1980}
+
+    def read():
+        reads.append(1)
+        return {"sm_clock_mhz": 1500, "temperature_c": 88, "throttle_reasons": ["sw_thermal_slowdown"]}
+    r._nvml_read = read
+    r.run([Case("toy_scale", {"n": 64}, "fp32", ("good", "wrong"), (), "", None, 1, 3)])
+    by = {rec["backend"]: rec for rec in out}
+    h = by["good"]["health"]
+    assert h["during"]["samples"] == len(reads) >= 1
+    assert h["throttled"] and h["throttle_reasons"] == ["sw_thermal_slowdown"] and h["below_app_clocks"]
+    assert "during" not in by["wrong"]["health"]          # never timed: nothing sampled
+    assert "THROTTLED" in table.status_text(by["good"])

@@ -69,3 +69,45 @@ def test_unsupported_dtype_is_named():
     a = torch.ones(4, 4, dtype=torch.int32)
     with pytest.raises(ValueError, match="not supported"):
         gemm.matmul(a, a)
+
+
+# ---------------------------------------------------------------- config pruning
+
+def _a(element_size):
+    # What the hook reads of A: its device and element size (no GPU needed).
+    import types
+    return types.SimpleNamespace(device=torch.device("cuda", 0), element_size=lambda: element_size)
+
+
+def _tiles(configs):
+    return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages) for c in configs}
+
+
+HOPPER_OPTIN = 232448      # 227 KiB: what an H100 block may opt in to
+
+
+def test_the_fp32_configs_that_cannot_launch_on_hopper_are_pruned_before_compiling(monkeypatch):
+    monkeypatch.setattr(gemm, "shared_memory_limit", lambda index: HOPPER_OPTIN)
+    configs = gemm.tile_configs()
+    kept = gemm.prune_by_shared_memory(configs, {"a_ptr": _a(4)})
+    # The two fp32 configs that need 240 KiB, and only they.
+    assert _tiles(configs) - _tiles(kept) == {(16, 64, 256, 4), (32, 128, 128, 4)}
+    big = [c for c in configs if _tiles([c]) <= {(16, 64, 256, 4), (32, 128, 128, 4)}]
+    assert all(gemm.shared_memory_bytes(c, 4) == 240 << 10 for c in big)
+    # Half-precision tiles are half the size: all fit.
+    assert gemm.prune_by_shared_memory(configs, {"a_ptr": _a(2)}) == configs
+
+
+def test_pruning_keeps_one_config_and_leaves_cpu_runs_alone(monkeypatch):
+    monkeypatch.setattr(gemm, "shared_memory_limit", lambda index: 16 << 10)
+    configs = gemm.tile_configs()
+    kept = gemm.prune_by_shared_memory(configs, {"a_ptr": _a(4)})
+    assert len(kept) == 1 and gemm.shared_memory_bytes(kept[0], 4) == \
+        min(gemm.shared_memory_bytes(c, 4) for c in configs)
+    assert gemm.prune_by_shared_memory(configs, {"a_ptr": torch.empty(1)}) == configs
+    monkeypatch.setattr(gemm, "shared_memory_limit", lambda index: None)     # unknown limit
+    assert gemm.prune_by_shared_memory(configs, {"a_ptr": _a(4)}) == configs
+
+
+def test_the_autotuner_uses_the_pruning_hook():
+    assert gemm._gemm_kernel.early_config_prune is gemm.prune_by_shared_memory

@@ -1,8 +1,11 @@
+import warnings
+
 import pytest
 import torch
 
 from kernelmark.kernels import paged
-from kernelmark.ops import attention_libs as _attention_libs, attention
+from kernelmark.ops import attention_libs as _attention_libs, attention, attention_sdpa
+from kernelmark.ops.base import Unsupported
 from kernelmark.ops.registry import get_op
 
 CPU = torch.device("cpu")
@@ -126,7 +129,7 @@ def test_every_backend_available_on_cpu_passes_the_check(op_name, shape, dtype):
     for b in op.backends:
         if _why_not_on_cpu(b, shape, dtype):
             continue
-        out = b.run(_inputs(op, shape, dtype))
+        out = b.run(b.setup(_inputs(op, shape, dtype)))
         res = op.compare(out, ref, dtype)
         assert res.passed, f"{b.name}: {res.detail}"
         ran.append(b.name)
@@ -230,22 +233,66 @@ def test_attention_suite_sizes():
             assert op.nbytes(c.shape, c.dtype) < 5 * 2 ** 30
 
 
-def test_sdpa_falls_back_to_repeated_kv_where_enable_gqa_is_refused(monkeypatch):
-    real = attention.F.scaled_dot_product_attention
+def _refusing_sdpa(monkeypatch, error, warning=None):
+    """SDPA that refuses GQA calls the way torch's dispatcher does: reasons as warnings,
+    then a RuntimeError."""
+    real = attention_sdpa.F.scaled_dot_product_attention
     calls = []
 
-    def refusing(*args, **kw):
+    def sdpa(*args, **kw):
         calls.append(kw.get("enable_gqa", False))
         if kw.get("enable_gqa"):
-            raise RuntimeError("No available kernel. Aborting execution.")
+            if warning:
+                warnings.warn(warning)
+            raise RuntimeError(error)
         return real(*args, **kw)
 
-    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", refusing)
-    monkeypatch.setattr(attention, "_NO_NATIVE_GQA", set())
+    monkeypatch.setattr(attention_sdpa.F, "scaled_dot_product_attention", sdpa)
+    return calls
+
+
+GQA_REFUSAL = ("For dense input, both fused kernels require query, key and value to have the same num_heads. "
+               "Query.sizes(): [2, 4, 40, 64], Key sizes(): [2, 2, 40, 64], Value sizes(): [2, 2, 40, 64] "
+               "instead. To broadcast dense inputs, try using unsqueeze and expand_to before passing them")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_an_sdpa_backend_that_refuses_enable_gqa_is_unsupported_and_never_repeats_kv(monkeypatch):
+    calls = _refusing_sdpa(monkeypatch, "No available kernel.  Aborting execution.", GQA_REFUSAL)
     op = get_op("prefill_attention")
     x = _inputs(op, PREFILL, "fp32")
-    b = op.backend("torch-sdpa-math")
-    for _ in range(2):
-        assert op.compare(b.run(x), op.reference(x), "fp32").passed
-    assert calls == [True, False, False]          # refused once, then repeats K/V directly
-    assert attention._NO_NATIVE_GQA == {("math", "cpu")}
+    with pytest.raises(Unsupported, match="refuses enable_gqa=True.*same num_heads.*torch-sdpa-math-repeat-kv"):
+        op.backend("torch-sdpa-math").run(x)
+    assert all(calls)                 # no call without enable_gqa: nothing repeated K/V to get around it
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("error, warning", [
+    ("CUDA error: an illegal memory access was encountered", None),
+    ("No available kernel.  Aborting execution.", "Flash attention requires q,k,v to have the same last dimension"),
+])
+def test_other_sdpa_errors_are_not_taken_for_a_gqa_refusal(monkeypatch, error, warning):
+    _refusing_sdpa(monkeypatch, error, warning)
+    op = get_op("prefill_attention")
+    with pytest.raises(RuntimeError) as info:
+        op.backend("torch-sdpa-math").run(_inputs(op, PREFILL, "fp32"))
+    assert not isinstance(info.value, Unsupported) and error in str(info.value)
+
+
+@pytest.mark.parametrize("op_name", ["prefill_attention", "prefill_attention_varlen"])
+def test_repeat_kv_backends_repeat_in_set_up_and_not_in_the_timed_call(op_name, monkeypatch):
+    op = get_op(op_name)
+    shape = op.full_shape(SHAPES[op_name][0])
+    x = _inputs(op, shape, "fp32")
+    ref = op.reference(x)
+    for kind in ("math", "flash"):
+        b = op.backend(f"torch-sdpa-{kind}-repeat-kv")
+        assert b.devices == ("cuda", "rocm")
+        assert "not a GQA shape" in b.supports({**shape, "kv_heads": shape["q_heads"]}, "bf16", "cuda", (9, 0))
+        assert b.supports(shape, "bf16", "cuda", (9, 0)) is None
+        ready = b.setup(x)
+        with monkeypatch.context() as m:
+            m.setattr(torch.Tensor, "repeat_interleave", lambda *a, **k: pytest.fail("repeat in the timed call"))
+            m.setattr(torch, "repeat_interleave", lambda *a, **k: pytest.fail("repeat in the timed call"))
+            out = b.run(ready)
+        assert op.compare(out, ref, "fp32").passed, kind
