@@ -7,9 +7,13 @@
 # Otherwise torch==2.13.0 is installed first; on a machine with no GPU that should be a
 # CPU build (pip picks one up from a local wheel directory if it is configured), and on
 # a GPU machine pip's default build.
-set -eu
+#
+# PINS: extra requirements installed along with kernelmark's, e.g. the second test
+# environment of `make test`: PINS='triton==3.6.* numpy>=2.4' VENV=.venv-triton36.
+set -euf   # -f: no globbing, so the '*' of a pin reaches pip as written
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+PINS=${PINS:-}
 
 if "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "setup: keeping the torch of $PY: $("$PY" -c 'import torch; print(torch.__version__)')"
@@ -26,7 +30,7 @@ c = configparser.ConfigParser(); c.read("setup.cfg")
 reqs = [r.strip() for r in c["options"]["install_requires"].splitlines() if r.strip()]
 print("\n".join(r for r in reqs if not r.startswith(("torch", "triton"))))
 PYEOF
-        "$VENV/bin/python" -m pip install -q -r "$reqfile" pytest hypothesis
+        "$VENV/bin/python" -m pip install -q -r "$reqfile" pytest hypothesis $PINS
         "$VENV/bin/python" -m pip install -q --no-deps -e .
         exit 0
     fi
@@ -34,4 +38,4 @@ else
     "$PY" -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q "torch==2.13.0"
 fi
-"$VENV/bin/python" -m pip install -q -e ".[test]"
+"$VENV/bin/python" -m pip install -q $PINS -e ".[test]"

@@ -3,6 +3,12 @@
 import triton
 import triton.language as tl
 
+from kernelmark.kernels import interpreter_compat
+
+# Every kernel with a loop imports this module, so the interpreter work-around for
+# runtime loop bounds (Triton 3.6 with numpy >= 2.4) is in place before its first launch.
+interpreter_compat.apply()
+
 
 @triton.jit
 def dot(a, b, acc, UPCAST_DOT: tl.constexpr, IEEE_FP32: tl.constexpr):
