@@ -12,14 +12,14 @@ The long table (one row per case and backend, every column) is ``table.render`` 
 stays behind ``--long``; csv and json are always that long form.
 
 Everything is sized for a 160-column terminal. Where a section would be wider (long
-labels, many backends), the labels move out of the columns onto lines of their own; if it
-is still wider, the backends are split over several tables that repeat the case columns.
+labels, many backends), backend names break after their hyphens; then the labels move out
+of the columns onto lines of their own; if it is still wider, the backends are split over
+several tables that repeat the case columns.
 """
 
 from __future__ import annotations
 
 import json
-import textwrap
 from dataclasses import dataclass, field
 
 from kernelmark.reports import table
@@ -285,14 +285,26 @@ def legend(secs: list, md: bool = False) -> list:
     return list(dict.fromkeys(items))
 
 
+def _pack(items: list, width: int) -> list:
+    """Items joined by '; ' on lines of at most ``width``, never breaking an item."""
+    lines = []
+    for item in items:
+        if lines and len(lines[-1]) + 2 + len(item) <= width:
+            lines[-1] += "; " + item
+        else:
+            lines.append(item)
+    return lines
+
+
 def problems(records: list, width: int = WIDTH) -> list:
     """One line per record that failed its check or did not finish, with why; cut to ``width``
     (``--long`` and the run file have the whole reason)."""
     out = []
     for r in records:
         if r["status"] in PROBLEMS:
-            line = (f"  {r['op']} {r.get('label') or ''} {compact_shape(r['shape'])} {r['dtype']} {r['backend']}: "
-                    f"{table.status_text(r)}").replace("\n", " ")
+            what = " ".join(x for x in (r["op"], r.get("label"), compact_shape(r["shape"]), r["dtype"], r["backend"])
+                            if x)
+            line = f"  {what}: {table.status_text(r)}".replace("\n", " ")
             out.append(line if len(line) <= width else line[:width - 1] + "…")
     return ([f"failed or did not finish ({len(out)}; --long shows every column):"] + out) if out else []
 
@@ -317,7 +329,7 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
         out = ["(no case ran here: every backend was skipped or unsupported)", ""]
     notes = legend(secs, md)
     if notes:
-        out += textwrap.wrap("; ".join(notes), WIDTH) + [""]
+        out += _pack(notes, WIDTH) + [""]
     bad = problems(records)
     out += bad + ([""] if bad else [])
     if folded:
