@@ -329,7 +329,8 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
         out = ["(no case ran here: every backend was skipped or unsupported)", ""]
     notes = legend(secs, md)
     if notes:
-        out += _pack(notes, WIDTH) + [""]
+        out += ["; ".join(notes)] if md else _pack(notes, WIDTH)      # md: one paragraph anyway
+        out.append("")
     bad = problems(records)
     out += bad + ([""] if bad else [])
     if folded:
