@@ -78,6 +78,7 @@ def _resume_args(args):
     orig = args.parser.parse_args(run.header["command"][1:])
     orig.command, orig.out, orig.resume, orig.force = run.header["command"], args.resume, args.resume, args.force
     orig.quiet, orig.format, orig.long = args.quiet, args.format, args.long
+    orig.parser, orig.extensions = args.parser, args.extensions     # set by cli.main, not by the parser
     return orig, run
 
 
