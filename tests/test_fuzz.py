@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernelmark import results
-from kernelmark.reports import table
+from kernelmark.reports import table, wide
 from kernelmark.suites import loader
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -112,6 +112,7 @@ def _load_run(data: bytes) -> None:
             run = results.load(path)
         for fmt in ("table", "md", "csv"):
             table.render(run.header, run.records, fmt)
+            wide.render(run.header, run.records, fmt)
     except results.RunFileError as e:
         assert str(e)
     finally:

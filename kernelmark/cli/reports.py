@@ -1,7 +1,7 @@
 """`kernelmark report`, `kernelmark model` and `kernelmark publish`: what comes out of run
 files. Reports read run files and nothing else.
 
-    kernelmark report RUN... [--format table|md|csv|html|json] [--out PATH] [--baseline DEVICE]
+    kernelmark report RUN... [--format table|md|csv|html|json] [--long] [--out PATH] [--baseline DEVICE]
     kernelmark model NAME --run RUN [--run RUN...] [--batch 1,8,32] [--context 4096]
                      [--prefill-tokens 4096] [--dtype bf16] [--price-per-hour USD] [--format ...]
     kernelmark publish RUN... [--dir published]      # add runs, regenerate tables and index
@@ -20,6 +20,9 @@ def register(sub) -> None:
     rep = sub.add_parser("report", help="tables (one device, or several side by side) and an HTML page from run files")
     rep.add_argument("runs", nargs="+", metavar="RUN")
     rep.add_argument("--format", choices=("table", "md", "csv", "json", "html"), default="table")
+    rep.add_argument("--long", action="store_true",
+                     help="one device's table and md: one row per (case, backend) with every column, instead of "
+                          "one row per case with a column group per backend (csv and json are always long)")
     rep.add_argument("--out", help="write here instead of standard output")
     rep.add_argument("--baseline", help="device the speed-ups are against (a device name or a unique part of it; "
                                         "default: the first run's device)")
@@ -88,8 +91,8 @@ def _emit(text: str, out: str | None) -> None:
     print(f"kernelmark: wrote {out}", file=sys.stderr)
 
 
-def render_report(runs: list, fmt: str, baseline: str | None = None, problems=()) -> str:
-    from kernelmark.reports import crossdevice, html, table
+def render_report(runs: list, fmt: str, baseline: str | None = None, problems=(), long: bool = False) -> str:
+    from kernelmark.reports import crossdevice, html, wide
     try:
         if fmt == "html":
             return html.page(runs, baseline, problems)
@@ -99,9 +102,9 @@ def render_report(runs: list, fmt: str, baseline: str | None = None, problems=()
     if len(ct.devices) == 1:
         dev = ct.devices[0]
         if len(runs) == 1:
-            text = table.render(runs[0].header, runs[0].records, fmt)
+            text = wide.render(runs[0].header, runs[0].records, fmt, long=long)
         else:
-            text = table.render(dev.header, list(dev.records.values()), fmt)
+            text = wide.render(dev.header, list(dev.records.values()), fmt, long=long)
             if fmt not in ("csv", "json"):
                 text = "\n".join(f"note: {n}" for n in ct.notes) + "\n" + text
     else:
@@ -113,7 +116,7 @@ def render_report(runs: list, fmt: str, baseline: str | None = None, problems=()
 
 def cmd_report(args) -> int:
     runs, problems = load_runs(args.runs)
-    _emit(render_report(runs, args.format, args.baseline, problems), args.out)
+    _emit(render_report(runs, args.format, args.baseline, problems, long=args.long), args.out)
     return 0
 
 

@@ -25,6 +25,9 @@ def register(sub):
     r.add_argument("--device", help="cpu, cuda or cuda:N (default: the GPU if there is one, else cpu)")
     r.add_argument("--out", help="run file to write (default: kernelmark-runs/<time>_<device>_<suite>.jsonl)")
     r.add_argument("--format", choices=("table", "md", "csv", "json"), default="table")
+    r.add_argument("--long", action="store_true",
+                   help="table and md: one row per (case, backend) with every column, instead of one row per "
+                        "case with a column group per backend (csv and json are always that long form)")
     r.add_argument("--budget", type=float, help="seconds of sampling per (case, backend), overriding the suite")
     r.add_argument("--target-ci", type=float, default=0.01,
                    help="stop sampling when the median's 95%% CI half-width is within this fraction (default 0.01)")
@@ -74,8 +77,8 @@ def _resume_args(args):
         raise UsageError(f"--resume: {args.resume} is complete (it has a footer); nothing to resume")
     orig = args.parser.parse_args(run.header["command"][1:])
     orig.command, orig.out, orig.resume, orig.force = run.header["command"], args.resume, args.resume, args.force
-    orig.quiet, orig.format = args.quiet, args.format
-    orig.parser, orig.extensions = args.parser, args.extensions
+    orig.quiet, orig.format, orig.long = args.quiet, args.format, args.long
+    orig.parser, orig.extensions = args.parser, args.extensions     # set by cli.main, not by the parser
     return orig, run
 
 
@@ -100,7 +103,7 @@ def cmd_run(args) -> int:
     from kernelmark.harness import device as dev
     from kernelmark.harness import peaks, runner, timing
     from kernelmark import results
-    from kernelmark.reports import table
+    from kernelmark.reports import wide
     from kernelmark.suites import loader
 
     for mod in args.extensions:
@@ -205,7 +208,7 @@ def cmd_run(args) -> int:
         if sup is not None:
             sup.close()
         writer.close()
-    print(table.render(header, records, args.format))
+    print(wide.render(header, records, args.format, long=args.long))
     if interrupted:
         print(f"kernelmark: interrupted; {len(records)} records kept in {out}. "
               f"Continue with: kernelmark run --resume {out}", file=sys.stderr)

@@ -311,7 +311,7 @@ def _run(args, comm: Comm, backend: str, local: int, after_run=()) -> int:
     from kernelmark.harness import peaks, runner
     from kernelmark.harness import device as dev
     from kernelmark.reports.collectives import busbw_table
-    from kernelmark.reports import table
+    from kernelmark.reports import table, wide
     from kernelmark.ops import collectives
     from kernelmark.ops.registry import get_op
 
@@ -378,7 +378,7 @@ def _run(args, comm: Comm, backend: str, local: int, after_run=()) -> int:
             writer.close()
     if not rank0:
         return 0
-    print(table.render(header, records, args.format))
+    print(wide.render(header, records, args.format, long=getattr(args, "long", False)))
     if args.format in ("table", "md"):
         print("\n" + busbw_table(header, records, args.format))
     log(f"kernelmark: run file {out}")

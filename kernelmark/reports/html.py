@@ -12,28 +12,31 @@ from __future__ import annotations
 import base64
 import html as _html
 
-from kernelmark.reports import crossdevice, plots, table
+from kernelmark.reports import crossdevice, plots, table, wide
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1a1a1a; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
-table.km { border-collapse: collapse; font-size: 12px; margin: 0.5em 0; }
-table.km th, table.km td { border: 1px solid #ddd; padding: 2px 6px; text-align: left; white-space: nowrap; }
-table.km th { background: #f3f3f3; position: sticky; top: 0; }
-table.km td.shape { white-space: normal; min-width: 22em; max-width: 30em; }
-table.km td.status { white-space: normal; min-width: 10em; max-width: 28em; }
+table.km { border-collapse: collapse; font-size: 12px; margin: 0.5em 0; max-width: 100%; }
+table.km th, table.km td { border: 1px solid #ddd; padding: 2px 5px; text-align: left; white-space: nowrap; }
+table.km thead th { background: #f3f3f3; position: sticky; top: 0; white-space: normal; }
+table.km tr.op th { background: #e8eef6; text-align: left; font-size: 13px; padding: 4px 5px; }
+table.km td.text { white-space: normal; min-width: 5em; max-width: 14em; overflow-wrap: anywhere; }
+table.km td.shape { white-space: normal; min-width: 9em; max-width: 17em; }
+table.km td.status { white-space: normal; min-width: 8em; max-width: 20em; overflow-wrap: anywhere; }
 table.km td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.km tr:nth-child(even) td { background: #fafafa; }
 td.bad { color: #b00020; font-weight: 600; } td.dim { color: #888; }
 td.faster { color: #006400; } td.slower { color: #b00020; }
 .meta { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre-wrap; background: #f7f7f7;
-        padding: 0.5em; border-left: 3px solid #999; }
-.note { color: #7a4b00; } .plots img { max-width: 100%; margin: 0.5em 0; display: block; }
+        padding: 0.5em; border-left: 3px solid #999; overflow-wrap: anywhere; }
+.note { color: #7a4b00; } .plots img { max-width: 100%; height: auto; margin: 0.5em 0; display: block; }
 .wrap { overflow-x: auto; }
 """
 
+NOISY = "noisy: the 95% CI of the median is wider than the target"
 _NUMERIC = {"median µs", "±95% CI", "TFLOP/s", "GB/s", "% peak", "% datasheet", "rate"}
 
 
@@ -57,15 +60,34 @@ def _status_class(text: str) -> str:
     return ""
 
 
+def _op_row(op: str, span: int) -> str:
+    """A row naming the op of the rows under it: one op column less to fit the page."""
+    return f'<tr class="op"><th colspan="{span}">{esc(op)}</th></tr>'
+
+
+def _shape_cell(shape: dict) -> str:
+    """The short shape, the full one on hover (README, "What the columns mean")."""
+    return f'<td class="shape" title="{esc(table.shape_text(shape))}">{esc(wide.compact_shape(shape))}</td>'
+
+
 def device_table(records: list, table_id: str) -> str:
+    """The long table (a row per case and backend), the op as a row above its rows."""
     heads, body = table.cells(records)
+    heads = heads[1:]                                       # op: a row of its own
     out = [f'<div class="wrap"><table class="km device-table" id="{esc(table_id)}"><thead><tr>']
     out += [f"<th>{esc(h)}</th>" for h in heads] + ["</tr></thead><tbody>"]
-    for cells in body:
+    last = None
+    for rec, cells in zip(records, body):
+        if cells[0] != last:
+            out.append(_op_row(cells[0], len(heads)))
+            last = cells[0]
         out.append("<tr>")
-        for h, c in zip(heads, cells):
+        for h, c in zip(heads, cells[1:]):
+            if h == "shape":
+                out.append(_shape_cell(rec["shape"]))
+                continue
             cls = "num" if h in _NUMERIC else (f"status {_status_class(c)}" if h == "status" else
-                                               ("shape" if h == "shape" else ""))
+                                               ("text" if h in ("label", "backend") else ""))
             out.append(f'<td class="{cls}">{esc(c)}</td>' if cls else f"<td>{esc(c)}</td>")
         out.append("</tr>")
     out.append("</tbody></table></div>")
@@ -75,10 +97,13 @@ def device_table(records: list, table_id: str) -> str:
 
 
 def cross_table(ct: crossdevice.CrossTable, table_id: str = "cross-device", timed: bool = True) -> str:
-    """The rows timed on at least one device (``timed``), or the others."""
+    """The rows timed on at least one device (``timed``), or the others. To fit the page with
+    the speed-ups in view: the op as a row above its rows, short shapes, noisy as ~."""
     keys, groups, body = crossdevice.headed_rows(ct)
-    body = [cells for row, cells in zip(ct.rows, body)
+    rows = [(row, cells) for row, cells in zip(ct.rows, body)
             if any(c["status"] == "ok" for c in row.cells.values()) == timed]
+    keys = keys[1:]                                         # op: a row of its own
+    span = len(keys) + sum(len(hs) for _, hs in groups)
     out = [f'<div class="wrap"><table class="km" id="{esc(table_id)}"><thead><tr>']
     out += [f'<th rowspan="2">{esc(k)}</th>' for k in keys]
     out += [f'<th colspan="{len(hs)}">{esc(lab)}{" (baseline)" if lab == ct.baseline else ""}</th>'
@@ -86,17 +111,26 @@ def cross_table(ct: crossdevice.CrossTable, table_id: str = "cross-device", time
     out.append("</tr><tr>")
     out += [f"<th>{esc(h)}</th>" for _, hs in groups for h in hs]
     out.append("</tr></thead><tbody>")
-    for cells in body:
+    last = None
+    for row, cells in rows:
+        if row.op != last:
+            out.append(_op_row(row.op, span))
+            last = row.op
         out.append("<tr>")
-        for i, c in enumerate(cells):
-            cls = "shape" if i < len(keys) and keys[i] == "shape" else ""
-            if i >= len(keys):
-                cls = "num"
-                if c.startswith("×"):
-                    cls += " faster" if float(c[1:]) > 1.05 else (" slower" if float(c[1:]) < 0.95 else "")
-                elif c and not c[0].isdigit():
-                    cls = _status_class(c)
-            out.append(f'<td class="{cls}">{esc(c)}</td>' if cls else f"<td>{esc(c)}</td>")
+        for i, c in enumerate(cells[1:]):
+            if i < len(keys):
+                cls = "text" if keys[i] in ("label", "backend") else ""
+                out.append(_shape_cell(row.shape) if keys[i] == "shape" else
+                           f'<td class="{cls}">{esc(c)}</td>' if cls else f"<td>{esc(c)}</td>")
+                continue
+            cls, title = "num", ""
+            if c.startswith("×"):
+                cls += " faster" if float(c[1:]) > 1.05 else (" slower" if float(c[1:]) < 0.95 else "")
+            elif c.endswith(" (noisy)"):
+                c, title = "~" + c[:-len(" (noisy)")], f' title="{NOISY}"'
+            elif c and not c[0].isdigit():
+                cls = _status_class(c)
+            out.append(f'<td class="{cls}"{title}>{esc(c)}</td>' if cls else f"<td{title}>{esc(c)}</td>")
         out.append("</tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
@@ -113,7 +147,7 @@ def _rate(rec, unit):
 
 
 def _case_name(rec: dict) -> str:
-    return " ".join(x for x in (rec.get("label") or "", table.shape_text(rec["shape"]), rec["dtype"]) if x)
+    return " ".join(x for x in (rec.get("label") or "", wide.compact_shape(rec["shape"]), rec["dtype"]) if x)
 
 
 def op_bars_one_device(records: list, device: str) -> list:
@@ -140,7 +174,7 @@ def op_bars_devices(ct: crossdevice.CrossTable) -> list:
         if not rows:
             continue
         unit = "TFLOP/s" if any(c.get("flops") for r in rows for c in r.cells.values()) else "GB/s"
-        cats = [" ".join(x for x in (r.label, table.shape_text(r.shape), r.dtype, r.backend) if x) for r in rows]
+        cats = [" ".join(x for x in (r.label, wide.compact_shape(r.shape), r.dtype, r.backend) if x) for r in rows]
         series = {d.label: [_rate(r.cells.get(d.label), unit) for r in rows] for d in ct.devices}
         png = plots.bars(f"{op}: {unit} by device", cats, series, unit)
         if png:
@@ -203,7 +237,8 @@ def page(runs: list, baseline: str | None = None, problems=()) -> str:
     else:
         out.append('<h2 id="tables">Cross-device table</h2>')
         lines = crossdevice.device_lines(ct) + crossdevice.summary_lines(ct)
-        out.append(f'<div class="meta">speed-up = baseline median / device median (above 1: faster)\n'
+        out.append(f'<div class="meta">speed-up = baseline median / device median (above 1: faster); '
+                   f'~ noisy median; hover a shape for its parameters in full\n'
                    f'{esc(chr(10).join(lines))}</div>')
         out.append(cross_table(ct))
         untimed = sum(not any(c["status"] == "ok" for c in r.cells.values()) for r in ct.rows)

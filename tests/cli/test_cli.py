@@ -58,7 +58,20 @@ def test_smoke_run_records(smoke_run):
     # Every Triton kernel the smoke suite has was checked honestly (no failure hidden).
     assert not [r for r in recs if r["status"] in ("failed_check", "error")], \
         [(r["op"], r["backend"], r.get("reason")) for r in recs if r["status"] in ("failed_check", "error")]
-    assert "checked, not timed" in proc.stdout and "device:" in proc.stdout
+    # The table: one row per case, a column group per backend; the Triton cells say checked.
+    assert "\ngemm\n" in proc.stdout and "device:" in proc.stdout and "±95% CI" not in proc.stdout
+    assert "checked: a Triton kernel checked in the interpreter, not timed" in proc.stdout
+
+
+def test_run_long_prints_one_row_per_case_and_backend(tmp_path, capsys):
+    out = tmp_path / "long.jsonl"
+    assert cli.main(["run", "--suite", "smoke", "--ops", "gemm", "--backends", "torch", "--dtypes", "fp32",
+                     "--budget", "0.01", "--quiet", "--no-history", "--isolation", "none", "--out", str(out),
+                     "--long"]) == 0
+    text = capsys.readouterr().out
+    assert "±95% CI" in text and "backend" in text
+    rows = [line for line in text.splitlines() if line.startswith("gemm ")]
+    assert len(rows) == len(results.load(str(out)).records)
 
 
 def test_report_rebuilds_the_table_from_the_run_file(smoke_run, capsys):

@@ -1,5 +1,6 @@
 """kernelmark/reports/html.py (and plots.py): a self-contained page, every run-file string
 escaped, checked in a real headless browser where one is installed."""
+import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -148,3 +149,56 @@ def test_bars_skip_a_series_with_nothing_to_draw():
     assert plots.bars("t", ["a"], {"x": [None], "y": [None]}, "GB/s") is None
     png = plots.bars("t", ["a", "b"], {"x": [1.0, 2.0], "empty": [None, None]}, "GB/s")
     assert png and png[:4] == b"\x89PNG"
+
+
+# Run in a copy of the page (its CSP allows no script): every <details> opened, then how far
+# right each table cell reaches against the window, and the scale each plot is shown at.
+MEASURE = """<script>
+window.addEventListener("load", () => {
+  document.querySelectorAll("details").forEach(d => { d.open = true; });
+  const vw = document.documentElement.clientWidth;
+  const past = [...document.querySelectorAll("table.km th, table.km td")]
+    .filter(c => c.getBoundingClientRect().right > vw + 0.5).map(c => c.textContent.slice(0, 40));
+  const speedups = [...document.querySelectorAll("#cross-device thead th")].filter(c => c.textContent.startsWith("vs "))
+    .map(c => c.getBoundingClientRect().right);
+  const plots = [...document.querySelectorAll("img.km-plot")].map(i => [i.className, i.width / i.naturalWidth]);
+  document.body.setAttribute("data-measured", JSON.stringify({vw, past, speedups, plots}));
+});
+</script>"""
+
+
+@needs_matplotlib
+@pytest.mark.skipif(_browser() is None, reason="no headless browser: install Debian's chromium "
+                                               "(apt-get install -y chromium) to render the HTML report")
+def test_tables_fit_1280_px_and_plot_labels_are_10_px(hostile_pair, tmp_path):
+    page = html.page([results.load(p) for p in hostile_pair])
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace(f'<meta http-equiv="Content-Security-Policy" content="{html.CSP}">', "")
+                     .replace("</body>", MEASURE + "</body>"), encoding="utf-8")
+    flags = [_browser(), *BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000",
+             "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+    dom = subprocess.run(flags, capture_output=True, text=True, timeout=120).stdout
+    attrs = next(a for tag, a in parse(dom).tags if tag == "body")
+    m = json.loads(attrs["data-measured"])
+    assert m["vw"] >= 1200
+    assert m["past"] == [], f"cells past the right edge at {m['vw']} px: {m['past'][:5]}"
+    assert m["speedups"] and max(m["speedups"]) <= m["vw"]
+    label_px = plots.LABEL_PT * plots.DPI / 72
+    assert len(m["plots"]) >= 4
+    for cls, scale in m["plots"]:
+        assert label_px * scale >= 10, f"{cls}: labels shown at {label_px * scale:.1f} px"
+
+
+@needs_matplotlib
+def test_roofline_legend_names_op_dtype_and_backend(monkeypatch):
+    monkeypatch.setattr(plots, "_png", lambda fig: fig)            # keep the figure to read its legend
+    header = {"device": {"name": "X", "kind": "cuda"}, "peaks": {"copy_gbps": 2500.0,
+                                                                 "tflops": {"bf16": 700.0, "fp16": 690.0}}}
+    recs = [{"op": "gemm", "backend": b, "dtype": dt, "status": "ok", "flops": 1, "intensity": 100.0,
+             "tflops": 50.0} for b in ("torch", "triton") for dt in ("bf16", "fp16")]
+    fig = plots.roofline(header, recs, "t")
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert {"gemm bf16 / torch", "gemm fp16 / torch", "gemm bf16 / triton", "gemm fp16 / triton"} <= set(texts)
+    # fp16 and bf16 ceilings 1.4% apart: one label, not two drawn on each other.
+    notes = [t.get_text() for t in fig.axes[0].texts if "TFLOP/s" in t.get_text()]
+    assert notes == ["measured bf16 700, fp16 690 TFLOP/s"]
