@@ -53,13 +53,21 @@ def register(sub) -> None:
 def load_runs(paths: list) -> tuple:
     """(runs, problems): every readable run, and a message for each that is not. No run at
     all is a usage error naming every problem."""
+    import warnings
+
     from kernelmark import results
     runs, problems = [], []
     for path in paths:
-        try:
-            runs.append(results.load(path))
-        except results.RunFileError as e:
-            problems.append(str(e))
+        # A truncated last line is said once, as our warning, not as Python's with a source line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                runs.append(results.load(path))
+            except results.RunFileError as e:
+                problems.append(str(e))
+                continue
+        for w in runs[-1].warnings:
+            print(f"kernelmark: warning: {w}", file=sys.stderr)
     if not runs:
         raise UsageError("no run file could be read:\n  " + "\n  ".join(problems))
     for p in problems:

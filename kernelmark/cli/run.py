@@ -179,8 +179,7 @@ def _run(args, prior, suite, target, cases, prof, done, out, writer) -> int:
     if prior is not None:
         pk, header = prior.header["peaks"], prior.header
     else:
-        log("kernelmark: measuring this device's peaks (cached after the first run)...")
-        pk = peaks.get(target, prof, remeasure=args.remeasure)
+        pk = peaks.get(target, prof, remeasure=args.remeasure, log=log)
     cfg = runner.RunConfig(timing=timing.TimingConfig(target_ci_rel=args.target_ci),
                            budget_override=args.budget, seed=args.seed)
     if prior is None:

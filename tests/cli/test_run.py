@@ -33,13 +33,13 @@ def test_a_full_device_is_one_line_and_exit_2(capsys):
     assert err == "kernelmark: error: cannot write the run file /dev/full: No space left on device\n"
 
 
-def _first_line_written(path: Path, proc, timeout: float = 120) -> None:
+def _lines_written(path: Path, proc, n: int, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
-        if path.exists() and path.read_text().count("\n") >= 1:
+        if path.exists() and path.read_text().count("\n") >= n:
             return
         time.sleep(0.05)
-    raise AssertionError(f"the first run wrote no header (exit {proc.poll()})")
+    raise AssertionError(f"the first run wrote fewer than {n} lines (exit {proc.poll()})")
 
 
 @pytest.fixture
@@ -55,15 +55,16 @@ def chaos_ops(monkeypatch):
 
 def test_a_second_run_to_the_same_out_is_refused_while_the_first_writes(tmp_path, capsys, chaos_ops):
     out = tmp_path / "r.jsonl"
-    suite = tmp_path / "hang.toml"      # a backend that sleeps until it is interrupted
-    suite.write_text('name = "hang"\n[[case]]\nop = "chaos"\nbackends = ["hang"]\nshapes = [{n = 8}]\n')
+    suite = tmp_path / "hang.toml"      # one record, then a backend that sleeps until it is interrupted
+    suite.write_text('name = "hang"\n[[case]]\nop = "chaos"\nbackends = ["good"]\nshapes = [{n = 8}]\n'
+                     '[[case]]\nop = "chaos"\nbackends = ["hang"]\nshapes = [{n = 8}]\n')
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
     first = subprocess.Popen([sys.executable, "-m", "kernelmark", "run", "--suite", str(suite), "--quiet",
-                              "--no-history", "--isolation", "none", "--out", str(out)],
+                              "--no-history", "--isolation", "none", "--budget", "0.01", "--out", str(out)],
                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _first_line_written(out, first)
+        _lines_written(out, first, 2)        # header and the first record: now in the hang
         assert cli.main([*QUICK, "--out", str(out)]) == 2
         assert "another kernelmark run is writing it now" in capsys.readouterr().err
         assert cli.main(["run", "--resume", str(out), "--quiet", "--no-history"]) == 2
@@ -72,5 +73,5 @@ def test_a_second_run_to_the_same_out_is_refused_while_the_first_writes(tmp_path
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=120)
     assert first.returncode == 130, err
-    lines = out.read_text().splitlines()        # the first run's header and nothing of the others
-    assert len(lines) == 1 and json.loads(lines[0])["type"] == "header"
+    lines = out.read_text().splitlines()        # the first run's lines and nothing of the others
+    assert [json.loads(line)["type"] for line in lines] == ["header", "record"]
