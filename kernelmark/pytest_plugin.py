@@ -74,7 +74,8 @@ class _Session:
             import secrets
 
             import kernelmark
-            self.writer = results.RunWriter(self.out)
+            # --kernelmark-out names the session's run file: each session writes it anew.
+            self.writer = results.RunWriter(self.out, replace=True)
             self.writer.header({
                 "kernelmark": kernelmark.__version__, "command": ["pytest", *self.config.invocation_params.args],
                 "suite": {"name": "pytest", "path": str(self.config.rootpath), "sha256": None},

@@ -67,26 +67,68 @@ class Run:
 
 
 class RunWriter:
-    """Appends lines to a run file, each flushed and fsynced before the next case."""
+    """Appends lines to a run file, each flushed and fsynced before the next case.
 
-    def __init__(self, path: str, append: bool = False, count: int = 0):
-        """``append``: continue an interrupted run file (a torn last line is cut off first)."""
+    The file is claimed when the writer is made, before any work: a new run file is
+    created exclusively (an existing file is never overwritten, unless ``replace``), and an
+    advisory lock (flock) is held until close(), so a second run writing to the same path
+    is refused instead of interleaving its lines. A write that fails (a full disk,
+    /dev/full) raises RunFileError naming the file. Paths that are not regular files
+    (/dev/null, a FIFO) are written as they are, without a lock.
+    """
+
+    def __init__(self, path: str, append: bool = False, count: int = 0, replace: bool = False):
+        """``append``: continue an interrupted run file (a torn last line is cut off first,
+        once the lock is held). ``replace``: truncate an existing file instead of refusing it."""
         self.path = Path(path)
+        self.count = count
+        self._wrote = False
+        self._created = False
         if self.path.is_dir():
             raise RunFileError(f"output path {self.path} is a directory")
+        regular = not self.path.exists() or self.path.is_file()
+        # O_APPEND always: every line lands at the end, also after a truncation under the lock.
+        flags = os.O_WRONLY | os.O_APPEND
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if append:
-                _cut_torn_tail(self.path)
-            self._f = open(self.path, "a" if append else "w", encoding="utf-8")
+            if append or not regular:
+                fd = os.open(self.path, flags)
+            elif replace:
+                fd = os.open(self.path, flags | os.O_CREAT, 0o666)
+            else:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+                self._created = True
+        except FileExistsError:
+            busy = " (another kernelmark run is writing it now)" if _locked(self.path) else ""
+            raise RunFileError(f"the run file {self.path} already exists{busy}: kernelmark does not overwrite "
+                               "a run file; give another --out, remove it, or continue it with --resume") from None
         except OSError as e:
             raise RunFileError(f"cannot write the run file {self.path}: {e.strerror or e}") from None
-        self.count = count
+        self._f = os.fdopen(fd, "a", encoding="utf-8")
+        self._regular = regular
+        if regular and not _lock(fd):
+            self._f.close()
+            raise RunFileError(f"the run file {self.path} is being written by another kernelmark run; "
+                               "wait for it to finish (or stop it) first")
+        try:
+            if replace and regular:
+                os.ftruncate(fd, 0)
+            if append:
+                _cut_torn_tail(self.path)
+        except OSError as e:
+            self._f.close()
+            raise RunFileError(f"cannot write the run file {self.path}: {e.strerror or e}") from None
 
     def _write(self, obj: dict) -> None:
-        self._f.write(json.dumps(obj, allow_nan=False, default=_jsonable) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        line = json.dumps(obj, allow_nan=False, default=_jsonable) + "\n"
+        try:
+            self._f.write(line)
+            self._f.flush()
+            if self._regular:       # fsync of a device such as /dev/null fails with EINVAL
+                os.fsync(self._f.fileno())
+        except OSError as e:
+            raise RunFileError(f"cannot write the run file {self.path}: {e.strerror or e}") from None
+        self._wrote = True
 
     def header(self, header: dict) -> None:
         self._write({"type": "header", "schema": SCHEMA_VERSION, **header})
@@ -99,7 +141,44 @@ class RunWriter:
         self._write({"type": "footer", "records": self.count, **footer})
 
     def close(self) -> None:
-        self._f.close()
+        """Release the file. One this writer created and never wrote a line to is removed,
+        so a run stopped before its header (bad input, Ctrl-C) leaves nothing in the way."""
+        try:
+            self._f.close()
+        except OSError:
+            pass        # what a failed write left in the buffer: the failure was already raised
+        if self._created and not self._wrote:
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+
+
+def _lock(fd: int) -> bool:
+    """Take an exclusive advisory lock without waiting; False when another process holds it."""
+    try:
+        import fcntl
+    except ImportError:         # not a POSIX system: no lock, as before
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:             # a file system without flock support: write unlocked
+        return True
+    return True
+
+
+def _locked(path: Path) -> bool:
+    """Whether another process holds the lock of an existing run file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return not _lock(fd)
+    finally:
+        os.close(fd)
 
 
 def _cut_torn_tail(path: Path) -> None:

@@ -161,6 +161,9 @@ def _compare_and_print(base, head, args) -> int:
     threshold = _fraction(args.threshold)
     if not 0 < args.alpha < 0.5:
         raise UsageError("--alpha must be between 0 and 0.5, e.g. 0.01")
+    refusal = compare.incomparable(base, head)
+    if refusal:
+        raise UsageError(f"refusing to compare: {refusal}")
     problems = compare.mismatches(base, head)
     if problems and not args.allow_device_mismatch:
         raise UsageError("refusing to compare: " + "; ".join(problems) +

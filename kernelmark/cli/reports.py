@@ -56,13 +56,21 @@ def register(sub) -> None:
 def load_runs(paths: list) -> tuple:
     """(runs, problems): every readable run, and a message for each that is not. No run at
     all is a usage error naming every problem."""
+    import warnings
+
     from kernelmark import results
     runs, problems = [], []
     for path in paths:
-        try:
-            runs.append(results.load(path))
-        except results.RunFileError as e:
-            problems.append(str(e))
+        # A truncated last line is said once, as our warning, not as Python's with a source line.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                runs.append(results.load(path))
+            except results.RunFileError as e:
+                problems.append(str(e))
+                continue
+        for w in runs[-1].warnings:
+            print(f"kernelmark: warning: {w}", file=sys.stderr)
     if not runs:
         raise UsageError("no run file could be read:\n  " + "\n  ".join(problems))
     for p in problems:
@@ -125,13 +133,17 @@ def cmd_model(args) -> int:
     from kernelmark.suites import models
     try:
         models.get_model(args.name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
         batches = [int(x) for x in args.batch.split(",") if x.strip()]
     except ValueError as e:
-        raise UsageError(str(e) if "model" in str(e) else f"--batch must be integers, e.g. 1,8,32 ({e})") from None
-    if not batches or min(batches) <= 0 or args.context <= 0 or args.prefill_tokens <= 0 or args.tp <= 0:
-        raise UsageError("--batch, --context, --prefill-tokens and --tp must be positive integers")
-    if args.price_per_hour is not None and args.price_per_hour <= 0:
-        raise UsageError("--price-per-hour must be a positive number of dollars")
+        raise UsageError(f"--batch must be integers, e.g. 1,8,32 ({e})") from None
+    try:        # before any run file is read: a bad option costs nothing
+        rollup.check_options(args.name, batches, args.context, args.prefill_tokens, args.tp, args.dtype,
+                             args.price_per_hour)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     runs, problems = load_runs(args.run)
     try:
         text = rollup.render(runs, args.name, batches, args.context, args.prefill_tokens, dtype=args.dtype,

@@ -1,7 +1,7 @@
 """`kernelmark run`, `list` and `env`: run a suite on this machine, say what it can run,
 show the device profile. Registered by kernelmark.cli, which hands each command the
-full parser (``args.parser``, to re-read a resumed run's command line) and the command
-modules that extend `run` (``args.extensions``)."""
+full parser (``args.parser``) and the command modules that extend `run`
+(``args.extensions``); --resume is in kernelmark/cli/resume.py."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from pathlib import Path
 from kernelmark.errors import UsageError
 from kernelmark.harness import options
 from kernelmark.results import slug
+
+# The `run` parser (set by register): --resume reads a run header's command with it.
+RUN_PARSER = None
 
 
 def register(sub):
@@ -55,6 +58,8 @@ def register(sub):
     r.set_defaults(func=cmd_run)
     l_.set_defaults(func=cmd_list)
     e.set_defaults(func=cmd_env)
+    global RUN_PARSER
+    RUN_PARSER = r
     return r
 
 
@@ -66,22 +71,6 @@ def _target(spec):
         raise UsageError(str(e)) from None
 
 
-def _resume_args(args):
-    """For --resume: the original command's options (from the run's header), and the run."""
-    from kernelmark import results
-    try:
-        run = results.load(args.resume)
-    except results.RunFileError as e:
-        raise UsageError(f"--resume: {e}") from None
-    if run.complete:
-        raise UsageError(f"--resume: {args.resume} is complete (it has a footer); nothing to resume")
-    orig = args.parser.parse_args(run.header["command"][1:])
-    orig.command, orig.out, orig.resume, orig.force = run.header["command"], args.resume, args.resume, args.force
-    orig.quiet, orig.format, orig.long = args.quiet, args.format, args.long
-    orig.parser, orig.extensions = args.parser, args.extensions     # set by cli.main, not by the parser
-    return orig, run
-
-
 def _differences(run, suite, prof) -> list:
     old, diffs = run.header["device"], []
     if run.header["suite"].get("sha256") != suite.sha256:
@@ -90,7 +79,7 @@ def _differences(run, suite, prof) -> list:
         if old.get(key) != prof.get(key):
             diffs.append(f"device {key}: {old.get(key)!r} then, {prof.get(key)!r} now")
     for key in ("kernelmark", "torch", "triton", "cuda_runtime", "hip_runtime"):
-        a, b = old.get("versions", {}).get(key), prof["versions"].get(key)
+        a, b = (old.get("versions") or {}).get(key), prof["versions"].get(key)
         if a != b:
             diffs.append(f"{key} version: {a} then, {b} now")
     a, b = (old.get("git") or {}).get("commit"), prof["git"].get("commit")
@@ -99,31 +88,27 @@ def _differences(run, suite, prof) -> list:
     return diffs
 
 
-def cmd_run(args) -> int:
-    from kernelmark.harness import device as dev
-    from kernelmark.harness import peaks, runner, timing
+def _plan(args, prior):
+    """(suite, target, cases, profile, keys already done) before any work; a resumed run's
+    options came from its header, so a bad one is named as the header's."""
     from kernelmark import results
-    from kernelmark.reports import wide
+    from kernelmark.harness import device as dev
     from kernelmark.suites import loader
-
-    for mod in args.extensions:
-        if hasattr(mod, "intercept_run"):
-            status = mod.intercept_run(args)
-            if status is not None:
-                return status
-    prior = None
-    if args.resume:
-        args, prior = _resume_args(args)
     try:
-        suite = loader.load(args.suite)
-    except loader.SuiteError as e:
-        raise UsageError(str(e)) from None
-    target = _target(args.device)
-    cases = options.select(suite, args, target.kind)
-    options.check_sampling(args)
-    if args.threads is not None:
-        if args.threads < 1:
+        try:
+            suite = loader.load(args.suite)
+        except loader.SuiteError as e:
+            raise UsageError(str(e)) from None
+        target = _target(args.device)
+        cases = options.select(suite, args, target.kind)
+        options.check_sampling(args)
+        if args.threads is not None and args.threads < 1:
             raise UsageError("--threads must be a positive integer")
+    except UsageError as e:
+        if prior is None:
+            raise
+        raise UsageError(f"--resume {prior.path}: the options in its header: {e}") from None
+    if args.threads is not None:
         import torch
         torch.set_num_threads(args.threads)
     prof = dev.profile(target)
@@ -134,20 +119,70 @@ def cmd_run(args) -> int:
             raise UsageError("--resume: the run cannot be continued as it was started:\n  " + "\n  ".join(diffs)
                              + "\n(--force continues anyway; the records will then mix environments)")
         done = {results.record_key(r) for r in prior.records}
-    out = args.out or str(Path("kernelmark-runs") /
-                          f"{time.strftime('%Y%m%d-%H%M%S')}_{slug(prof['name'])}_{slug(suite.name)}.jsonl")
-    try:   # before any work: an unwritable path costs nothing
-        writer = results.RunWriter(out, append=prior is not None, count=len(done))
+    return suite, target, cases, prof, done
+
+
+def _open_writer(out: str, prior):
+    """The run file, claimed (created exclusively, or locked to be continued) before any work."""
+    import warnings
+
+    from kernelmark import results
+    try:
+        writer = results.RunWriter(out, append=prior is not None, count=len(prior.records) if prior else 0)
     except results.RunFileError as e:
         raise UsageError(str(e)) from None
+    if prior is not None:
+        # Read it again under the lock: a run that wrote to it since it was read is not continued.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                now = results.load(out)
+            except results.RunFileError as e:
+                now, why = None, str(e)
+        if now is None or now.complete or len(now.records) != len(prior.records):
+            writer.close()
+            raise UsageError(f"--resume: {out} changed while it was being read "
+                             f"({why if now is None else 'another run wrote to it'}); try again")
+    return writer
+
+
+def cmd_run(args) -> int:
+    from kernelmark import results
+    from kernelmark.cli import resume
+
+    for mod in args.extensions:
+        if hasattr(mod, "intercept_run"):
+            status = mod.intercept_run(args)
+            if status is not None:
+                return status
+    prior = None
+    if args.resume:
+        args, prior = resume.resume_args(args, RUN_PARSER)
+    suite, target, cases, prof, done = _plan(args, prior)
+    out = args.out or str(Path("kernelmark-runs") /
+                          f"{time.strftime('%Y%m%d-%H%M%S')}_{slug(prof['name'])}_{slug(suite.name)}.jsonl")
+    writer = _open_writer(out, prior)      # before any work: an unwritable path costs nothing
+    try:
+        return _run(args, prior, suite, target, cases, prof, done, out, writer)
+    except results.RunFileError as e:      # a write that failed (a full disk): what was written is kept
+        kept = writer.count - (len(prior.records) if prior is not None else 0)
+        raise UsageError(f"{e}" + (f" ({kept} records of this run were written before it)" if kept else "")) from None
+    finally:
+        writer.close()
+
+
+def _run(args, prior, suite, target, cases, prof, done, out, writer) -> int:
+    from kernelmark import results
+    from kernelmark.harness import peaks, runner, timing
+    from kernelmark.reports import table, wide
+
     log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     log(f"kernelmark: {len(cases)} cases of suite {suite.name} on {prof['name']} ({target.kind}); run file {out}"
         + (f" (resuming: {len(done)} records already there)" if prior is not None else ""))
     if prior is not None:
         pk, header = prior.header["peaks"], prior.header
     else:
-        log("kernelmark: measuring this device's peaks (cached after the first run)...")
-        pk = peaks.get(target, prof, remeasure=args.remeasure)
+        pk = peaks.get(target, prof, remeasure=args.remeasure, log=log)
     cfg = runner.RunConfig(timing=timing.TimingConfig(target_ci_rel=args.target_ci),
                            budget_override=args.budget, seed=args.seed)
     if prior is None:
@@ -207,7 +242,6 @@ def cmd_run(args) -> int:
             bar.close()
         if sup is not None:
             sup.close()
-        writer.close()
     print(wide.render(header, records, args.format, long=args.long))
     if interrupted:
         print(f"kernelmark: interrupted; {len(records)} records kept in {out}. "

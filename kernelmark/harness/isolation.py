@@ -49,24 +49,25 @@ class Supervisor:
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
         self.startup_s: list = []
+        self._cwd: Optional[tempfile.TemporaryDirectory] = None
 
     # ------------------------------------------------------------------ process
 
     def _start(self) -> None:
         t0 = time.perf_counter()
+        if self._cwd is None:
+            self._cwd = tempfile.TemporaryDirectory(prefix="kernelmark-worker-")
         r, w = os.pipe()
         self._err = tempfile.TemporaryFile()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = PACKAGE_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kernelmark.harness.worker", "--fd", str(w)],
-            stdin=subprocess.PIPE, stdout=self._err, stderr=self._err, pass_fds=(w,), env=env,
+            worker_command(w), cwd=self._cwd.name, env=worker_env(),
+            stdin=subprocess.PIPE, stdout=self._err, stderr=self._err, pass_fds=(w,),
             start_new_session=True)   # Ctrl-C reaches the supervisor only; it ends the worker
         os.close(w)
         self._fd, self._buf = r, b""
         self._sel = selectors.DefaultSelector()
         self._sel.register(r, selectors.EVENT_READ)
-        self._send(self.init)
+        self._send({**self.init, "sys_path_tail": op_module_dirs()})
         self.starts += 1
         try:
             msg = self._read(STARTUP_TIMEOUT_S)
@@ -139,6 +140,9 @@ class Supervisor:
             except (OSError, subprocess.TimeoutExpired):
                 pass
             self._kill()
+        if self._cwd is not None:
+            self._cwd.cleanup()
+            self._cwd = None
 
     # ------------------------------------------------------------------ cases
 
@@ -179,6 +183,51 @@ class Supervisor:
                 for b in victims:
                     remaining.remove(b)
                     yield _failure_record(case, b, status, why)
+
+
+# ------------------------------------------------------------------ how a worker starts
+# Isolated from the directory it is started from: `python -m` puts the current directory
+# first on sys.path, so an argparse.py (or torch/, json.py, ...) there would run inside the
+# worker. The worker runs in an empty private directory, with -P (Python 3.11+: no script
+# or current directory on sys.path), and finds kernelmark through PYTHONPATH, which names
+# the directory holding this kernelmark first. Not -I: it also drops the user's site
+# packages and every PYTHON* variable, where a torch may be installed or configured.
+
+def worker_command(fd: int) -> list:
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe_path, "-m", "kernelmark.harness.worker", "--fd", str(fd)]
+
+
+def worker_env(environ: Optional[dict] = None) -> dict:
+    """The supervisor's environment with PYTHONPATH = this kernelmark's parent, then the
+    entries the user set, made absolute (a relative one meant the supervisor's directory,
+    and the worker runs elsewhere). Empty entries, which mean "the current directory", are
+    dropped."""
+    env = dict(os.environ if environ is None else environ)
+    entries = [PACKAGE_ROOT] + [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(entries))
+    return env
+
+
+def op_module_dirs() -> list:
+    """Where this process found the KERNELMARK_OP_MODULES modules: the worker appends these
+    to the end of its sys.path, so a project's op module that was importable here from the
+    current directory still imports there, without that directory shadowing anything."""
+    import importlib.util
+    dirs = []
+    for name in os.environ.get("KERNELMARK_OP_MODULES", "").split(","):
+        top = name.strip().split(".")[0]
+        if not top:
+            continue
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            continue            # the registry names it when it fails to import
+        if spec is None or not spec.has_location or not spec.origin:
+            continue            # built in, frozen, or a namespace package: nothing to add
+        where = os.path.dirname(os.path.abspath(spec.origin))
+        dirs.append(os.path.dirname(where) if spec.submodule_search_locations else where)
+    return list(dict.fromkeys(dirs))
 
 
 def _stage_text(stage: Optional[str]) -> str:

@@ -118,8 +118,10 @@ def measure(target: dev.Target, prof: dict) -> dict:
     return out
 
 
-def get(target: dev.Target, prof: dict, remeasure: bool = False) -> dict:
-    """Measured peaks for this device, from the cache unless ``remeasure``."""
+def get(target: dev.Target, prof: dict, remeasure: bool = False,
+        log: Optional[Callable[[str], None]] = None) -> dict:
+    """Measured peaks for this device, from the cache unless ``remeasure``. ``log`` is told
+    when they are measured (seconds of work), and only then."""
     key = cache_key(prof)
     path = cache_dir() / f"peaks-{key}.json"
     if not remeasure and path.exists():
@@ -130,6 +132,9 @@ def get(target: dev.Target, prof: dict, remeasure: bool = False) -> dict:
                 return cached
         except (OSError, ValueError):
             pass  # a corrupt cache entry is measured again
+    if log is not None:
+        log("kernelmark: measuring this device's peaks (once per device, driver and library versions; "
+            f"cached in {cache_dir()})...")
     peaks = measure(target, prof)
     peaks["schema"] = SCHEMA
     peaks["key"] = key

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import sys
 import time
@@ -133,9 +134,29 @@ def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[0] if msg else ''}"[:500]
 
 
+# How an allocation failure reads: CUDA/HIP "out of memory"; torch's CPU allocator
+# "DefaultCPUAllocator: can't allocate memory" or "not enough memory"; ENOMEM's strerror.
+_OOM_TEXT = ("out of memory", "can't allocate memory", "not enough memory", "cannot allocate memory")
+
+
 def _is_oom(e: BaseException) -> bool:
-    return isinstance(e, torch.cuda.OutOfMemoryError) or isinstance(e, MemoryError) or \
-        "out of memory" in str(e).lower()
+    return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or \
+        any(t in str(e).lower() for t in _OOM_TEXT)
+
+
+def _size_text(n: int) -> str:
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.2f} {unit}"
+    return f"{n} bytes"
+
+
+def _oom_text(e: BaseException) -> str:
+    """The error, led by the size asked for where the message says it (torch's CPU
+    allocator gives bytes, "you tried to allocate 256000000000000 bytes"; CUDA's says
+    "Tried to allocate 20.00 GiB" already)."""
+    m = re.search(r"tried to allocate (\d+) bytes", str(e), re.IGNORECASE)
+    return (f"asked for {_size_text(int(m.group(1)))}; " if m else "") + _error_text(e)
 
 
 # Clock-event reasons that mean the card was held back, not merely idle or configured.
@@ -245,18 +266,24 @@ class Runner:
                 runnable.append(b)
         ref = None
         if runnable:
+            stage = "making the inputs"
             try:
                 on_start("reference")
-                ref = op.reference(op.make_inputs(case.shape, case.dtype, self.target.torch_device,
-                                                  self._gen(seed)))
+                inputs = op.make_inputs(case.shape, case.dtype, self.target.torch_device, self._gen(seed))
+                stage = "computing the reference"
+                ref = op.reference(inputs)
+                del inputs
                 _sync(self.target)
             except Exception as e:
-                oom = _is_oom(e)
-                why = ("out of memory making the inputs or the reference: " if oom else
-                       "the reference failed: ") + _error_text(e)
+                if _is_oom(e):
+                    v = ("oom", f"out of memory while {stage}: {_oom_text(e)}")
+                else:
+                    v = ("error", ("the reference failed: " if stage == "computing the reference" else
+                                   "making the inputs failed: ") + _error_text(e))
                 for b in runnable:
-                    verdicts[b.name] = ("oom" if oom else "error", why)
+                    verdicts[b.name] = v
                 runnable = []
+                inputs = None
                 self._cleanup()
         for name in case.backends:
             v = verdicts[name]
@@ -358,7 +385,7 @@ class Runner:
 
     def _describe(self, e: BaseException, stage: str) -> str:
         if _is_oom(e):
-            return f"out of memory while {stage}: {_error_text(e)}"
+            return f"out of memory while {stage}: {_oom_text(e)}"
         if isinstance(e, ValueError):      # a launcher's own input check
             return f"rejected while {stage}: {_error_text(e)}"
         tb = traceback.extract_tb(e.__traceback__)

@@ -41,6 +41,9 @@ def main(argv=None) -> int:
         out.flush()
 
     init = json.loads(sys.stdin.readline())
+    # Where the supervisor found its op modules (KERNELMARK_OP_MODULES): last, so they
+    # import without shadowing the standard library or an installed package.
+    sys.path.extend(p for p in init.get("sys_path_tail", ()) if p not in sys.path)
     # Import after the init: on a CPU the runner must set TRITON_INTERPRET before Triton.
     from kernelmark.harness import device as dev
     from kernelmark.harness import runner, timing

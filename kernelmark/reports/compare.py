@@ -42,7 +42,9 @@ cases were reordered or extended between the two commits still pairs up.
 
 Other verdicts: ``new`` (timed in HEAD only), ``missing`` (timed in BASE, not in HEAD),
 ``check-failed`` (passed its correctness check in BASE; in HEAD it fails the check,
-raises, crashes, times out or runs out of memory: always a regression).
+raises, crashes, times out or runs out of memory: always a regression), ``not timed``
+(in both runs, timed in neither: checked only, skipped, unsupported or failed on both sides;
+never counted as unchanged, never a regression).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from typing import Optional
 
 import numpy as np
 
-VERDICTS = ("check-failed", "slower", "noisy", "missing", "new", "unchanged", "faster")
+VERDICTS = ("check-failed", "slower", "noisy", "missing", "new", "unchanged", "faster", "not timed")
 REGRESSIONS = {"slower": ("slower", "check-failed"),
                "any": ("slower", "check-failed", "faster", "missing", "noisy")}
 N_BOOT = 4000
@@ -246,13 +248,28 @@ def device_identity(header: dict) -> dict:
     return ident
 
 
+def incomparable(base, head):
+    """Why two runs cannot be compared at all (not even with --allow-device-mismatch), or None:
+    one ran on the CPU and the other on a GPU. Their identities hold different fields (thread
+    count, multiprocessors), and a ratio of a CPU time to a GPU time says nothing about a change."""
+    kinds = [(run, (run.header.get("device") or {}).get("kind")) for run in (base, head)]
+    on_cpu = [kind == "cpu" for _, kind in kinds]
+    if on_cpu.count(True) != 1 or not all(kind for _, kind in kinds):
+        return None     # both of one kind, or one of unknown kind: mismatches() says how they differ
+    where = [f"{side} {run.path} ran on {'the CPU' if kind == 'cpu' else kind} "
+             f"({(run.header.get('device') or {}).get('name')})" for side, (run, kind) in zip(("BASE", "HEAD"), kinds)]
+    return (f"cannot compare a CPU run with a GPU run: {where[0]}, {where[1]}. Compare runs of one device; "
+            "for a side-by-side table of devices use `kernelmark report BASE HEAD`")
+
+
 def mismatches(base, head) -> list:
     """Why two runs should not be compared: a different device, or different dtypes."""
     out = []
     da, db = device_identity(base.header), device_identity(head.header)
-    diff = [k for k in da if da[k] != db[k]]
+    # The fields differ by kind (a CPU's thread count, a GPU's multiprocessors): compare them all.
+    diff = [k for k in dict.fromkeys([*da, *db]) if da.get(k) != db.get(k)]
     if diff:
-        out.append("different devices: " + "; ".join(f"{k} {da[k]!r} vs {db[k]!r}" for k in diff))
+        out.append("different devices: " + "; ".join(f"{k} {da.get(k)!r} vs {db.get(k)!r}" for k in diff))
     ta, tb = ({r["dtype"] for r in run.records} for run in (base, head))
     if ta != tb:
         out.append(f"different dtype sets: BASE {', '.join(sorted(ta))} vs HEAD {', '.join(sorted(tb))}")
@@ -301,7 +318,9 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
         pair.verdict = "new"
         pair.note = "not in BASE" if a is None else f"BASE {sa}: {a.get('reason', '')}"[:160]
     else:
-        pair.verdict = "missing" if b is None else "new" if a is None else "unchanged"
+        # Untimed on both sides (a Triton kernel checked in the CPU interpreter, a skipped
+        # backend): nothing was measured, so nothing can be called unchanged.
+        pair.verdict = "missing" if b is None else "new" if a is None else "not timed"
         pair.note = "not timed: " + " -> ".join(s for s in (sa, sb) if s)
     return pair
 

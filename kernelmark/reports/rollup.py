@@ -107,6 +107,30 @@ class Estimate:
         return out
 
 
+def check_options(model: str, batches: list, context: int, prefill_tokens: int, tp: int = 1,
+                  dtype: str | None = None, price_per_hour: float | None = None) -> None:
+    """ValueError naming the option (as `kernelmark model` spells it) that the roll-up cannot use."""
+    import math
+    mdl = models.get_model(model)
+    if not batches or any(b <= 0 for b in batches):
+        raise ValueError(f"--batch must be positive integers, e.g. 1,8,32 (got {','.join(map(str, batches))})")
+    for name, v in (("--context", context), ("--prefill-tokens", prefill_tokens), ("--tp", tp)):
+        if v <= 0:
+            raise ValueError(f"{name} must be a positive integer (got {v})")
+    # Tensor parallelism splits whole attention heads over the GPUs: a slice of a head, or
+    # GPUs holding different head counts, is no layout an engine runs.
+    split = [f"{n} {what} heads" for n, what in ((mdl.q_heads, "query"), (mdl.kv_heads, "KV")) if n % tp]
+    if split:
+        ok = [d for d in range(1, mdl.kv_heads + 1) if mdl.q_heads % d == 0 and mdl.kv_heads % d == 0]
+        raise ValueError(f"--tp {tp}: {model}'s {' and '.join(split)} do not split evenly over {tp} GPUs "
+                         f"(tensor parallelism gives each GPU whole heads); use {', '.join(map(str, ok[:-1]))} "
+                         f"or {ok[-1]}")
+    if dtype is not None and dtype not in DTYPE_ORDER:
+        raise ValueError(f"--dtype {dtype}: the roll-up uses one of {', '.join(DTYPE_ORDER)}")
+    if price_per_hour is not None and not (math.isfinite(price_per_hour) and price_per_hour > 0):
+        raise ValueError(f"--price-per-hour must be a positive, finite number of dollars (got {price_per_hour:g})")
+
+
 def decode_needs(model: str, batch: int, context: int, tp: int = 1) -> list:
     mdl = models.get_model(model)
     qh, kvh, hd = models.attention_heads(model, tp)

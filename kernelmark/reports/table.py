@@ -93,8 +93,9 @@ def title(header: dict) -> str:
     load, cpus = d.get("load_avg"), (d.get("cpu") or {}).get("logical_cpus")
     if d.get("kind") == "cpu" and isinstance(load, list) and load and isinstance(cpus, int) and cpus > 0 \
             and isinstance(load[0], (int, float)) and load[0] > 0.5 * cpus:
-        lines.append(f"WARNING: load average {load[0]} on {cpus} CPUs when the run started: "
-                     "other work shared these cores, CPU timings are unreliable")
+        # Said neutrally: the 1-minute average still counts a run that just ended, ours included.
+        lines.append(f"WARNING: load average {load[0]} over {cpus} CPUs when the run started "
+                     "(any recent process counts, an earlier kernelmark run too): CPU timings may be inflated")
     ds = d.get("datasheet")
     if ds:
         dtf = ", ".join(f"{k} {x:g}" for k, x in sorted(ds["tflops"].items()))

@@ -91,6 +91,8 @@ def find(name_or_path: str) -> Path:
         return builtins[name_or_path]
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.exists():
+        if p.is_dir():
+            raise SuiteError(f"suite {p} is a directory, not a suite file (give the path of a .toml file)")
         if not p.is_file():
             raise SuiteError(f"suite file {p} does not exist")
         return p

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from kernelmark import results
 
@@ -47,6 +48,38 @@ def test_crash_hang_exit_and_oom_cost_only_their_own_backend(tmp_path):
     assert run.footer["worker_starts"] == 4        # first, after segfault, after hang, after exit
     for word in ("crashed", "timeout", "oom"):
         assert word in p.stdout
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the test's own process needs -P (Python 3.11+)")
+def test_the_worker_ignores_modules_in_the_directory_it_is_started_from(tmp_path):
+    # An argparse.py where the user stands: the worker must not import it. PYTHONPATH is
+    # relative to that directory, as from a checkout (PYTHONPATH=.): the worker, which runs
+    # elsewhere, must still find kernelmark and the op module through it.
+    here = tmp_path / "project"
+    here.mkdir()
+    marker = tmp_path / "argparse-ran"
+    (here / "argparse.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(5)\n")
+    suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nbackends = ["good"]\nshapes = [{n = 64}]\n')
+    env = _env()
+    env["PYTHONPATH"] = os.pathsep.join(os.path.relpath(p, here) for p in (ROOT, TESTS))
+    p = subprocess.run([sys.executable, "-P", "-m", "kernelmark", "run", "--quiet", "--suite", suite, "--out",
+                        str(tmp_path / "r.jsonl"), "--budget", "0.02", "--no-history"],
+                       capture_output=True, text=True, env=env, cwd=here, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert not marker.exists()
+    assert [r["status"] for r in results.load(str(tmp_path / "r.jsonl")).records] == ["ok"]
+
+
+def test_worker_environment_and_op_module_dirs(monkeypatch, tmp_path):
+    from kernelmark.harness import isolation
+    monkeypatch.chdir(tmp_path)
+    env = isolation.worker_env({"PYTHONPATH": os.pathsep.join([".", "", "lib", isolation.PACKAGE_ROOT])})
+    assert env["PYTHONPATH"].split(os.pathsep) == [isolation.PACKAGE_ROOT, str(tmp_path), str(tmp_path / "lib")]
+    cmd = isolation.worker_command(7)
+    assert cmd[-4:] == ["-m", "kernelmark.harness.worker", "--fd", "7"] and ("-P" in cmd) == (sys.version_info >= (3, 11))
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setenv("KERNELMARK_OP_MODULES", "chaos_ops, kernelmark.ops.gemm, no_such_module")
+    assert isolation.op_module_dirs() == [str(TESTS), str(ROOT)]
 
 
 def _keys(run):

@@ -208,3 +208,27 @@ def test_what_the_sampler_saw_during_timing_is_in_the_record(monkeypatch):
     assert h["throttled"] and h["throttle_reasons"] == ["sw_thermal_slowdown"] and h["below_app_clocks"]
     assert "during" not in by["wrong"]["health"]          # never timed: nothing sampled
     assert "THROTTLED" in table.status_text(by["good"])
+
+
+def test_a_cpu_allocation_failure_making_the_inputs_is_oom_with_the_size(monkeypatch):
+    # m = 10^12: torch's CPU allocator refuses the 256 TB input at once (no memory is touched).
+    target = device.resolve("cpu")
+    cfg = runner.RunConfig(timing=timing.TimingConfig(budget_s=0.05, min_samples=5), seed=1)
+    r = runner.Runner(target, {"l2_bytes": 1 << 20, "datasheet": None}, {"copy_gbps": 10.0, "tflops": {}}, cfg,
+                      lambda rec: None)
+    case = Case("gemm", {"m": 10 ** 12, "n": 64, "k": 64, "layout": "nn"}, "fp32", ("torch",), (), "", None, 1, 3)
+    rec, = r.run_case(case)
+    assert rec["status"] == "oom", rec["reason"]
+    assert rec["reason"].startswith("out of memory while making the inputs: asked for 232.83 TiB; RuntimeError:")
+
+
+def test_only_a_failing_reference_is_called_the_reference_failing(toy_runner, monkeypatch):
+    r, _ = toy_runner
+    bad = Op(**{**TOY.__dict__, "reference": _boom})
+    monkeypatch.setattr(runner, "get_op", lambda name: bad)
+    rec = next(iter(r.run_case(_case())))
+    assert rec["status"] == "error" and rec["reason"] == "the reference failed: RuntimeError: kernel exploded"
+    bad = Op(**{**TOY.__dict__, "make_inputs": lambda *a: _boom(None)})
+    monkeypatch.setattr(runner, "get_op", lambda name: bad)
+    rec = next(iter(r.run_case(_case())))
+    assert rec["status"] == "error" and rec["reason"] == "making the inputs failed: RuntimeError: kernel exploded"

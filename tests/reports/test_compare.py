@@ -167,6 +167,44 @@ def test_device_or_dtype_mismatch_is_refused_unless_allowed(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("WARNING: compared despite different devices")
 
 
+GPU_DEVICE = {"kind": "cuda", "name": "NVIDIA H100", "arch": "sm_90", "capability": [9, 0], "multiprocessors": 132,
+              "git": {"commit": "abc", "dirty": False}}
+
+
+@pytest.mark.parametrize("allow", [[], ["--allow-device-mismatch"]])
+def test_a_cpu_run_and_a_gpu_run_are_refused_in_either_order(tmp_path, capsys, allow):
+    cpu = write_run(tmp_path / "cpu.jsonl", [rec(1, seed=1)])
+    gpu = write_run(tmp_path / "gpu.jsonl", [rec(1, seed=2)], header={**HEADER, "device": GPU_DEVICE})
+    for base, head in ((cpu, gpu), (gpu, cpu)):
+        assert cli.main(["compare", base, head, *allow]) == 2      # 2: bad input, never 1 (a regression)
+        err = capsys.readouterr().err
+        assert err.startswith("kernelmark: error: refusing to compare: cannot compare a CPU run with a GPU run")
+        assert err.count("\n") == 1 and "Traceback" not in err and "ran on cuda (NVIDIA H100)" in err
+
+
+def test_devices_whose_identities_have_different_fields_are_a_mismatch(tmp_path, capsys):
+    # A header without a device kind carries a GPU's fields, a CPU's header a thread count.
+    a = write_run(tmp_path / "a.jsonl", [rec(1, seed=1)])
+    b = write_run(tmp_path / "b.jsonl", [rec(1, seed=2)], header={**HEADER, "device": {"name": "Test CPU"}})
+    assert cli.main(["compare", a, b]) == 2
+    err = capsys.readouterr().err
+    assert "different devices: kind 'cpu' vs None" in err and "torch_threads 2 vs None" in err
+    assert cli.main(["compare", a, b, "--allow-device-mismatch"]) == 0
+
+
+def test_rows_timed_on_neither_side_are_not_timed_not_unchanged(tmp_path, capsys):
+    base = write_run(tmp_path / "a.jsonl", [rec(1, seed=1), rec(2, "checked", backend="triton"),
+                                            rec(3, "skipped", backend="flash-attn")])
+    head = write_run(tmp_path / "b.jsonl", [rec(1, seed=2), rec(2, "checked", backend="triton"),
+                                            rec(3, "skipped", backend="flash-attn")])
+    c = compare.compare_runs(results.load(base), results.load(head), 0.05, 0.01)
+    got = {p.shape["m"]: p.verdict for p in c.pairs}
+    assert got == {1: "unchanged", 2: "not timed", 3: "not timed"}
+    assert c.counts()["unchanged"] == 1 and c.counts()["not timed"] == 2 and not c.regressions("any")
+    assert cli.main(["compare", base, head]) == 0
+    assert "verdicts: 1 unchanged, 2 not timed" in capsys.readouterr().out
+
+
 def test_bad_input(tmp_path, capsys):
     a = write_run(tmp_path / "a.jsonl", [rec(1, seed=1), rec(2, seed=2)])
     # A run killed mid-write: the truncated last line is dropped with a warning.

@@ -141,6 +141,28 @@ def test_model_usage_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--tp", "3"], "--tp 3: llama3-8b's 32 query heads and 8 KV heads do not split evenly over 3 GPUs"),
+    (["--tp", "16"], "--tp 16: llama3-8b's 8 KV heads do not split evenly over 16 GPUs"),
+    (["--dtype", "fp64"], "--dtype fp64: the roll-up uses one of bf16, fp16, fp32, fp8_e4m3"),
+    (["--price-per-hour", "nan"], "--price-per-hour must be a positive, finite number of dollars (got nan)"),
+    (["--price-per-hour", "inf"], "(got inf)"),
+    (["--context", "0"], "--context must be a positive integer (got 0)"),
+    (["--prefill-tokens", "-5"], "--prefill-tokens must be a positive integer (got -5)"),
+    (["--batch", "1,0"], "--batch must be positive integers"),
+])
+def test_model_options_the_rollup_cannot_use_exit_2_naming_the_option(extra, message, capsys):
+    # Checked before any run file is read (this one does not exist).
+    assert cli.main(["model", "llama3-8b", "--run", "nosuch.jsonl", *extra]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("kernelmark: error: ") and message in err and err.count("\n") == 1 and not out
+
+
+def test_tp_that_splits_the_heads_evenly_is_accepted(model_run, capsys):
+    assert cli.main(["model", "llama3-70b", "--run", model_run, "--tp", "8", "--price-per-hour", "2"]) == 0
+    assert "tensor parallel 8" in capsys.readouterr().out
+
+
 def test_shape_sets_for_the_rollup_match_what_it_looks_for():
     need = rollup.decode_needs("llama3-70b", 8, 4096, tp=8)
     att = next(n for n in need if n.name == "attention")

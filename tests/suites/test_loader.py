@@ -85,6 +85,13 @@ def test_missing_suite_file():
         loader.load("/no/such/suite.toml")
 
 
+@pytest.mark.parametrize("name", ["suites", "suites.toml"])
+def test_a_directory_is_not_a_suite_file(tmp_path, name):
+    (tmp_path / name).mkdir()
+    with pytest.raises(loader.SuiteError, match=f"suite {tmp_path / name} is a directory, not a suite file"):
+        loader.load(str(tmp_path / name))
+
+
 def test_device_filter():
     c = loader.load("default").cases
     gpu = [x for x in c if x.runs_on("cuda")]
