@@ -27,7 +27,6 @@ from kernelmark.kernels.kv_validate import next_pow2
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}
-_SQRT_2_OVER_PI = 0.7978845608028654
 
 
 def _configs():
@@ -63,7 +62,9 @@ def _act_and_mul_kernel(x_ptr, out_ptr, M, I, stride_x, stride_o,
     if ACT == 0:
         act = a * tl.sigmoid(a)
     else:
-        act = a * tl.sigmoid(2.0 * _SQRT_2_OVER_PI * (a + 0.044715 * a * a * a))
+        # 1.5957691216057308 = 2·sqrt(2/π), a literal: compiled kernels may read no global
+        # that is not a tl.constexpr, and the interpreter mishandles a constexpr times a tensor.
+        act = a * tl.sigmoid(1.5957691216057308 * (a + 0.044715 * a * a * a))
     tl.store(out_ptr + rows * stride_o + cols[None, :], (act * b).to(out_ptr.dtype.element_ty), mask=mask)
 
 
