@@ -87,3 +87,14 @@ def test_bad_input_is_refused_before_any_launch(monkeypatch, x, kw, message):
     monkeypatch.setattr(k, "_act_and_mul", _NoLaunch())
     with pytest.raises(ValueError, match=message):
         k.act_and_mul(x, **kw)
+
+
+def test_prune_keeps_tiles_that_fit_the_row_the_rows_and_the_threads():
+    cfgs = [triton.Config({"ROWS": r, "BLOCK_N": n}, num_warps=w)
+            for r in (1, 2, 4, 8) for n in (256, 512, 1024, 2048, 4096) for w in (2, 4, 8)]
+    x = torch.empty(1, 2 * 14336, dtype=torch.bfloat16)
+    decode = k.prune(cfgs, {"x_ptr": x, "M": 1, "I": 14336})
+    assert decode and {c.kwargs["ROWS"] for c in decode} == {1}
+    assert all(c.kwargs["BLOCK_N"] * 2 >= 16 * 32 * c.num_warps for c in decode)
+    narrow = k.prune(cfgs, {"x_ptr": x, "M": 4096, "I": 64})
+    assert narrow and {c.kwargs["BLOCK_N"] for c in narrow} == {256}

@@ -63,3 +63,12 @@ def test_bad_input_is_refused_before_any_launch(monkeypatch, ids, table, message
     monkeypatch.setattr(k, "_embedding", _NoLaunch())
     with pytest.raises(ValueError, match=message):
         k.embedding(ids, table)
+
+
+def test_prune_keeps_tiles_that_fit_the_row_the_batch_and_the_threads():
+    cfgs = [triton.Config({"ROWS": r, "BLOCK_N": n}, num_warps=w)
+            for r in (1, 2, 4, 8) for n in (256, 512, 1024, 2048, 4096) for w in (2, 4, 8)]
+    table = torch.empty(4, 7168, dtype=torch.bfloat16)
+    one = k.prune(cfgs, {"table_ptr": table, "M": 1, "N": 7168})
+    assert one and {c.kwargs["ROWS"] for c in one} == {1}
+    assert all(c.kwargs["BLOCK_N"] * 2 >= 16 * 32 * c.num_warps for c in one)

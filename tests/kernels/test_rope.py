@@ -125,3 +125,12 @@ def test_bad_input_is_refused_before_any_launch(monkeypatch, change, message):
     monkeypatch.setattr(k, "_rope", _NoLaunch())
     with pytest.raises(ValueError, match=message):
         k.rope(**_args(**change))
+
+
+def test_prune_keeps_head_blocks_that_fit_the_heads_and_the_threads():
+    cfgs = [triton.Config({"BLOCK_H": h}, num_warps=w) for h in (1, 2, 4, 8, 16, 32) for w in (1, 2, 4, 8)]
+    q = torch.empty(1, 1, 64, dtype=torch.bfloat16)
+    kept = k.prune(cfgs, {"q_ptr": q, "HQ": 128, "HK": 1}, ROT_BLOCK=64)          # DeepSeek-V3's rope part
+    assert kept and all(c.kwargs["BLOCK_H"] * 64 * 2 >= 16 * 32 * c.num_warps for c in kept)
+    few = k.prune(cfgs, {"q_ptr": q, "HQ": 3, "HK": 1}, ROT_BLOCK=128)
+    assert few and max(c.kwargs["BLOCK_H"] for c in few) <= 4
