@@ -226,8 +226,10 @@ def _expand(block: dict, defaults: dict, index: int, line: int, where: str) -> l
     cases = []
     for lbl, shape in shapes:
         for k, v in shape.items():
-            if isinstance(v, bool) or not isinstance(v, (int, str)):
-                raise SuiteError(f"{where}: shape parameter {k} = {v!r}: expected an integer or a string")
+            # Floats too: some ops take a real parameter (rmsnorm's eps); each op's validate
+            # says which parameters must be integers.
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                raise SuiteError(f"{where}: shape parameter {k} = {v!r}: expected a number or a string")
         try:
             full = op.full_shape(shape)
             for dt in dtypes_:

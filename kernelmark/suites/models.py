@@ -119,3 +119,109 @@ for _name in MODELS:
     SHAPE_SETS[f"{_name}.lm_head"] = (lambda n: lambda **kw: lm_head_shapes(n, **kw))(_name)
     SHAPE_SETS[f"{_name}.decode_attention"] = (lambda n: lambda **kw: decode_attention_shapes(n, **kw))(_name)
     SHAPE_SETS[f"{_name}.kv_append"] = (lambda n: lambda **kw: kv_append_shapes(n, **kw))(_name)
+
+
+# ---------------------------------------------------------------- the rest of a decode step
+# (norms, activation, RoPE, embedding: kernelmark/ops/norm.py, activation.py, rope.py,
+# embedding.py), for the decode-ops suite. Sizes from each model's config.json.
+
+@dataclass(frozen=True)
+class StepSizes:
+    """What the non-GEMM ops of one decoder layer see (tensor parallel degree 1)."""
+    name: str
+    hidden: int
+    rms_eps: float
+    # (label, intermediate size, rows per token) of each gated MLP (SiLU·mul on [rows, 2·I])
+    mlps: tuple
+    # (label, hidden, rows per token) of the layer's other RMSNorms: Qwen3's per-head q/k
+    # norms, DeepSeek-V3's norms of the compressed q and kv (MLA)
+    other_norms: tuple
+    # RoPE: the q and k tensors it rotates [tokens, heads, head_dim] and its cache
+    q_heads: int
+    k_heads: int
+    head_dim: int
+    rotary_dim: int
+    rope_style: str
+    rope_theta: int
+    rope_scaling: str
+    max_position: int
+    vocab: int
+
+
+STEP_SIZES = {s.name: s for s in (
+    # Llama-3.1-8B/70B: rope_scaling "llama3" (factor 8), max_position_embeddings 131072.
+    StepSizes("llama3.1-8b", hidden=4096, rms_eps=1e-5, mlps=(("mlp", 14336, 1),), other_norms=(),
+              q_heads=32, k_heads=8, head_dim=128, rotary_dim=128, rope_style="neox", rope_theta=500000,
+              rope_scaling="llama3", max_position=131072, vocab=128256),
+    StepSizes("llama3.1-70b", hidden=8192, rms_eps=1e-5, mlps=(("mlp", 28672, 1),), other_norms=(),
+              q_heads=64, k_heads=8, head_dim=128, rotary_dim=128, rope_style="neox", rope_theta=500000,
+              rope_scaling="llama3", max_position=131072, vocab=128256),
+    # Qwen3-32B: RMSNorm of every q and k head (head_dim 128) before RoPE; no rope scaling.
+    StepSizes("qwen3-32b", hidden=5120, rms_eps=1e-6, mlps=(("mlp", 25600, 1),),
+              other_norms=(("q_norm", 128, 64), ("k_norm", 128, 8)),
+              q_heads=64, k_heads=8, head_dim=128, rotary_dim=128, rope_style="neox", rope_theta=1000000,
+              rope_scaling="none", max_position=40960, vocab=151936),
+    # DeepSeek-V3: MLA's rope part is 64 wide (qk_rope_head_dim), 128 q heads and one shared
+    # k_pe head, interleaved (vLLM runs it with is_neox_style=False). Its YaRN scaling
+    # (factor 40) changes only the cache's values, which the work does not depend on: the
+    # cache here is unscaled, of its 163840 positions. MLPs: the first 3 layers dense
+    # (18432); the others 8 of 256 routed experts a token (one activation over the
+    # tokens x 8 routed rows, as a fused MoE does it) and one shared expert, 2048 each.
+    StepSizes("deepseek-v3", hidden=7168, rms_eps=1e-6,
+              mlps=(("dense_mlp", 18432, 1), ("routed_experts", 2048, 8), ("shared_expert", 2048, 1)),
+              other_norms=(("q_a_norm", 1536, 1), ("kv_a_norm", 512, 1)),
+              q_heads=128, k_heads=1, head_dim=64, rotary_dim=64, rope_style="gptj", rope_theta=10000,
+              rope_scaling="none", max_position=163840, vocab=129280),
+)}
+
+# Tokens in a step: decode batches (1, 16, 128) and prefill chunks (1024, 8192).
+STEP_TOKENS = (1, 16, 128, 1024, 8192)
+
+
+def get_step_sizes(name: str) -> StepSizes:
+    try:
+        return STEP_SIZES[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(STEP_SIZES)}") from None
+
+
+def _tokens(tokens) -> list:
+    return [tokens] if isinstance(tokens, int) else list(tokens)
+
+
+def rmsnorm_shapes(model: str, tokens=STEP_TOKENS, fused: bool = False) -> list:
+    """The layer's RMSNorms: the hidden-size one (fused with the residual add when ``fused``,
+    as every layer but the first does it), and, unfused, the model's other norms."""
+    s = get_step_sizes(model)
+    out = [(f"{model}.norm", {"tokens": t, "hidden": s.hidden, "eps": s.rms_eps}) for t in _tokens(tokens)]
+    if not fused:
+        out += [(f"{model}.{label}", {"tokens": t * per_token, "hidden": h, "eps": s.rms_eps})
+                for label, h, per_token in s.other_norms for t in _tokens(tokens)]
+    return out
+
+
+def silu_and_mul_shapes(model: str, tokens=STEP_TOKENS) -> list:
+    s = get_step_sizes(model)
+    return [(f"{model}.{label}", {"tokens": t * per_token, "intermediate": i})
+            for label, i, per_token in s.mlps for t in _tokens(tokens)]
+
+
+def rope_shapes(model: str, tokens=STEP_TOKENS) -> list:
+    s = get_step_sizes(model)
+    return [(f"{model}.rope", {"tokens": t, "q_heads": s.q_heads, "kv_heads": s.k_heads, "head_dim": s.head_dim,
+                               "rotary_dim": s.rotary_dim, "style": s.rope_style, "theta": s.rope_theta,
+                               "scaling": s.rope_scaling, "max_position": s.max_position})
+            for t in _tokens(tokens)]
+
+
+def embedding_shapes(model: str, tokens=STEP_TOKENS) -> list:
+    s = get_step_sizes(model)
+    return [(f"{model}.embedding", {"tokens": t, "vocab": s.vocab, "hidden": s.hidden}) for t in _tokens(tokens)]
+
+
+for _name in STEP_SIZES:
+    SHAPE_SETS[f"{_name}.rmsnorm"] = (lambda n: lambda **kw: rmsnorm_shapes(n, **kw))(_name)
+    SHAPE_SETS[f"{_name}.fused_add_rmsnorm"] = (lambda n: lambda **kw: rmsnorm_shapes(n, fused=True, **kw))(_name)
+    SHAPE_SETS[f"{_name}.silu_and_mul"] = (lambda n: lambda **kw: silu_and_mul_shapes(n, **kw))(_name)
+    SHAPE_SETS[f"{_name}.rope"] = (lambda n: lambda **kw: rope_shapes(n, **kw))(_name)
+    SHAPE_SETS[f"{_name}.embedding"] = (lambda n: lambda **kw: embedding_shapes(n, **kw))(_name)
