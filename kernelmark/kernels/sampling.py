@@ -308,7 +308,7 @@ def top_k_top_p_sample(logits: torch.Tensor, top_k: int, top_p: float, temperatu
         logits, out, v, logits.stride(0), 1.0 / float(temperature), top_k, float(top_p), draws, seed,
         USE_TOP_K=top_k < v, USE_TOP_P=top_p < 1.0,
         BLOCK=1024 if interp else 4096, BLOCK_W=1024 if interp else 512,
-        BLOCK_D=1024 if interp else max(128, 8192 // draw_block), DRAW_BLOCK=draw_block,
+        BLOCK_D=1024 if interp else max(64, 4096 // draw_block), DRAW_BLOCK=draw_block,
         WAYS_=WAYS, ITERS=SEARCH_ITERS, num_warps=1 if interp else 8,
     )
     return out
