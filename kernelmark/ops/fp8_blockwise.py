@@ -254,12 +254,17 @@ def gemm_check(out, ref, dtype) -> CheckResult:
 
 
 def gemm_torch(a, b, a_scale, b_scale) -> torch.Tensor:
-    """Dequantise to fp32, multiply in fp32 (TF32 off, torch's default), round to bf16."""
-    m, k = a.shape
-    n = b.shape[0]
-    sa = a_scale.repeat_interleave(G, 1)[:, :k]
-    sb = b_scale.repeat_interleave(G, 0)[:n].repeat_interleave(G, 1)[:, :k]
-    return ((a.float() * sa) @ (b.float() * sb).t()).to(torch.bfloat16)
+    """Dequantise to fp32, multiply in fp32 (TF32 off, torch's default), round to bf16.
+
+    The scales are expanded by indexing with column // 128 (and row // 128): torch 2.13's
+    inductor miscompiles the fp8 conversion times a repeat_interleave(...)[:, :k] or an
+    expand().reshape() of the scales on the CPU (wrong values, which the check caught)."""
+    k, n = a.shape[1], b.shape[0]
+    col = torch.arange(k, device=a.device) // G
+    row = torch.arange(n, device=a.device) // G
+    a32 = a.float() * a_scale[:, col]
+    b32 = b.float() * b_scale[row][:, col]
+    return (a32 @ b32.t()).to(torch.bfloat16)
 
 
 def _gemm_torch(x):
