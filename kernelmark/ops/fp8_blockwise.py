@@ -30,8 +30,10 @@ The dense fp8 roof (one scale per tensor, torch._scaled_mm) is a different op: m
 as `gemm` with dtype fp8_e4m3 at the same m, n, k (layout nt), which the decode-ops suite
 does next to these cases; this op's check would fail it, and rightly.
 
-Library backends (vLLM, sgl-kernel, DeepGEMM, torch's cuBLAS blockwise scaled_mm) and the
-layouts they want: ops/fp8_libs.py.
+Backends here: ``triton`` (ours), ``torch`` (eager) and ``torch-compile`` (the torch code
+through torch.compile; GPU only: a first compile in a fresh process took 29-36 s on this
+project's 2-core CPU, over the 20 s allowed). Library backends (vLLM, sgl-kernel, DeepGEMM,
+torch's cuBLAS blockwise scaled_mm) and the layouts they want: ops/fp8_libs.py.
 """
 
 from __future__ import annotations

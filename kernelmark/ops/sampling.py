@@ -24,7 +24,7 @@ judged in % of copy bandwidth (a sampler rereads the row from cache; the minimum
 
 Backends: ``triton`` (ours), ``torch`` (eager: topk, softmax, sort for top-p, multinomial),
 ``torch-compile`` (the same function through torch.compile; GPU only: on this project's
-2-core CPU one small compile took 17 s and the smoke suite would pay it in every worker),
+2-core CPU a first compile in a fresh process took 17-42 s, over the 20 s allowed),
 ``flashinfer`` (flashinfer.sampling.top_k_top_p_sampling_from_logits, fp32 logits; its
 rejection sampling needs no sort) and ``sgl-kernel`` (sgl_kernel.top_k_top_p_sampling_from_probs
 after a softmax, as SGLang calls it). vLLM has no sampling kernel of its own: its sampler
