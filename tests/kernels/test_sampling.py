@@ -44,6 +44,7 @@ def test_argmax_ties_go_to_the_lowest_index_across_blocks_and_segments():
     (torch.zeros(2, 10, dtype=torch.int32), "dtype torch.int32 is not supported"),
     (torch.zeros(2, 0), "must not be empty"),
     (torch.zeros(10, 4).t(), "must be contiguous"),
+    (torch.zeros(1, 1).expand(1, 2 ** 24 + 1), "vocab 16777217 is larger than the 16777216"),
 ])
 def test_argmax_rejects_what_it_does_not_support(bad, match):
     with pytest.raises(ValueError, match=match):
