@@ -83,23 +83,37 @@ def _quant_sgl(x):
 
 
 def _gemm_deepgemm(x):
+    # DeepGEMM >= 2.0: deep_gemm.fp8_gemm_nt((a, sfa), (b, sfb), d, c=None, recipe=None, ...);
+    # 1.x: deep_gemm.gemm_fp8_fp8_bf16_nt((lhs, lhs_scales), (rhs, rhs_scales), out), whose lhs
+    # scales must be TMA-aligned and M-major (get_col_major_tma_aligned_tensor): a_scale_tma is
+    # that layout, which 2.x takes as is on sm_90. Not verified on a GPU: on sm_100, 2.x may
+    # turn fp32 scales into power-of-two (UE8M0) ones, which this op's check would then fail.
     fn = _attr("deep_gemm", ("fp8_gemm_nt", "gemm_fp8_fp8_bf16_nt"))
     fn((x["a"], x["a_scale_tma"]), (x["b"], x["b_scale"]), x["out"])
     return x["out"]
 
 
 def _gemm_vllm_cutlass(x):
+    # vllm._custom_ops.cutlass_scaled_mm(a, b, scale_a, scale_b, out_dtype, bias=None), called as
+    # vLLM's fp8_utils.cutlass_scaled_mm does for block fp8: b = Wᵀ (column-major), scale_a
+    # [M, K/128] M-major, scale_b = sBᵀ [K/128, N/128]; the group shapes follow from the scales'.
     from vllm import _custom_ops as ops
     return ops.cutlass_scaled_mm(x["a"], x["b"].t(), out_dtype=torch.bfloat16,
                                  scale_a=x["a_scale_mmajor"], scale_b=x["b_scale"].t())
 
 
 def _gemm_vllm_triton(x):
+    # vLLM's fp8_utils.w8a8_triton_block_scaled_mm(A, B, As, Bs, block_size, output_dtype)
+    # (named w8a8_block_fp8_matmul before): A [M, K], B [N, K], row-major scales.
     fn = _attr(_VLLM_FP8, ("w8a8_triton_block_scaled_mm", "w8a8_block_fp8_matmul"))
     return fn(x["a"], x["b"], x["a_scale"], x["b_scale"], [G, G], torch.bfloat16)
 
 
 def _gemm_torch_blockwise(x):
+    # torch.nn.functional.scaled_mm(mat_a, mat_b, scale_a, recipe_a, scale_b, recipe_b, ...,
+    # output_dtype): BlockWise1x128 wants scale_a [M, K/128] with stride (1, M), BlockWise128x128
+    # scale_b [round_up(K/128, 4), N/128] with stride (1, that): torch's own checks say so
+    # (torch/_meta_registrations.py, torch 2.13); cuBLAS runs it on Hopper.
     from torch.nn.functional import ScalingType, scaled_mm
     return scaled_mm(x["a"], x["b"].t(), x["a_scale_mmajor"], ScalingType.BlockWise1x128,
                      x["b_scale_torch"], ScalingType.BlockWise128x128, output_dtype=torch.bfloat16)

@@ -246,8 +246,8 @@ def _scaled(x) -> torch.Tensor:
 def _sampling_flashinfer(x):
     # flashinfer.sampling.top_k_top_p_sampling_from_logits(logits, top_k, top_p, indices=None,
     # filter_apply_order="top_k_first", deterministic=True, generator=None, ...) -> int32 [B or len(indices)]
-    idx = x["row_of_draw"] if x["draws"] > 1 else None
-    out = _flashinfer_fn()(_scaled(x), x["top_k"], x["top_p"], indices=idx, filter_apply_order="top_k_first")
+    kw = {"indices": x["row_of_draw"]} if x["draws"] > 1 else {}
+    out = _flashinfer_fn()(_scaled(x), x["top_k"], x["top_p"], filter_apply_order="top_k_first", **kw)
     return out.view(x["logits"].shape[0], x["draws"])
 
 
