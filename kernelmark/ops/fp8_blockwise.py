@@ -42,6 +42,7 @@ import torch
 
 from kernelmark import dtypes
 from kernelmark.ops.base import Backend, CheckResult, Op, compare, positive_ints, shape_str
+from kernelmark.ops.check import where_text
 from kernelmark.ops.fp8_libs import FP8_MAX, G, GEMM_BACKENDS, QUANT_BACKENDS, fp8_gpu, needs_fp8
 
 QUANT_DTYPES = ("bf16", "fp16", "fp32")
@@ -114,7 +115,6 @@ def _bad(detail: str) -> CheckResult:
 
 
 def quant_check(out, ref, dtype) -> CheckResult:
-    from kernelmark.ops.check import where_text
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         return _bad("expected (codes, scales) from the backend")
     codes, scale = out
