@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import kv_validate as kv
-from kernelmark.kernels.tl_utils import token_head_rows
+from kernelmark.kernels.tl_utils import round_to_e4m3_grid, token_head_rows
 
 QFORMATS = ("fp8_e4m3", "int8")
 GRANULARITIES = ("tensor", "head", "token_head")
@@ -68,23 +68,6 @@ def _round_half_even(y):
 
 
 @triton.jit
-def _round_to_e4m3_grid(y):
-    # y in [-448, 448]. e4m3 keeps 3 mantissa bits: the quantum of a normal value with
-    # exponent e is 2**(e-3); below 2**-6 (subnormals) it is 2**-9. Rounding |y| with the
-    # 1.5 * 2**23 trick scaled by the quantum rounds to nearest even on that grid.
-    bits = y.to(tl.int32, bitcast=True)
-    exp = ((bits >> 23) & 0xFF) - 127
-    q_exp = tl.maximum(exp, -6) - 3
-    magic = ((q_exp + 150) << 23).to(tl.float32, bitcast=True) * 1.5
-    a = tl.abs(y)
-    r = (a + magic) - magic
-    # Copy the sign bit (arithmetic shifts: -1 << 31 is the sign mask) so that -0.0 and
-    # tiny negatives keep it, as torch's conversion does.
-    sign = (bits >> 31) << 31
-    return (r.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)
-
-
-@triton.jit
 def _quantize_kernel(
     x_ptr, q_ptr, scale_ptr, rows,
     stride_xt, stride_xh, stride_qt, stride_qh, stride_st, stride_sh,
@@ -109,7 +92,7 @@ def _quantize_kernel(
     if IS_INT8:
         code = _round_half_even(y).to(tl.int8)
     else:
-        code = _round_to_e4m3_grid(y).to(tl.float8e4nv)
+        code = round_to_e4m3_grid(y).to(tl.float8e4nv)
     tl.store(q_ptr + (t * stride_qt + h * stride_qh)[:, None] + d[None, :], code, mask=mask)
 
 

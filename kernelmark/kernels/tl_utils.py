@@ -33,3 +33,25 @@ def token_head_rows(rows, KV_HEADS: tl.constexpr, BLOCK_R: tl.constexpr):
     into a large cache cannot overflow."""
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     return r < rows, (r // KV_HEADS).to(tl.int64), (r % KV_HEADS).to(tl.int64)
+
+
+@triton.jit
+def round_to_e4m3_grid(y):
+    """fp32 ``y`` rounded to nearest even onto the fp8 e4m3 grid, still as fp32, so that the
+    conversion to tl.float8e4nv that follows is exact. Done in fp32 arithmetic because the
+    Triton interpreter's own fp32 -> e4m3 conversion does not round to nearest (3.9 turned
+    -7.84 into -4); on a GPU the result equals the hardware's RN conversion. Shared by the
+    KV-cache quantiser and the fp8 per-token-group quantiser."""
+    # y in [-448, 448]. e4m3 keeps 3 mantissa bits: the quantum of a normal value with
+    # exponent e is 2**(e-3); below 2**-6 (subnormals) it is 2**-9. Rounding |y| with the
+    # 1.5 * 2**23 trick scaled by the quantum rounds to nearest even on that grid.
+    bits = y.to(tl.int32, bitcast=True)
+    exp = ((bits >> 23) & 0xFF) - 127
+    q_exp = tl.maximum(exp, -6) - 3
+    magic = ((q_exp + 150) << 23).to(tl.float32, bitcast=True) * 1.5
+    a = tl.abs(y)
+    r = (a + magic) - magic
+    # Copy the sign bit (arithmetic shifts: -1 << 31 is the sign mask) so that -0.0 and
+    # tiny negatives keep it, as torch's conversion does.
+    sign = (bits >> 31) << 31
+    return (r.to(tl.int32, bitcast=True) | sign).to(tl.float32, bitcast=True)

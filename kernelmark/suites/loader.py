@@ -10,7 +10,7 @@
     dtypes = ["bf16"]
     devices = ["gpu"]           # cpu, cuda, rocm, or gpu (= cuda or rocm); default all
     backends = ["triton"]       # default: every backend of the op
-    shapes = [{m = 64, n = 64, k = 64}]    # explicit shapes, and/or
+    shapes = [{m = 64, n = 64, k = 64}]    # explicit shapes (integers, numbers, strings), and/or
     [case.grid]                 # a cartesian product (a scalar is one value)
     m = [1, 16]
     n = 4096
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,10 +227,11 @@ def _expand(block: dict, defaults: dict, index: int, line: int, where: str) -> l
     cases = []
     for lbl, shape in shapes:
         for k, v in shape.items():
-            # Floats too: some ops take a real parameter (rmsnorm's eps); each op's validate
-            # says which parameters must be integers.
-            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-                raise SuiteError(f"{where}: shape parameter {k} = {v!r}: expected a number or a string")
+            # Floats for parameters such as a sampler's top_p or temperature; never NaN or inf.
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)) or \
+                    (isinstance(v, float) and not math.isfinite(v)):
+                raise SuiteError(f"{where}: shape parameter {k} = {v!r}: expected an integer, a finite "
+                                 "number or a string")
         try:
             full = op.full_shape(shape)
             for dt in dtypes_:

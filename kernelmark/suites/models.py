@@ -225,3 +225,97 @@ for _name in STEP_SIZES:
     SHAPE_SETS[f"{_name}.silu_and_mul"] = (lambda n: lambda **kw: silu_and_mul_shapes(n, **kw))(_name)
     SHAPE_SETS[f"{_name}.rope"] = (lambda n: lambda **kw: rope_shapes(n, **kw))(_name)
     SHAPE_SETS[f"{_name}.embedding"] = (lambda n: lambda **kw: embedding_shapes(n, **kw))(_name)
+
+# ---------------------------------------------------------------- sampling and fp8 block-scaled GEMMs
+# (issue 15: argmax/top-k/top-p sampling, fp8_group_quant, gemm_fp8_blockwise), from the models'
+# public config.json files.
+
+# vocab_size: Llama-3.1-8B/70B 128256, Qwen3-32B 151936, DeepSeek-V3 129280.
+VOCAB = {"llama3-8b": 128256, "llama3-70b": 128256, "qwen3-32b": 151936, "deepseek-v3": 129280}
+
+# The linear layers of one block as (N, K) of y = x @ W^T, W [N, K], for the models that ship
+# fp8 weights with 128x128 block scales (DeepSeek-V3; Qwen3-32B-FP8) or are served that way.
+# DeepSeek-V3: hidden 7168, q_lora_rank 1536, kv_lora_rank 512, qk_rope_head_dim 64,
+# qk_nope_head_dim 128, v_head_dim 128, 128 heads, intermediate 18432 (the 3 dense layers),
+# moe_intermediate 2048 (each routed expert and the shared one).
+BLOCK_FP8_LINEARS = {
+    "deepseek-v3": {
+        "q_a": (1536, 7168), "kv_a": (512 + 64, 7168), "q_b": (128 * (128 + 64), 1536),
+        "kv_b": (128 * (128 + 128), 512), "o": (7168, 128 * 128),
+        "dense_gate_up": (2 * 18432, 7168), "dense_down": (7168, 18432),
+        "expert_gate_up": (2 * 2048, 7168), "expert_down": (7168, 2048),
+    },
+    # Qwen3-32B: hidden 5120, 64 q heads and 8 kv heads of 128, intermediate 25600.
+    "qwen3-32b": {"qkv": ((64 + 2 * 8) * 128, 5120), "o": (5120, 64 * 128),
+                  "gate_up": (2 * 25600, 5120), "down": (5120, 25600)},
+}
+for _name in MODELS:
+    BLOCK_FP8_LINEARS[_name] = MODELS[_name].projections()
+
+DECODE_TOKENS = (1, 16, 128, 1024, 4096, 8192)
+
+
+def block_fp8_gemm_shapes(model: str, m=DECODE_TOKENS, layers=None) -> list:
+    """(label, {m, n, k}) for gemm_fp8_blockwise at each linear layer of ``model``."""
+    projs = BLOCK_FP8_LINEARS.get(model)
+    if projs is None:
+        raise ValueError(f"no fp8 linear layers for {model!r}; known: {', '.join(BLOCK_FP8_LINEARS)}")
+    names = list(projs) if layers is None else list(layers)
+    out = []
+    for name in names:
+        if name not in projs:
+            raise ValueError(f"{model} has no linear layer {name!r}; known: {', '.join(projs)}")
+        n, k = projs[name]
+        out += [(f"{model}.{name}", {"m": mm, "n": n, "k": k}) for mm in ([m] if isinstance(m, int) else m)]
+    return out
+
+
+def block_fp8_dense_shapes(model: str, m=DECODE_TOKENS, layers=None) -> list:
+    """The same (M, N, K) for the `gemm` op in fp8 with one scale per tensor (layout nt):
+    the dense fp8 roof a block-scaled GEMM is compared with."""
+    return [(f"{label} (per-tensor)", {**s, "layout": "nt"}) for label, s in block_fp8_gemm_shapes(model, m, layers)]
+
+
+def group_quant_shapes(model: str, tokens=DECODE_TOKENS) -> list:
+    """(label, {tokens, hidden}) for fp8_group_quant: each distinct K of the model's linear layers
+    is an activation that is quantised before its GEMM."""
+    projs = BLOCK_FP8_LINEARS.get(model)
+    if projs is None:
+        raise ValueError(f"no fp8 linear layers for {model!r}; known: {', '.join(BLOCK_FP8_LINEARS)}")
+    widths = sorted({k for _, k in projs.values()})
+    return [(f"{model}.k{k}", {"tokens": t, "hidden": k})
+            for k in widths for t in ([tokens] if isinstance(tokens, int) else tokens)]
+
+
+def _vocab(model: str) -> int:
+    vocab = VOCAB.get(model)
+    if vocab is None:
+        raise ValueError(f"no vocabulary size for {model!r}; known: {', '.join(VOCAB)}")
+    return vocab
+
+
+def argmax_shapes(model: str, batch=(1, 32, 128, 256)) -> list:
+    """(label, {batch, vocab}) for argmax_sampling at the model's vocabulary."""
+    return [(f"{model}.vocab", {"batch": b, "vocab": _vocab(model)})
+            for b in ([batch] if isinstance(batch, int) else batch)]
+
+
+def top_k_top_p_shapes(model: str, batch=(1, 32, 128, 256), top_k=50, top_p=1.0, temperature=1.0,
+                       draws: int = 1) -> list:
+    """(label, shape) for top_k_top_p_sampling at the model's vocabulary; ``top_k = "vocab"``
+    keeps every token (no top-k)."""
+    vocab = _vocab(model)
+    if top_k == "vocab":
+        top_k = vocab
+    return [(f"{model}.vocab", {"batch": b, "vocab": vocab, "top_k": top_k, "top_p": top_p,
+                                "temperature": temperature, "draws": draws})
+            for b in ([batch] if isinstance(batch, int) else batch)]
+
+
+for _name in BLOCK_FP8_LINEARS:
+    SHAPE_SETS[f"{_name}.fp8_block_gemm"] = (lambda n: lambda **kw: block_fp8_gemm_shapes(n, **kw))(_name)
+    SHAPE_SETS[f"{_name}.fp8_dense_gemm"] = (lambda n: lambda **kw: block_fp8_dense_shapes(n, **kw))(_name)
+    SHAPE_SETS[f"{_name}.fp8_group_quant"] = (lambda n: lambda **kw: group_quant_shapes(n, **kw))(_name)
+for _name in VOCAB:
+    SHAPE_SETS[f"{_name}.argmax"] = (lambda n: lambda **kw: argmax_shapes(n, **kw))(_name)
+    SHAPE_SETS[f"{_name}.top_k_top_p"] = (lambda n: lambda **kw: top_k_top_p_shapes(n, **kw))(_name)

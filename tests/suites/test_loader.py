@@ -111,3 +111,26 @@ def test_a_grid_that_explodes_is_refused(tmp_path):
         f"{k} = [{', '.join(str(i) for i in range(1, 40))}]\n" for k in ("m", "n", "k"))
     with pytest.raises(loader.SuiteError, match="expands to 59319 shapes"):
         loader.load(_write(tmp_path, text))
+
+
+def test_float_shape_parameters_load_and_non_finite_ones_are_refused(tmp_path):
+    case = '[[case]]\nop = "top_k_top_p_sampling"\nshapes = [{{batch = 2, vocab = 100, top_k = 10, top_p = {}}}]\n'
+    s = loader.load(_write(tmp_path, case.format("0.9")))
+    assert s.cases[0].shape["top_p"] == 0.9 and s.cases[0].shape["temperature"] == 1.0
+    with pytest.raises(loader.SuiteError, match=r"s\.toml:1 \(case 1\): shape parameter top_p = inf: expected"):
+        loader.load(_write(tmp_path, case.format("inf")))
+
+
+@pytest.mark.parametrize("shape, match", [
+    ("top_k = 10, top_p = 1.5", r"top_p must be in \(0, 1\], got 1\.5"),
+    ("top_k = 10, top_p = 0.0", r"top_p must be in \(0, 1\], got 0\.0"),
+    ("top_k = 0", r"top_k must be an integer in \[1, vocab\].*got 0"),
+    ("top_k = 101", "got 101"),
+    ("top_k = 10, temperature = 0", "temperature must be > 0, got 0"),
+    ("top_k = 10, draws = 0", "draws must be a positive integer"),
+])
+def test_bad_sampling_parameters_are_suite_errors_with_the_line(tmp_path, shape, match):
+    text = ('[[case]]\nop = "gemm"\nshapes = [{m=1,n=1,k=1}]\n\n'
+            f'[[case]]\nop = "top_k_top_p_sampling"\nshapes = [{{batch = 2, vocab = 100, {shape}}}]\n')
+    with pytest.raises(loader.SuiteError, match=r"s\.toml:5 \(case 2\): shape .*" + match):
+        loader.load(_write(tmp_path, text))
