@@ -16,7 +16,7 @@ The cache is paged as in kernels/paged.py with one "KV head": [num_blocks, page_
 of BLOCK_N tokens looks up each token's page, so it may span pages.
 
 Why the kernel has this shape (for the GPU): all heads read the same latent rows, so
-a program owns one (sequence, block of BLOCK_H heads, split) and puts its heads in the
+a program owns one (block of BLOCK_H heads, split, sequence) and puts its heads in the
 M dimension of tl.dot. One K tile [BLOCK_N, 576] is loaded once per head block and
 serves both products: scores = q_nope·c^T + q_rope·k_rope^T, then acc += p·c with the
 same c already on chip (no second load for V). That makes MLA decode compute-dense
@@ -92,9 +92,11 @@ def _mla_decode_split_kernel(
         heads, num_splits, split_tokens,
         RANK: tl.constexpr, ROPE: tl.constexpr, PAGE_SIZE: tl.constexpr, SPLIT: tl.constexpr,
         UPCAST_DOT: tl.constexpr, IEEE_FP32: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr):
-    b = tl.program_id(0)
-    hb = tl.program_id(1)
-    s = tl.program_id(2)
+    # Head blocks vary fastest in the launch order, so the programs that read the same
+    # cache rows (one sequence and split, every head block) run together and share L2.
+    hb = tl.program_id(0)
+    s = tl.program_id(1)
+    b = tl.program_id(2)
     b64 = b.to(tl.int64)
     ctx = tl.load(context_lens + b).to(tl.int32)
     lo = s * split_tokens
@@ -232,7 +234,7 @@ def _check(q, kv_cache, block_table, context_lens, kv_lora_rank):
         raise ValueError(f"block_table must be contiguous along its rows, got strides {block_table.stride()}")
     if context_lens.dim() != 1 or context_lens.shape[0] != batch:
         raise ValueError(f"context_lens must be [batch={batch}], got {tuple(context_lens.shape)}")
-    if batch == 0 or batch > 2 ** 31 - 1 or heads == 0 or heads > _MAX_GRID_YZ:
+    if batch == 0 or batch > _MAX_GRID_YZ or heads == 0 or heads > _MAX_GRID_YZ:
         raise ValueError(f"batch {batch}, heads {heads} outside the grid limits")
     if q.device.type == "cpu" and not interpreting():
         raise ValueError("CPU tensors need the Triton interpreter (TRITON_INTERPRET=1 before importing triton)")
@@ -294,7 +296,7 @@ def mla_decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, block_table: t
         part_o = part_m = part_l = lse   # unused
 
     def grid(meta):
-        return (batch, triton.cdiv(heads, meta["BLOCK_H"]), num_splits)
+        return (triton.cdiv(heads, meta["BLOCK_H"]), num_splits, batch)
 
     _mla_decode_split_kernel[grid](
         q, kv_cache, block_table, context_lens, o, lse, part_o, part_m, part_l, sm_scale * _LOG2E,

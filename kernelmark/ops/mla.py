@@ -24,7 +24,7 @@ import torch
 
 from kernelmark import dtypes
 from kernelmark.kernels import paged
-from kernelmark.ops.attention import context_lengths
+from kernelmark.ops.attention import _host_generator, context_lengths
 from kernelmark.ops.base import Backend, Op, positive_ints, shape_str
 from kernelmark.ops.mla_libs import flash_mla_backend, flashinfer_mla_backend, vllm_triton_mla_backend
 
@@ -61,12 +61,6 @@ def mla_bytes(shape, dtype) -> int:
 
 
 # ---------------------------------------------------------------- inputs
-
-def _host_generator(gen) -> torch.Generator:
-    # The runner's generator lives on the device; the block table is built on the host.
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen, device=gen.device))
-    return torch.Generator().manual_seed(seed)
-
 
 def make_inputs(shape, dtype, device, gen):
     b, h, ps = shape["batch"], shape["heads"], shape["page_size"]
