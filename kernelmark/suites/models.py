@@ -93,6 +93,8 @@ class MLAConfig:
 
     def heads_per_gpu(self, tp: int = 1) -> int:
         """Attention heads are split across tensor-parallel GPUs; the latent cache is not."""
+        if not isinstance(tp, int) or isinstance(tp, bool) or tp <= 0:
+            raise ValueError(f"tp must be a positive integer, got {tp!r}")
         if self.heads % tp:
             raise ValueError(f"{self.name}: {self.heads} heads do not split over tp={tp}")
         return self.heads // tp
@@ -113,11 +115,14 @@ def mla_decode_shapes(model: str = "deepseek-v3", batch=(1, 8, 32), context=(409
         raise ValueError(f"unknown MLA model {model!r}; known: {', '.join(MLA_MODELS)}") from None
     if (mdl.kv_lora_rank, mdl.qk_rope_head_dim) != (512, 64):
         raise ValueError(f"{model}: mla_decode_attention is defined for kv_lora_rank 512 + rope 64")
+    def values(v):
+        return list(v) if isinstance(v, (list, tuple)) else [v]
+
     out = []
-    for t in ([tp] if isinstance(tp, int) else tp):
+    for t in values(tp):
         heads = mdl.heads_per_gpu(t)
-        for b in ([batch] if isinstance(batch, int) else batch):
-            for c in ([context] if isinstance(context, int) else context):
+        for b in values(batch):
+            for c in values(context):
                 out.append((f"{model}.mla" + (f".tp{t}" if t > 1 else ""),
                             {"batch": b, "context": c, "heads": heads, "page_size": page_size, "ragged": 0}))
     return out

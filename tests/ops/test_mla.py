@@ -106,3 +106,9 @@ def test_the_deepseek_v3_shape_set_splits_heads_over_tp():
     assert models.DEEPSEEK_V3_MLA.kv_lora_rank + models.DEEPSEEK_V3_MLA.qk_rope_head_dim == mla.QK_DIM
     with pytest.raises(ValueError, match="128 heads do not split over tp=3"):
         models.mla_decode_shapes(tp=3)
+
+
+@pytest.mark.parametrize("tp", [0, -2, "8", 2.0, True])
+def test_a_bad_tp_degree_is_a_value_error_naming_it(tp):
+    with pytest.raises(ValueError, match="tp must be a positive integer"):
+        models.mla_decode_shapes(tp=tp)
