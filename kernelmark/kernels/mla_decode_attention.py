@@ -61,6 +61,9 @@ _MIN_SPLIT_TOKENS = 256     # below this a split costs more in the combine than 
 _MAX_GRID_YZ = 65535
 # Heads per program assumed when sizing the splits (the autotuned BLOCK_H may differ).
 _NOMINAL_BLOCK_H = 16
+# The split of the last launch ({"num_splits": n, "split_tokens": t}), for the record: the
+# heuristic's choice matters as much as the tile config when comparing two runs.
+LAST_SPLIT: dict = {}
 
 
 def _configs():
@@ -286,6 +289,7 @@ def mla_decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, block_table: t
     if chosen:
         num_splits = max(1, triton.cdiv(max_context_len, split_tokens))
     split = num_splits > 1
+    LAST_SPLIT.update(num_splits=num_splits, split_tokens=split_tokens)
     o = torch.empty((batch, heads, kv_lora_rank), device=q.device, dtype=q.dtype)
     lse = torch.empty((batch, heads), device=q.device, dtype=torch.float32)
     if split:

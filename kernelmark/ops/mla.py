@@ -112,8 +112,12 @@ def _triton(x):
 
 def _triton_config():
     from kernelmark.kernels import chosen_config
-    from kernelmark.kernels.mla_decode_attention import _mla_decode_split_kernel
-    return chosen_config(_mla_decode_split_kernel)
+    from kernelmark.kernels.mla_decode_attention import LAST_SPLIT, _mla_decode_split_kernel
+    cfg = chosen_config(_mla_decode_split_kernel)
+    if not LAST_SPLIT:
+        return cfg
+    split = f"num_splits: {LAST_SPLIT['num_splits']}, split_tokens: {LAST_SPLIT['split_tokens']}"
+    return split if cfg is None else f"{cfg}; {split}"
 
 
 def _torch_eager(x):
