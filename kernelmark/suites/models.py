@@ -77,6 +77,61 @@ def _gemm_set(model):
 SHAPE_SETS = {f"{name}.gemm": _gemm_set(name) for name in MODELS}
 
 
+# ---------------------------------------------------------------- MLA (issue 16)
+# Multi-head latent attention as the decode kernels see it (absorbed weights): every
+# head attends over one shared latent cache row of kv_lora_rank + rope dims per token.
+
+@dataclass(frozen=True)
+class MLAConfig:
+    name: str
+    layers: int
+    heads: int
+    kv_lora_rank: int
+    qk_rope_head_dim: int
+    qk_nope_head_dim: int
+    v_head_dim: int
+
+    def heads_per_gpu(self, tp: int = 1) -> int:
+        """Attention heads are split across tensor-parallel GPUs; the latent cache is not."""
+        if not isinstance(tp, int) or isinstance(tp, bool) or tp <= 0:
+            raise ValueError(f"tp must be a positive integer, got {tp!r}")
+        if self.heads % tp:
+            raise ValueError(f"{self.name}: {self.heads} heads do not split over tp={tp}")
+        return self.heads // tp
+
+
+# DeepSeek-V3 / R1 (config.json of the released checkpoints).
+DEEPSEEK_V3_MLA = MLAConfig("deepseek-v3", layers=61, heads=128, kv_lora_rank=512, qk_rope_head_dim=64,
+                            qk_nope_head_dim=128, v_head_dim=128)
+MLA_MODELS = {m.name: m for m in (DEEPSEEK_V3_MLA,)}
+
+
+def mla_decode_shapes(model: str = "deepseek-v3", batch=(1, 8, 32), context=(4096,), tp=1,
+                      page_size: int = 64) -> list:
+    """(label, shape) for mla_decode_attention on one of ``tp`` GPUs (one int or a list of them)."""
+    try:
+        mdl = MLA_MODELS[model]
+    except KeyError:
+        raise ValueError(f"unknown MLA model {model!r}; known: {', '.join(MLA_MODELS)}") from None
+    if (mdl.kv_lora_rank, mdl.qk_rope_head_dim) != (512, 64):
+        raise ValueError(f"{model}: mla_decode_attention is defined for kv_lora_rank 512 + rope 64")
+    def values(v):
+        return list(v) if isinstance(v, (list, tuple)) else [v]
+
+    out = []
+    for t in values(tp):
+        heads = mdl.heads_per_gpu(t)
+        for b in values(batch):
+            for c in values(context):
+                out.append((f"{model}.mla" + (f".tp{t}" if t > 1 else ""),
+                            {"batch": b, "context": c, "heads": heads, "page_size": page_size, "ragged": 0}))
+    return out
+
+
+SHAPE_SETS.update({f"{name}.mla_decode": (lambda n: lambda **kw: mla_decode_shapes(n, **kw))(name)
+                   for name in MLA_MODELS})
+
+
 # ---------------------------------------------------------------- for the model roll-up
 # (kernelmark.reports.rollup): the rest of a decode step, beside the projections above.
 

@@ -143,7 +143,9 @@ def test_every_op_with_a_cpu_backend_is_covered():
     assert {"gemm", "prefill_attention", "prefill_attention_varlen", "paged_decode_attention", "kv_append",
             "kv_gather", "kv_copy_blocks", "kv_quantize", "kv_dequantize", "rope_kv_append",
             "rmsnorm", "fused_add_rmsnorm", "silu_and_mul", "gelu_tanh_and_mul", "rope", "embedding",
-            "argmax_sampling", "top_k_top_p_sampling", "fp8_group_quant", "gemm_fp8_blockwise"} <= set(OPS)
+            "argmax_sampling", "top_k_top_p_sampling", "fp8_group_quant", "gemm_fp8_blockwise",
+
+            "mla_decode_attention"} <= set(OPS)
 
 
 @pytest.mark.parametrize("how", ["element", "row"])
