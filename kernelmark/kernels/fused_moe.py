@@ -1,0 +1,224 @@
+"""Fused MoE experts in Triton: grouped GEMM gate_up -> silu·mul -> grouped GEMM down ->
+weighted sum over the top-k.
+
+Layout (kernels/moe_align.py): the (token, slot) pairs sorted by expert, each expert's
+run padded to BLOCK_M, so every BLOCK_M rows of ``sorted_ids`` share one expert,
+``expert_ids[block]``. Both GEMMs are grouped GEMMs over that layout: program (m, n)
+reads its BLOCK_M pair ids, gathers their rows of A (x for gate_up — row = pair // topk —
+the intermediate for down — row = pair), and multiplies by the [N, K] weight of the
+block's expert. Blocks past ``num_post_padded`` return at once, so the grid can be sized
+for the worst case without a device-to-host sync.
+
+* gate_up: one program computes the gate and the up tiles of the same BLOCK_N columns
+  (w1 rows n and I + n) and writes silu(gate)·up: the [pairs, 2I] product never exists.
+* down: the tile is multiplied by the pair's top-k weight and written [pairs, H] in fp32;
+* a last small kernel sums each token's top-k rows (in slot order: deterministic, no
+  atomics) and writes the output in the activation dtype.
+
+fp8 (DeepSeek-V3's recipe): weights e4m3 with one fp32 scale per 128×128 block
+([E, N/128, K/128]), activations e4m3 with one scale per token and 128 columns. BLOCK_K
+divides 128, so within a K step each row has one activation scale and each column one
+weight scale: acc += dot(a, b) · a_scale[:, None] · b_scale[None, :]. The interpreter has
+no fp8 dot: there (and for bf16, see tl_utils.dot) operands are upcast to fp32, exactly.
+
+Decode (a few pairs per expert) is memory bound: each hit expert's weights must stream
+through once, so small batches use BLOCK_M = 16 and many programs along N.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernelmark.kernels import interpreting
+from kernelmark.kernels.tl_utils import dot
+
+FP8_GROUP = 128
+
+
+@triton.jit
+def _grouped_tile(a_ptr, b_ptr, a_rows, row_ok, offs_n, n_ok, K, stride_am, stride_bn, acc,
+                  as_ptr, bs_ptr, stride_as, stride_bsn,
+                  BLOCK_K: tl.constexpr, FP8: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """acc + A[a_rows, :] · B[offs_n, :]ᵀ over K (B is the expert's [N, K] weight, K contiguous)."""
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + a_rows[:, None] * stride_am + offs_k[None, :]
+    b_ptrs = b_ptr + offs_n[None, :] * stride_bn + offs_k[:, None]
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        k_left = K - k * BLOCK_K
+        a = tl.load(a_ptrs, mask=row_ok[:, None] & (offs_k[None, :] < k_left), other=0.0)
+        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & n_ok[None, :], other=0.0)
+        if FP8:
+            kg = (k * BLOCK_K) // 128
+            a_s = tl.load(as_ptr + a_rows * stride_as + kg, mask=row_ok, other=0.0)
+            b_s = tl.load(bs_ptr + (offs_n // 128) * stride_bsn + kg, mask=n_ok, other=0.0)
+            part = dot(a, b, tl.zeros(acc.shape, dtype=tl.float32), UPCAST_DOT, False)
+            acc += part * a_s[:, None] * b_s[None, :]
+        else:
+            acc = dot(a, b, acc, UPCAST_DOT, False)
+        a_ptrs += BLOCK_K
+        b_ptrs += BLOCK_K
+    return acc
+
+
+@triton.jit
+def _gate_up_kernel(x_ptr, w_ptr, h_ptr, sorted_ptr, expert_ids_ptr, npp_ptr, xs_ptr, ws_ptr,
+                    n_pairs, I, H, topk, stride_xt, stride_we, stride_wn, stride_ht,
+                    stride_xst, stride_wse, stride_wsn,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    FP8: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if pid_m * BLOCK_M >= tl.load(npp_ptr):
+        return
+    e = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    if e < 0:
+        return
+    pairs = tl.load(sorted_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))
+    row_ok = pairs < n_pairs
+    tok = (pairs // topk).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < I
+    w = w_ptr + e * stride_we
+    ws = ws_ptr + e * stride_wse
+    zero = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    g = _grouped_tile(x_ptr, w, tok, row_ok, offs_n, n_ok, H, stride_xt, stride_wn, zero,
+                      xs_ptr, ws, stride_xst, stride_wsn, BLOCK_K, FP8, UPCAST_DOT)
+    u = _grouped_tile(x_ptr, w, tok, row_ok, offs_n + I, n_ok, H, stride_xt, stride_wn, zero,
+                      xs_ptr, ws, stride_xst, stride_wsn, BLOCK_K, FP8, UPCAST_DOT)
+    act = g / (1.0 + tl.exp(-g)) * u
+    out = h_ptr + pairs.to(tl.int64)[:, None] * stride_ht + offs_n[None, :]
+    tl.store(out, act.to(h_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _down_kernel(h_ptr, w_ptr, y_ptr, tw_ptr, sorted_ptr, expert_ids_ptr, npp_ptr, hs_ptr, ws_ptr,
+                 n_pairs, H, I, stride_ht, stride_we, stride_wn, stride_yt,
+                 stride_hst, stride_wse, stride_wsn,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 FP8: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    if pid_m * BLOCK_M >= tl.load(npp_ptr):
+        return
+    e = tl.load(expert_ids_ptr + pid_m).to(tl.int64)
+    if e < 0:
+        return
+    pairs = tl.load(sorted_ptr + pid_m * BLOCK_M + tl.arange(0, BLOCK_M))
+    row_ok = pairs < n_pairs
+    rows = pairs.to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < H
+    acc = _grouped_tile(h_ptr, w_ptr + e * stride_we, rows, row_ok, offs_n, n_ok, I, stride_ht, stride_wn,
+                        tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32),
+                        hs_ptr, ws_ptr + e * stride_wse, stride_hst, stride_wsn, BLOCK_K, FP8, UPCAST_DOT)
+    acc *= tl.load(tw_ptr + rows, mask=row_ok, other=0.0)[:, None]
+    tl.store(y_ptr + rows[:, None] * stride_yt + offs_n[None, :], acc, mask=row_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _sum_topk_kernel(y_ptr, out_ptr, H, topk, BLOCK_H: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    ok = offs < H
+    acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
+    for j in range(0, topk):
+        acc += tl.load(y_ptr + (t * topk + j) * H + offs, mask=ok, other=0.0)
+    tl.store(out_ptr + t * H + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def config(tokens: int, topk: int, experts: int, fp8: bool) -> dict:
+    """Tile sizes by the average pairs per expert: decode streams weights (BLOCK_M 16),
+    prefill is compute bound (large tiles)."""
+    if interpreting():
+        return {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "num_warps": 4, "num_stages": 1}
+    per_expert = tokens * topk / max(1, experts)
+    if per_expert <= 16:
+        return {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "num_warps": 4, "num_stages": 4}
+    if per_expert <= 96:
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128 if fp8 else 64, "num_warps": 4, "num_stages": 3}
+    return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128 if fp8 else 64, "num_warps": 8, "num_stages": 3}
+
+
+_last_config: dict = {}
+
+
+def last_config() -> str | None:
+    return ", ".join(f"{k}: {v}" for k, v in _last_config.items()) or None
+
+
+def quantize_groups(x: torch.Tensor, group: int = FP8_GROUP) -> tuple:
+    """(e4m3 codes, fp32 scales [rows, cols/group]): one scale per row and ``group`` columns,
+    amax/448 (DeepSeek-V3's activation quantization). torch's conversion rounds to nearest
+    even; the Triton interpreter's would not (kernels/kv_quant.py), so this stays in torch."""
+    rows, cols = x.shape
+    g = x.float().view(rows, cols // group, group)
+    scale = (g.abs().amax(dim=-1) / 448.0).clamp(min=1e-12)
+    codes = (g / scale[..., None]).clamp(-448.0, 448.0).to(torch.float8_e4m3fn).view(rows, cols)
+    return codes, scale
+
+
+def fused_experts(x, w1, w2, topk_ids, topk_weights, w1_scale=None, w2_scale=None) -> torch.Tensor:
+    """out [T, H] = Σ_slot weight · down_e(silu(gate_e(x)) · up_e(x)) for the routed experts.
+
+    x [T, H] (fp16/bf16); w1 [E, 2I, H] (gate rows then up rows), w2 [E, H, I]; topk_ids
+    int32 [T, k], topk_weights fp32 [T, k]. fp8: w1/w2 e4m3 with block scales
+    w1_scale [E, 2I/128, H/128], w2_scale [E, H/128, I/128]; x is quantized per token group.
+    """
+    from kernelmark.kernels.moe_align import moe_align
+    T, H = x.shape
+    E, two_i, H1 = w1.shape
+    I = two_i // 2
+    if H1 != H or tuple(w2.shape) != (E, H, I) or two_i % 2:
+        raise ValueError(f"weights do not fit: x {tuple(x.shape)}, w1 {tuple(w1.shape)} (want [E, 2I, {H}]), "
+                         f"w2 {tuple(w2.shape)} (want [E, {H}, I])")
+    if topk_ids.shape != topk_weights.shape or topk_ids.shape[0] != T:
+        raise ValueError(f"topk_ids {tuple(topk_ids.shape)} and topk_weights {tuple(topk_weights.shape)} "
+                         f"must both be [{T}, topk]")
+    fp8 = w1.dtype == getattr(torch, "float8_e4m3fn", None)
+    if fp8 and (w1_scale is None or w2_scale is None or H % FP8_GROUP or I % FP8_GROUP):
+        raise ValueError("fp8 weights need w1_scale and w2_scale, and hidden and inter multiples of 128")
+    if x.device.type == "cpu" and not interpreting():
+        raise ValueError("CPU tensors need the Triton interpreter (TRITON_INTERPRET=1 before importing triton)")
+    for t in (x, w1, w2):
+        if t.stride(-1) != 1:
+            raise ValueError("x, w1 and w2 must be contiguous along their last dimension")
+    topk = topk_ids.shape[1]
+    n_pairs = T * topk
+    cfg = config(T, topk, E, fp8)
+    _last_config.clear()
+    _last_config.update(cfg)
+    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
+    launch = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+    sorted_ids, expert_ids, npp, _ = moe_align(topk_ids, E, bm)
+    m_blocks = expert_ids.numel()
+    upcast = interpreting()
+    dev = x.device
+    act_dtype = x.dtype if not fp8 else torch.bfloat16
+    if fp8:
+        xa, xs = quantize_groups(x)
+        w1s, w2s = w1_scale, w2_scale
+    else:
+        xa, xs, w1s, w2s = x, x, w1, w2          # scale pointers unused
+    h = torch.empty((n_pairs, I), device=dev, dtype=act_dtype)
+    _gate_up_kernel[(m_blocks, triton.cdiv(I, bn))](
+        xa, w1, h, sorted_ids, expert_ids, npp, xs, w1s, n_pairs, I, H, topk,
+        xa.stride(0), w1.stride(0), w1.stride(1), h.stride(0),
+        xs.stride(0), w1s.stride(0), w1s.stride(1),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, FP8=fp8, UPCAST_DOT=upcast, **launch)
+    if fp8:
+        ha, hs = quantize_groups(h)
+    else:
+        ha, hs = h, h
+    y = torch.empty((n_pairs, H), device=dev, dtype=torch.float32)
+    tw = topk_weights.contiguous().view(-1).float()
+    _down_kernel[(m_blocks, triton.cdiv(H, bn))](
+        ha, w2, y, tw, sorted_ids, expert_ids, npp, hs, w2s, n_pairs, H, I,
+        ha.stride(0), w2.stride(0), w2.stride(1), y.stride(0),
+        hs.stride(0), w2s.stride(0), w2s.stride(1),
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, FP8=fp8, UPCAST_DOT=upcast, **launch)
+    out = torch.empty((T, H), device=dev, dtype=act_dtype)
+    block_h = min(1024, triton.next_power_of_2(H))
+    _sum_topk_kernel[(T, triton.cdiv(H, block_h))](y, out, H, topk, BLOCK_H=block_h)
+    return out
