@@ -74,13 +74,17 @@ def experts_hit(shape) -> int:
 
 def _weight(e, n, k, dtype, device, gen):
     """An expert weight stack [e, n, k] of unit-RMS rows scaled by 1/sqrt(k); for fp8, codes
-    and block scales whose product has that scale."""
-    if dtype != "fp8_e4m3":
-        w = torch.randn(e, n, k, device=device, generator=gen, dtype=torch.float32)
-        return w.mul_(k ** -0.5).to(dtypes.torch_dtype(dtype)), None
-    codes = (torch.randn(e, n, k, device=device, generator=gen, dtype=torch.float32) * 64).clamp_(-448, 448)
+    and block scales whose product has that scale. Drawn one expert at a time: a DeepSeek-V3
+    layer's fp32 draws at once would need 45 GB beside the 11 GB of codes."""
+    fp8 = dtype == "fp8_e4m3"
+    w = torch.empty(e, n, k, device=device, dtype=torch.float8_e4m3fn if fp8 else dtypes.torch_dtype(dtype))
+    for j in range(e):
+        r = torch.randn(n, k, device=device, generator=gen, dtype=torch.float32)
+        w[j] = (r * 64).clamp_(-448, 448) if fp8 else r.mul_(k ** -0.5)
+    if not fp8:
+        return w, None
     scale = torch.rand(e, n // FP8_GROUP, k // FP8_GROUP, device=device, generator=gen) + 0.5
-    return codes.to(torch.float8_e4m3fn), scale.mul_(k ** -0.5 / 64)
+    return w, scale.mul_(k ** -0.5 / 64)
 
 
 def make_inputs(shape, dtype, device, gen):
@@ -136,26 +140,28 @@ def _loop(x, topk_ids, topk_weights, expert_w, dt, fp8: bool):
     return out
 
 
+def _expert_weights(x, dt):
+    """expert_w(e) -> (w1[e], w2[e]) in dtype ``dt``, dequantized one expert at a time (all of
+    DeepSeek-V3's experts in fp64 would be 90 GB)."""
+    def expert_w(e):
+        if x["w1_scale"] is None:
+            return x["w1"][e].to(dt), x["w2"][e].to(dt)
+        return (_dequant(x["w1"][e:e + 1], x["w1_scale"][e:e + 1], dt)[0],
+                _dequant(x["w2"][e:e + 1], x["w2_scale"][e:e + 1], dt)[0])
+    return expert_w
+
+
 def reference(x):
     fp8 = x["dtype"] == "fp8_e4m3"
-    d = torch.float64
-    w1 = _dequant(x["w1"], x["w1_scale"], d)
-    w2 = _dequant(x["w2"], x["w2_scale"], d)
-    out = _loop(x["x"], x["topk_ids"], x["topk_weights"], lambda e: (w1[e], w2[e]), d, fp8)
+    out = _loop(x["x"], x["topk_ids"], x["topk_weights"], _expert_weights(x, torch.float64), torch.float64, fp8)
     return out.to(torch.bfloat16 if fp8 else x["x"].dtype)
 
 
 def _torch_run(x):
-    fp8 = x["dtype"] == "fp8_e4m3"
+    # fp8: each hit expert dequantized to bf16 for bf16 GEMMs, what eager torch can do
     dt = x["x"].dtype
-    if fp8:   # dequantize each hit expert to bf16 and run the bf16 GEMMs: what eager torch can do
-        def expert_w(e):
-            return (_dequant(x["w1"][e:e + 1], x["w1_scale"][e:e + 1], dt)[0],
-                    _dequant(x["w2"][e:e + 1], x["w2_scale"][e:e + 1], dt)[0])
-    else:
-        def expert_w(e):
-            return x["w1"][e], x["w2"][e]
-    return _loop(x["x"], x["topk_ids"], x["topk_weights"], expert_w, dt, fp8).to(dt)
+    return _loop(x["x"], x["topk_ids"], x["topk_weights"], _expert_weights(x, dt), dt,
+                 x["dtype"] == "fp8_e4m3").to(dt)
 
 
 def _torch_supports(shape, dtype, device_kind, capability):

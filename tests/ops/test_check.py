@@ -138,7 +138,8 @@ def _spoil(out, ref, how: str):
 
 def test_every_op_with_a_cpu_backend_is_covered():
     assert {"gemm", "prefill_attention", "prefill_attention_varlen", "paged_decode_attention", "kv_append",
-            "kv_gather", "kv_copy_blocks", "kv_quantize", "kv_dequantize", "rope_kv_append"} <= set(OPS)
+            "kv_gather", "kv_copy_blocks", "kv_quantize", "kv_dequantize", "rope_kv_append",
+            "moe_route", "moe_align", "fused_moe"} <= set(OPS)
 
 
 @pytest.mark.parametrize("how", ["element", "row"])
