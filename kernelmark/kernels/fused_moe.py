@@ -11,7 +11,7 @@ for the worst case without a device-to-host sync.
 
 * gate_up: one program computes the gate and the up tiles of the same BLOCK_N columns
   (w1 rows n and I + n) and writes silu(gate)·up: the [pairs, 2I] product never exists.
-* down: the tile is multiplied by the pair's top-k weight and written [pairs, H] in fp32;
+* down: the tile is multiplied by the pair's top-k weight and written [pairs, H];
 * a last small kernel sums each token's top-k rows (in slot order: deterministic, no
   atomics) and writes the output in the activation dtype.
 
@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.kv_quant import _round_to_e4m3_grid
 from kernelmark.kernels.tl_utils import dot
 
 FP8_GROUP = 128
@@ -114,7 +115,8 @@ def _down_kernel(h_ptr, w_ptr, y_ptr, tw_ptr, sorted_ptr, expert_ids_ptr, npp_pt
                         tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32),
                         hs_ptr, ws_ptr + e * stride_wse, stride_hst, stride_wsn, BLOCK_K, FP8, UPCAST_DOT)
     acc *= tl.load(tw_ptr + rows, mask=row_ok, other=0.0)[:, None]
-    tl.store(y_ptr + rows[:, None] * stride_yt + offs_n[None, :], acc, mask=row_ok[:, None] & n_ok[None, :])
+    tl.store(y_ptr + rows[:, None] * stride_yt + offs_n[None, :], acc.to(y_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -124,7 +126,7 @@ def _sum_topk_kernel(y_ptr, out_ptr, H, topk, BLOCK_H: tl.constexpr):
     ok = offs < H
     acc = tl.zeros((BLOCK_H,), dtype=tl.float32)
     for j in range(0, topk):
-        acc += tl.load(y_ptr + (t * topk + j) * H + offs, mask=ok, other=0.0)
+        acc += tl.load(y_ptr + (t * topk + j) * H + offs, mask=ok, other=0.0).to(tl.float32)
     tl.store(out_ptr + t * H + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
@@ -149,15 +151,38 @@ def last_config() -> str | None:
     return ", ".join(f"{k}: {v}" for k, v in _last_config.items()) or None
 
 
-def quantize_groups(x: torch.Tensor, group: int = FP8_GROUP) -> tuple:
-    """(e4m3 codes, fp32 scales [rows, cols/group]): one scale per row and ``group`` columns,
-    amax/448 (DeepSeek-V3's activation quantization). torch's conversion rounds to nearest
-    even; the Triton interpreter's would not (kernels/kv_quant.py), so this stays in torch."""
+@triton.jit
+def _group_quant_kernel(x_ptr, q_ptr, s_ptr, rows, stride_x, stride_q, n_groups,
+                        GROUP: tl.constexpr, BLOCK_R: tl.constexpr):
+    """One scale per row and GROUP columns, amax / 448, codes rounded to nearest even on the
+    e4m3 grid before the conversion (so the interpreter's conversion is exact too): bit for
+    bit what ops/moe.quantize_groups computes in torch."""
+    r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    g = tl.program_id(1)
+    ok = r < rows
+    cols = g * GROUP + tl.arange(0, GROUP)
+    r64 = r.to(tl.int64)
+    x = tl.load(x_ptr + r64[:, None] * stride_x + cols[None, :], mask=ok[:, None], other=0.0).to(tl.float32)
+    amax = tl.max(tl.abs(x), axis=1)
+    scale = tl.maximum(tl.math.div_rn(amax, tl.full(amax.shape, 448.0, tl.float32)), 1e-12)
+    y = tl.math.div_rn(x, tl.broadcast_to(scale[:, None], x.shape))
+    y = tl.minimum(tl.maximum(y, -448.0), 448.0)
+    tl.store(q_ptr + r64[:, None] * stride_q + cols[None, :], _round_to_e4m3_grid(y).to(tl.float8e4nv),
+             mask=ok[:, None])
+    tl.store(s_ptr + r64 * n_groups + g, scale, mask=ok)
+
+
+def quantize_groups_triton(x: torch.Tensor, group: int = FP8_GROUP) -> tuple:
+    """(e4m3 codes, fp32 scales [rows, cols/group]) in one launch: the op's activation quantization."""
     rows, cols = x.shape
-    g = x.float().view(rows, cols // group, group)
-    scale = (g.abs().amax(dim=-1) / 448.0).clamp(min=1e-12)
-    codes = (g / scale[..., None]).clamp(-448.0, 448.0).to(torch.float8_e4m3fn).view(rows, cols)
-    return codes, scale
+    if cols % group or x.stride(1) != 1:
+        raise ValueError(f"activations [{rows}, {cols}] must be contiguous rows of a multiple of {group} columns")
+    q = torch.empty((rows, cols), device=x.device, dtype=torch.float8_e4m3fn)
+    s = torch.empty((rows, cols // group), device=x.device, dtype=torch.float32)
+    block_r = 4
+    _group_quant_kernel[(triton.cdiv(rows, block_r), cols // group)](x, q, s, rows, x.stride(0), q.stride(0),
+                                                                     cols // group, GROUP=group, BLOCK_R=block_r)
+    return q, s
 
 
 def fused_experts(x, w1, w2, topk_ids, topk_weights, w1_scale=None, w2_scale=None) -> torch.Tensor:
@@ -198,8 +223,8 @@ def fused_experts(x, w1, w2, topk_ids, topk_weights, w1_scale=None, w2_scale=Non
     dev = x.device
     act_dtype = x.dtype if not fp8 else torch.bfloat16
     if fp8:
-        xa, xs = quantize_groups(x)
-        w1s, w2s = w1_scale, w2_scale
+        xa, xs = quantize_groups_triton(x)
+        w1s, w2s = w1_scale.contiguous(), w2_scale.contiguous()
     else:
         xa, xs, w1s, w2s = x, x, w1, w2          # scale pointers unused
     h = torch.empty((n_pairs, I), device=dev, dtype=act_dtype)
@@ -209,10 +234,11 @@ def fused_experts(x, w1, w2, topk_ids, topk_weights, w1_scale=None, w2_scale=Non
         xs.stride(0), w1s.stride(0), w1s.stride(1),
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, FP8=fp8, UPCAST_DOT=upcast, **launch)
     if fp8:
-        ha, hs = quantize_groups(h)
+        ha, hs = quantize_groups_triton(h)
     else:
         ha, hs = h, h
-    y = torch.empty((n_pairs, H), device=dev, dtype=torch.float32)
+    # The weighted rows in the activation dtype (half the traffic of fp32; the sum is fp32).
+    y = torch.empty((n_pairs, H), device=dev, dtype=act_dtype)
     tw = topk_weights.contiguous().view(-1).float()
     _down_kernel[(m_blocks, triton.cdiv(H, bn))](
         ha, w2, y, tw, sorted_ids, expert_ids, npp, hs, w2s, n_pairs, H, I,

@@ -106,8 +106,18 @@ def _dequant(w, scale, dt):
     return w.to(dt) * s.to(dt)
 
 
+def quantize_groups(x: torch.Tensor, group: int = FP8_GROUP) -> tuple:
+    """(e4m3 codes, fp32 scales [rows, cols/group]): one scale per row and ``group`` columns,
+    amax/448, round to nearest even (DeepSeek-V3's activation quantization). The Triton
+    kernels compute the same bits (kernels/fused_moe.quantize_groups_triton)."""
+    rows, cols = x.shape
+    g = x.float().view(rows, cols // group, group)
+    scale = (g.abs().amax(dim=-1) / 448.0).clamp(min=1e-12)
+    codes = (g / scale[..., None]).clamp(-448.0, 448.0).to(torch.float8_e4m3fn).view(rows, cols)
+    return codes, scale
+
+
 def _quant_dequant(a, dt):
-    from kernelmark.kernels.fused_moe import quantize_groups   # pure torch; importing Triton is harmless here
     codes, scale = quantize_groups(a)
     return (codes.to(dt).view(a.shape[0], -1, FP8_GROUP) * scale[..., None].to(dt)).view(a.shape)
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from kernelmark.kernels import fused_moe as fm
+from kernelmark.ops.moe import quantize_groups
 from kernelmark.ops.registry import get_op
 
 
@@ -16,13 +17,13 @@ def test_fp8_dequantise_logic_matches_dequantized_weights():
     out = fm.fused_experts(x["x"], x["w1"], x["w2"], x["topk_ids"], x["topk_weights"], x["w1_scale"], x["w2_scale"])
     s1 = x["w1_scale"].repeat_interleave(128, 1).repeat_interleave(128, 2)
     s2 = x["w2_scale"].repeat_interleave(128, 1).repeat_interleave(128, 2)
-    xq, xs = fm.quantize_groups(x["x"])
+    xq, xs = quantize_groups(x["x"])
     xd = (xq.float() * xs.repeat_interleave(128, 1)).to(torch.bfloat16)
     w1 = (x["w1"].float() * s1).float()
     e = x["topk_ids"][:, 0].long()
     gu = torch.stack([xd[t].float() @ w1[e[t]].T for t in range(2)])
     a = torch.nn.functional.silu(gu[:, :128]) * gu[:, 128:]
-    aq, as_ = fm.quantize_groups(a.to(torch.bfloat16))
+    aq, as_ = quantize_groups(a.to(torch.bfloat16))
     ad = aq.float() * as_.repeat_interleave(128, 1)
     w2 = x["w2"].float() * s2
     want = torch.stack([ad[t] @ w2[e[t]].T for t in range(2)]) * x["topk_weights"]
@@ -51,3 +52,13 @@ def test_a_token_routed_to_one_expert_gets_exactly_that_experts_mlp():
         gu = x[t].float() @ w1[e].float().T
         want = 0.5 * ((torch.nn.functional.silu(gu[:24]) * gu[24:]) @ w2[e].float().T)
         torch.testing.assert_close(out[t].float(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_triton_group_quantization_is_bit_exact_with_torch():
+    torch.manual_seed(1)
+    x = (torch.randn(5, 256) * torch.logspace(-3, 2, 256)).to(torch.bfloat16)
+    x[2, 128:] = 0                                   # an all-zero group: the scale floor, zero codes
+    q, s = fm.quantize_groups_triton(x)
+    q_ref, s_ref = quantize_groups(x)
+    assert torch.equal(s, s_ref)
+    assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8))
