@@ -63,9 +63,23 @@ def _grouped_tile(a_ptr, b_ptr, a_rows, row_ok, offs_n, n_ok, K, stride_am, stri
     return acc
 
 
+def _configs():
+    """BLOCK_N, BLOCK_K, warps and stages to autotune; BLOCK_M is the layout's block and is
+    fixed by the launcher (block_m()). Narrow BLOCK_N gives decode, where only the hit
+    experts' blocks do work, enough programs to keep every SM streaming weights."""
+    if interpreting():
+        # Few, wide programs: the interpreter's cost is per program and per step, not per element.
+        return [triton.Config({"BLOCK_N": 64, "BLOCK_K": 64}, num_warps=4, num_stages=1)]
+    tiles = [(16, 128, 4, 4), (32, 128, 4, 4), (32, 64, 4, 5), (64, 128, 4, 4), (64, 64, 4, 4),
+             (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3)]
+    return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st) for bn, bk, w, st in tiles]
+
+
+# Keyed on the pairs (a power-of-two bucket), the GEMM's N and K and the layout's block.
+@triton.autotune(configs=_configs(), key=["m_key", "I", "H", "BLOCK_M", "FP8"])
 @triton.jit
 def _gate_up_kernel(x_ptr, w_ptr, h_ptr, sorted_ptr, expert_ids_ptr, npp_ptr, xs_ptr, ws_ptr,
-                    n_pairs, I, H, topk, stride_xt, stride_we, stride_wn, stride_ht,
+                    n_pairs, m_key, I, H, topk, stride_xt, stride_we, stride_wn, stride_ht,
                     stride_xst, stride_wse, stride_wsn,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     FP8: tl.constexpr, UPCAST_DOT: tl.constexpr):
@@ -93,9 +107,10 @@ def _gate_up_kernel(x_ptr, w_ptr, h_ptr, sorted_ptr, expert_ids_ptr, npp_ptr, xs
     tl.store(out, act.to(h_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
 
 
+@triton.autotune(configs=_configs(), key=["m_key", "H", "I", "BLOCK_M", "FP8"])
 @triton.jit
 def _down_kernel(h_ptr, w_ptr, y_ptr, tw_ptr, sorted_ptr, expert_ids_ptr, npp_ptr, hs_ptr, ws_ptr,
-                 n_pairs, H, I, stride_ht, stride_we, stride_wn, stride_yt,
+                 n_pairs, m_key, H, I, stride_ht, stride_we, stride_wn, stride_yt,
                  stride_hst, stride_wse, stride_wsn,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                  FP8: tl.constexpr, UPCAST_DOT: tl.constexpr):
@@ -130,25 +145,28 @@ def _sum_topk_kernel(y_ptr, out_ptr, H, topk, BLOCK_H: tl.constexpr):
     tl.store(out_ptr + t * H + offs, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
-def config(tokens: int, topk: int, experts: int, fp8: bool) -> dict:
-    """Tile sizes by the average pairs per expert: decode streams weights (BLOCK_M 16),
-    prefill is compute bound (large tiles)."""
+def block_m(tokens: int, topk: int, experts: int) -> int:
+    """The layout's block (BLOCK_M) by the average pairs per expert: 16 for decode, where a
+    block is mostly padding anyway, up to 128 for prefill, where tiles should be large."""
     if interpreting():
-        # Few, wide programs: the interpreter's cost is per program and per step, not per element.
-        return {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 1}
+        return 16
     per_expert = tokens * topk / max(1, experts)
-    if per_expert <= 16:
-        return {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "num_warps": 4, "num_stages": 4}
-    if per_expert <= 96:
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128 if fp8 else 64, "num_warps": 4, "num_stages": 3}
-    return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128 if fp8 else 64, "num_warps": 8, "num_stages": 3}
+    return 16 if per_expert <= 16 else 64 if per_expert <= 96 else 128
 
 
-_last_config: dict = {}
+_last_block_m: list = []
 
 
 def last_config() -> str | None:
-    return ", ".join(f"{k}: {v}" for k, v in _last_config.items()) or None
+    """BLOCK_M and what the autotuner chose for each GEMM on the last call, for the record."""
+    if not _last_block_m:
+        return None
+    cfg = [f"BLOCK_M: {_last_block_m[0]}"]
+    for name, k in (("gate_up", _gate_up_kernel), ("down", _down_kernel)):
+        best = getattr(k, "best_config", None)
+        if best is not None:
+            cfg.append(f"{name}: {best}")
+    return "; ".join(cfg)
 
 
 @triton.jit
@@ -212,11 +230,9 @@ def fused_experts(x, w1, w2, topk_ids, topk_weights, w1_scale=None, w2_scale=Non
             raise ValueError("x, w1 and w2 must be contiguous along their last dimension")
     topk = topk_ids.shape[1]
     n_pairs = T * topk
-    cfg = config(T, topk, E, fp8)
-    _last_config.clear()
-    _last_config.update(cfg)
-    bm, bn, bk = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"]
-    launch = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+    bm = block_m(T, topk, E)
+    _last_block_m[:] = [bm]
+    m_key = triton.next_power_of_2(n_pairs)
     sorted_ids, expert_ids, npp, _ = moe_align(topk_ids, E, bm)
     m_blocks = expert_ids.numel()
     upcast = interpreting()
@@ -228,11 +244,11 @@ def fused_experts(x, w1, w2, topk_ids, topk_weights, w1_scale=None, w2_scale=Non
     else:
         xa, xs, w1s, w2s = x, x, w1, w2          # scale pointers unused
     h = torch.empty((n_pairs, I), device=dev, dtype=act_dtype)
-    _gate_up_kernel[(m_blocks, triton.cdiv(I, bn))](
-        xa, w1, h, sorted_ids, expert_ids, npp, xs, w1s, n_pairs, I, H, topk,
+    _gate_up_kernel[lambda meta: (m_blocks, triton.cdiv(I, meta["BLOCK_N"]))](
+        xa, w1, h, sorted_ids, expert_ids, npp, xs, w1s, n_pairs, m_key, I, H, topk,
         xa.stride(0), w1.stride(0), w1.stride(1), h.stride(0),
         xs.stride(0), w1s.stride(0), w1s.stride(1),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, FP8=fp8, UPCAST_DOT=upcast, **launch)
+        BLOCK_M=bm, FP8=fp8, UPCAST_DOT=upcast)
     if fp8:
         ha, hs = quantize_groups_triton(h)
     else:
@@ -240,11 +256,11 @@ def fused_experts(x, w1, w2, topk_ids, topk_weights, w1_scale=None, w2_scale=Non
     # The weighted rows in the activation dtype (half the traffic of fp32; the sum is fp32).
     y = torch.empty((n_pairs, H), device=dev, dtype=act_dtype)
     tw = topk_weights.contiguous().view(-1).float()
-    _down_kernel[(m_blocks, triton.cdiv(H, bn))](
-        ha, w2, y, tw, sorted_ids, expert_ids, npp, hs, w2s, n_pairs, H, I,
+    _down_kernel[lambda meta: (m_blocks, triton.cdiv(H, meta["BLOCK_N"]))](
+        ha, w2, y, tw, sorted_ids, expert_ids, npp, hs, w2s, n_pairs, m_key, H, I,
         ha.stride(0), w2.stride(0), w2.stride(1), y.stride(0),
         hs.stride(0), w2s.stride(0), w2s.stride(1),
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, FP8=fp8, UPCAST_DOT=upcast, **launch)
+        BLOCK_M=bm, FP8=fp8, UPCAST_DOT=upcast)
     out = torch.empty((T, H), device=dev, dtype=act_dtype)
     block_h = min(1024, triton.next_power_of_2(H))
     _sum_topk_kernel[(T, triton.cdiv(H, block_h))](y, out, H, topk, BLOCK_H=block_h)
