@@ -16,7 +16,8 @@ Schema version 1::
      "tflops", "gbps", "bound", "pct_of_peak", "pct_of_datasheet", "noisy", "case_index", "suite_line",
      "detail": what the backend chose (an autotuned Triton kernel's config), "health": {NVML state
      before and after, "during": what the sampler saw while timing, throttled, throttle_reasons,
-     below_app_clocks}}
+     below_app_clocks},
+     "inputs": what the byte count rests on beyond the shape (fused_moe: {experts_hit, ...}), optional}
     {"type": "footer", "finished": ISO time, "records": int, "wall_s": float}
 
 ``status``: ``ok`` checked and timed; ``checked`` passed its check but was not timed (a
@@ -332,7 +333,7 @@ def _check_record(r: dict, where: str) -> None:
         _expect(r, key, _OPT_STR, where)
     for key in ("flops", "bytes", "intensity", "tflops", "gbps", "pct_of_peak", "pct_of_datasheet"):
         _expect(r, key, _OPT_NUM, where)
-    for key in ("check", "health"):
+    for key in ("check", "health", "inputs"):
         _expect(r, key, _OPT_DICT, where)
     if r.get("check") is not None:
         _expect(r["check"], "detail", _OPT_STR, f"{where} check")

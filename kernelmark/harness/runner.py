@@ -255,6 +255,8 @@ class Runner:
                 "case_index": case.index, "suite_line": case.line,
                 "flops": op.flops(case.shape), "bytes": op.nbytes(case.shape, case.dtype)}
         base["intensity"] = base["flops"] / base["bytes"] if base["bytes"] else None
+        if op.inputs_summary is not None:
+            base["inputs"] = op.inputs_summary(case.shape, case.dtype)
         seed = self.cfg.seed if self.cfg.seed is not None else secrets.randbits(31)
         base["seed"] = seed
 

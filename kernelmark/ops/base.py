@@ -104,6 +104,9 @@ class Op:
     check: Optional[Callable[[Any, Any, str], CheckResult]] = None
     # Which measured bandwidth bounds it: "copy" (device memory) or "h2d"/"d2h" (host link).
     memory_peak: str = "copy"
+    # What the byte count rests on beyond the shape, for the record's "inputs":
+    # inputs_summary(shape, dtype) -> dict (fused_moe: how many experts its routing hits).
+    inputs_summary: Optional[Callable[[Shape, str], dict]] = None
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:

@@ -374,3 +374,95 @@ for _name in BLOCK_FP8_LINEARS:
 for _name in VOCAB:
     SHAPE_SETS[f"{_name}.argmax"] = (lambda n: lambda **kw: argmax_shapes(n, **kw))(_name)
     SHAPE_SETS[f"{_name}.top_k_top_p"] = (lambda n: lambda **kw: top_k_top_p_shapes(n, **kw))(_name)
+
+
+# ---------------------------------------------------------------- mixtures of experts
+# (issue 16, the moe suite): one MoE layer's routing and routed-experts MLP.
+
+@dataclass(frozen=True)
+class MoEModel:
+    name: str
+    experts: int        # routed experts
+    topk: int
+    hidden: int
+    inter: int          # moe_intermediate_size of one expert
+    shared: int         # shared experts (of the same inter size), 0 or 1
+    rule: str           # moe_route rule
+    n_group: int = 1
+    topk_group: int = 1
+    scale: str = "1"    # routed_scaling_factor
+    renorm: int = 1     # renormalise the top-k weights
+
+
+# From the released configs (config.json): Mixtral-8x7B, Qwen3-30B-A3B (norm_topk_prob),
+# DeepSeek-V3 (n_routed_experts 256, n_shared_experts 1, n_group 8, topk_group 4,
+# routed_scaling_factor 2.5, sigmoid scoring with e_score_correction_bias), gpt-oss-120b
+# (softmax over the top-4 logits = top-4 of the softmax, renormalised; its clamped
+# SwiGLU with biases is measured as plain silu·mul).
+MOE_MODELS = {m.name: m for m in (
+    MoEModel("mixtral-8x7b", experts=8, topk=2, hidden=4096, inter=14336, shared=0, rule="softmax"),
+    MoEModel("qwen3-30b-a3b", experts=128, topk=8, hidden=2048, inter=768, shared=0, rule="softmax"),
+    MoEModel("deepseek-v3", experts=256, topk=8, hidden=7168, inter=2048, shared=1, rule="sigmoid_grouped",
+             n_group=8, topk_group=4, scale="2.5"),
+    MoEModel("gpt-oss-120b", experts=128, topk=4, hidden=2880, inter=2880, shared=0, rule="softmax"),
+)}
+
+MOE_TOKENS = (1, 8, 32, 128, 1024, 4096)
+
+
+def get_moe_model(name: str) -> MoEModel:
+    try:
+        return MOE_MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown MoE model {name!r}; known: {', '.join(MOE_MODELS)}") from None
+
+
+def _ints(v) -> tuple:
+    return (v,) if isinstance(v, int) else tuple(v)
+
+
+def _moe_slice(mdl: MoEModel, tp: int, ep: int, experts) -> tuple:
+    """(label suffix, experts, topk, inter) of one GPU's slice. TP splits each expert's inter;
+    EP holds experts/ep experts, approximated as top-(k/ep) routing over them (the same pairs
+    per local expert on average). ``experts`` (CPU blocks) keeps fewer experts, said in the label."""
+    if mdl.inter % tp or mdl.experts % ep or (ep > 1 and mdl.topk % ep):
+        raise ValueError(f"{mdl.name}: tp {tp} must divide inter {mdl.inter}, ep {ep} experts and topk")
+    e, k, suffix = mdl.experts // ep, mdl.topk // ep, ""
+    if tp > 1:
+        suffix += f".tp{tp}"
+    if ep > 1:
+        suffix += f".ep{ep} (top-{k} of {e} local experts)"
+    if experts is not None:
+        if experts < k:
+            raise ValueError(f"{mdl.name}: experts {experts} is fewer than topk {k}")
+        suffix += f" ({experts} of {e} experts, to fit)"
+        e = experts
+    return suffix, e, k, mdl.inter // tp
+
+
+def moe_shapes(model: str, tokens=MOE_TOKENS, tp: int = 1, ep: int = 1, experts=None, shared=None) -> list:
+    """fused_moe shapes of one layer (or one TP/EP slice) at each token count."""
+    mdl = get_moe_model(model)
+    suffix, e, k, inter = _moe_slice(mdl, tp, ep, experts)
+    sh = mdl.shared if shared is None else shared
+    return [(f"{model}.experts{suffix}", {"tokens": t, "experts": e, "topk": k, "hidden": mdl.hidden,
+                                          "inter": inter, "shared": sh}) for t in _ints(tokens)]
+
+
+def moe_route_shapes(model: str, tokens=MOE_TOKENS) -> list:
+    mdl = get_moe_model(model)
+    return [(f"{model}.route", {"tokens": t, "experts": mdl.experts, "topk": mdl.topk, "rule": mdl.rule,
+                                "renorm": mdl.renorm, "n_group": mdl.n_group, "topk_group": mdl.topk_group,
+                                "scale": mdl.scale}) for t in _ints(tokens)]
+
+
+def moe_align_shapes(model: str, tokens=MOE_TOKENS, block: int = 16) -> list:
+    mdl = get_moe_model(model)
+    return [(f"{model}.align", {"tokens": t, "experts": mdl.experts + mdl.shared, "topk": mdl.topk + mdl.shared,
+                                "block": block}) for t in _ints(tokens)]
+
+
+for _name in MOE_MODELS:
+    SHAPE_SETS[f"{_name}.moe"] = (lambda n: lambda **kw: moe_shapes(n, **kw))(_name)
+    SHAPE_SETS[f"{_name}.moe_route"] = (lambda n: lambda **kw: moe_route_shapes(n, **kw))(_name)
+    SHAPE_SETS[f"{_name}.moe_align"] = (lambda n: lambda **kw: moe_align_shapes(n, **kw))(_name)

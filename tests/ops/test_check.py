@@ -144,8 +144,7 @@ def test_every_op_with_a_cpu_backend_is_covered():
             "kv_gather", "kv_copy_blocks", "kv_quantize", "kv_dequantize", "rope_kv_append",
             "rmsnorm", "fused_add_rmsnorm", "silu_and_mul", "gelu_tanh_and_mul", "rope", "embedding",
             "argmax_sampling", "top_k_top_p_sampling", "fp8_group_quant", "gemm_fp8_blockwise",
-
-            "mla_decode_attention"} <= set(OPS)
+            "mla_decode_attention", "moe_route", "moe_align", "fused_moe"} <= set(OPS)
 
 
 @pytest.mark.parametrize("how", ["element", "row"])
