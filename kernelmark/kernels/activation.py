@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernelmark.kernels import tl_utils  # noqa: F401  (the triton 3.6 interpreter work-around)
+
 from kernelmark.kernels import interpreting
 from kernelmark.kernels.kv_validate import next_pow2
 

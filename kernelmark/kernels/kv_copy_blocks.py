@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernelmark.kernels import tl_utils  # noqa: F401  (the triton 3.6 interpreter work-around)
+
 from kernelmark.kernels import kv_validate as kv
 
 # Elements per program: 4096 (8 KiB of bf16 per tensor) is a quarter of a

@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernelmark.kernels import tl_utils  # noqa: F401  (the triton 3.6 interpreter work-around)
+
 from kernelmark.kernels import kv_validate as kv
 from kernelmark.kernels import paged
 from kernelmark.kernels.kv_append import cache_strides
