@@ -254,13 +254,13 @@ class RaplEnergy:
             if last is not None:
                 step = raw - last
                 if step < 0:
-                    # A wrap past max_energy_range_uj, if that explains a plausible step: a
-                    # wrapped step of half the range or more between two reads is a counter
-                    # that went backwards (or was reset), not a wrap.
+                    # One wrap past max_energy_range_uj (262 kJ on most parts: over ten
+                    # minutes at full power, far longer than a window). Without a range
+                    # nothing explains the step: the counter went backwards.
                     rng = self._range_uj(z)
-                    if not rng or step + rng >= rng // 2:
-                        raise CounterError(f"{z.name} went backwards ({last} -> {raw} µJ)"
-                                           + ("" if rng else " and has no max_energy_range_uj to explain a wrap"))
+                    if not rng or raw > rng or last > rng:
+                        raise CounterError(f"{z.name} went backwards ({last} -> {raw} µJ) and "
+                                           "max_energy_range_uj does not explain it as a wrap")
                     step += rng
                 self._total_uj += step
             self._last[z] = raw
@@ -278,6 +278,8 @@ def sanity_check(counter: EnergyCounter, probe_s: float = SANITY_PROBE_S, reads:
     """Compare what the counter counts over ``probe_s`` with mean power x time. Returns what
     was checked, in words; raises CounterError for a counter that is off by more than
     SANITY_RATIO either way or goes backwards."""
+    if counter.power_w() is None:
+        return "not checked against power (no independent power reading)"
     e0, t0 = counter.read_j(), clock()
     powers = []
     for _ in range(reads):
@@ -320,7 +322,9 @@ def per_call(w: Window, idle_w: Optional[float], resolution_j: float, update_int
     """The figures of one window (see the module docstring for each formula)."""
     if w.calls <= 0 or w.dt_s <= 0:
         raise ValueError(f"a window needs calls > 0 and time > 0 (got {w.calls} calls, {w.dt_s} s)")
-    if w.de_j <= 0:
+    if w.de_j < 0:
+        raise CounterError(f"the counter went backwards over the window ({w.de_j:.6g} J)")
+    if w.de_j == 0:
         raise CounterError(f"the counter did not advance over the {w.dt_s:.3g} s window "
                            f"({w.de_j:.6g} J): it updates too rarely for a window this short")
     avg_w = w.de_j / w.dt_s

@@ -16,6 +16,7 @@ measures the idle power once over an idle window of the same length, before any 
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable, Optional
 
 import torch
@@ -111,8 +112,9 @@ class Session:
     """The counter of this process, its sanity check, and the idle power."""
 
     def __init__(self, kind: str, index: Optional[int], window_s: float,
-                 counter=None, why: Optional[str] = None):
-        self.kind, self.window_s = kind, window_s
+                 counter=None, why: Optional[str] = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self.kind, self.window_s, self.clock = kind, window_s, clock
         if counter is None and why is None:
             counter, why = find_counter(kind, index)
         self.counter, self.why = counter, why
@@ -120,8 +122,8 @@ class Session:
         self.idle_w: Optional[float] = None
         if self.counter is not None:
             try:
-                self.sanity = energy.sanity_check(self.counter)
-                self.idle_w = energy.idle_power(self.counter, window_s)
+                self.sanity = energy.sanity_check(self.counter, clock=clock, sleep=sleep)
+                self.idle_w = energy.idle_power(self.counter, window_s, clock=clock, sleep=sleep)
             except energy.CounterError as e:
                 self.counter, self.why = None, f"counter refused: {e}"
 
@@ -147,7 +149,7 @@ class Session:
         batch = max(per, int(math.ceil(BATCH_TARGET_S / max(call_s, 1e-9) / per)) * per)
         temp0, clk0 = _clocks(health())
         try:
-            w = energy.measure_window(self.counter, run_n, sync, self.window_s, batch)
+            w = energy.measure_window(self.counter, run_n, sync, self.window_s, batch, clock=self.clock)
             out = energy.per_call(w, self.idle_w, self.counter.resolution_j, self.counter.update_interval_s)
         except energy.CounterError as e:
             return {"status": "unavailable", "reason": str(e), "counter": self.counter.name}
