@@ -351,6 +351,33 @@ def _check_record(r: dict, where: str) -> None:
             raise RunFileError(f"{where}: timing samples must be numbers")
         if t["median_us"] <= 0:
             raise RunFileError(f"{where}: timing median_us must be positive")
+    _check_energy(r, where)
+
+
+ENERGY_STATUSES = ("ok", "unavailable", "error")
+
+
+def _check_energy(r: dict, where: str) -> None:
+    """The "energy" dict of `run --energy` (kernelmark.harness.energy_window): a status; an
+    "ok" one carries positive per-call joules and window."""
+    if "energy" not in r:
+        return
+    _expect(r, "energy", dict, where)
+    e, w = r["energy"], f"{where} energy"
+    if e.get("status") not in ENERGY_STATUSES:
+        raise RunFileError(f"{w}: unknown status {e.get('status')!r}")
+    for key in ("reason", "counter", "method"):
+        _expect(e, key, _OPT_STR, w)
+    for key in ("gross_j_per_call", "net_j_per_call", "idle_w", "avg_w", "window_s", "uncertainty_rel",
+                "resolution_j", "temp_c_before", "temp_c_after"):
+        _expect(e, key, _OPT_NUM, w)
+    if e["status"] == "ok":
+        for key in ("gross_j_per_call", "window_s", "calls"):
+            _expect(e, key, _NUM, w, required=True)
+            if e[key] <= 0:
+                raise RunFileError(f"{w}: {key} must be positive (got {e[key]})")
+    elif not e.get("reason"):
+        raise RunFileError(f"{w}: status {e['status']} needs a reason")
 
 
 def slug(s: str) -> str:

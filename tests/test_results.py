@@ -82,3 +82,25 @@ def test_unwritable_path_is_an_error_before_anything(tmp_path):
 def test_missing_run_file():
     with pytest.raises(results.RunFileError, match="no such run file"):
         results.load("/no/such/run.jsonl")
+
+
+def _energy_record(energy):
+    return {"op": "gemm", "dtype": "fp32", "backend": "torch", "status": "checked", "shape": {}, "energy": energy}
+
+
+@pytest.mark.parametrize("energy, message", [
+    ({"status": "maybe"}, "unknown status"),
+    ({"status": "unavailable"}, "needs a reason"),
+    ({"status": "ok", "window_s": 2.0, "calls": 10}, "gross_j_per_call is missing"),
+    ({"status": "ok", "gross_j_per_call": -1.0, "window_s": 2.0, "calls": 10}, "must be positive"),
+    ({"status": "ok", "gross_j_per_call": "1", "window_s": 2.0, "calls": 10}, "wrong type"),
+])
+def test_energy_field_is_validated(energy, message):
+    with pytest.raises(results.RunFileError, match=message):
+        results._check_record(_energy_record(energy), "run.jsonl:2")
+
+
+def test_energy_field_valid_forms_pass():
+    results._check_record(_energy_record({"status": "unavailable", "reason": "no counter"}), "x")
+    results._check_record(_energy_record({"status": "ok", "gross_j_per_call": 0.1, "net_j_per_call": 0.05,
+                                          "window_s": 2.0, "calls": 20, "counter": "rapl"}), "x")

@@ -45,6 +45,13 @@ def register(sub):
                         "its worker is killed and the case recorded as timeout (default 900)")
     r.add_argument("--threads", type=int,
                    help="torch CPU threads (default: torch's own choice); recorded in the device profile")
+    r.add_argument("--energy", action="store_true",
+                   help="after each timed (case, backend), an energy window read from the device's own energy "
+                        "counter: J per call gross and net of idle (see docs/energy.md)")
+    r.add_argument("--energy-window", type=float, metavar="S",
+                   help=f"with --energy: seconds of each energy window and of the idle window "
+                        f"(default {options.DEFAULT_ENERGY_WINDOW_S:g}; the NVML counter's 100 ms update is "
+                        "5%% of 2 s)")
     r.add_argument("--resume", metavar="RUN", help="continue an interrupted run file where it stopped")
     r.add_argument("--force", action="store_true", help="with --resume: continue even if the environment changed")
 
@@ -102,6 +109,7 @@ def _plan(args, prior):
         target = _target(args.device)
         cases = options.select(suite, args, target.kind)
         options.check_sampling(args)
+        options.energy_window(args)
         if args.threads is not None and args.threads < 1:
             raise UsageError("--threads must be a positive integer")
     except UsageError as e:
@@ -173,6 +181,7 @@ def cmd_run(args) -> int:
 
 def _run(args, prior, suite, target, cases, prof, done, out, writer) -> int:
     from kernelmark import results
+    energy_window_s = options.energy_window(args)
     from kernelmark.harness import peaks, runner, timing
     from kernelmark.reports import table, wide
 
@@ -184,7 +193,7 @@ def _run(args, prior, suite, target, cases, prof, done, out, writer) -> int:
     else:
         pk = peaks.get(target, prof, remeasure=args.remeasure, log=log)
     cfg = runner.RunConfig(timing=timing.TimingConfig(target_ci_rel=args.target_ci),
-                           budget_override=args.budget, seed=args.seed)
+                           budget_override=args.budget, seed=args.seed, energy_window_s=energy_window_s)
     if prior is None:
         header = runner.header(args.command, suite, prof, pk, cfg)
         header["isolation"] = args.isolation
@@ -247,11 +256,25 @@ def _run(args, prior, suite, target, cases, prof, done, out, writer) -> int:
         print(f"kernelmark: interrupted; {len(records)} records kept in {out}. "
               f"Continue with: kernelmark run --resume {out}", file=sys.stderr)
         return 130
+    if energy_window_s is not None:
+        log(energy_summary(records))
     log(f"kernelmark: run file {out}")
     for mod in args.extensions:
         if hasattr(mod, "after_run"):
             mod.after_run(args, out)
     return 0
+
+
+def energy_summary(records: list) -> str:
+    """One line for stderr: how many timed rows have energy, and why the others do not."""
+    timed = [r for r in records if r.get("status") == "ok"]
+    ok = sum((r.get("energy") or {}).get("status") == "ok" for r in timed)
+    whys = sorted({(r.get("energy") or {}).get("reason") or "not measured" for r in timed
+                   if (r.get("energy") or {}).get("status") != "ok"})
+    if timed and not ok:
+        return "kernelmark: energy: unavailable (" + "; ".join(whys) + "); nothing was estimated"
+    return f"kernelmark: energy measured for {ok} of {len(timed)} timed rows" + \
+        (" (others: " + "; ".join(whys) + ")" if whys else "")
 
 
 def cmd_list(args) -> int:

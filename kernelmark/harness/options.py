@@ -7,6 +7,8 @@ import math
 
 from kernelmark.errors import UsageError
 
+DEFAULT_ENERGY_WINDOW_S = 2.0
+
 
 def names(s: str | None) -> list | None:
     """A comma-separated option as a list, or None when it was not given."""
@@ -34,3 +36,17 @@ def check_sampling(args) -> None:
         raise UsageError(f"--target-ci must be a fraction between 0 and 1, e.g. 0.01 (got {target_ci})")
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise UsageError(f"--timeout must be a positive, finite number of seconds (got {timeout})")
+
+
+def energy_window(args) -> float | None:
+    """--energy and --energy-window: the window's seconds, or None when energy is off."""
+    window = getattr(args, "energy_window", None)
+    if not getattr(args, "energy", False):
+        if window is not None:
+            raise UsageError("--energy-window needs --energy")
+        return None
+    if window is None:
+        return DEFAULT_ENERGY_WINDOW_S
+    if not (math.isfinite(window) and 0 < window <= 3600):
+        raise UsageError(f"--energy-window must be a positive number of seconds, at most 3600 (got {window})")
+    return window

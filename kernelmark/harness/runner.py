@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import torch
 
 from kernelmark.harness import device as dev
+from kernelmark.harness import energy_window
 from kernelmark.harness import nvml_sampler
 from kernelmark.harness import peaks as peaks_mod
 from kernelmark.harness import timing
@@ -48,6 +49,7 @@ class RunConfig:
     timing: timing.TimingConfig = field(default_factory=timing.TimingConfig)
     budget_override: Optional[float] = None   # --budget: replaces every case's budget_s
     seed: Optional[int] = None                # fixed seed for every case (default: fresh per case)
+    energy_window_s: Optional[float] = None   # --energy: seconds of each energy window (None: off)
 
 
 def prepare_triton(target: dev.Target) -> Optional[str]:
@@ -231,6 +233,7 @@ class Runner:
         self.health = (lambda: dev.nvml_state(idx)) if target.kind == "cuda" else (lambda: None)
         # NVML sampled during each measurement: CUDA only; None where NVML is missing.
         self._nvml_read = dev.nvml_reader(idx) if target.kind == "cuda" else None
+        self._energy = None    # an energy_window.Session, opened before the first case with --energy
 
     def run(self, cases: list) -> int:
         """Run every case; returns the number of records written."""
@@ -250,6 +253,10 @@ class Runner:
         the reference ("reference") and before each backend is measured (its name), so a
         supervising process knows what was in flight if this process dies."""
         on_start = on_start or (lambda stage: None)
+        if self.cfg.energy_window_s and self._energy is None:
+            # Before any work of this process: the idle window sees the device idle.
+            self._energy = energy_window.Session(self.target.kind, self.target.torch_device.index,
+                                                 self.cfg.energy_window_s)
         op = get_op(case.op)
         base = {"op": op.name, "label": case.label, "shape": case.shape, "dtype": case.dtype,
                 "case_index": case.index, "suite_line": case.line,
@@ -370,6 +377,8 @@ class Runner:
                 t = timing.time_callable(b.run, sets, dev_, tcfg, l2_bytes=self.cache, set_bytes=set_bytes)
             finally:
                 during = sampler.stop() if sampler else None
+            if self._energy is not None:   # after the timing and its sampler: never overlapping
+                rec["energy"] = self._measure_energy(b, sets, t.summary.median_us * 1e-6)
         except Exception as e:
             self._cleanup()
             return {**rec, "status": _failure_status(e), "reason": self._describe(e, stage)}
@@ -384,6 +393,14 @@ class Runner:
         rec["status"] = "ok"
         self._cleanup()
         return rec
+
+    def _measure_energy(self, b, sets, call_s: float) -> dict:
+        """The energy dict of a timed backend; a failure here costs the energy, not the timing."""
+        try:
+            return self._energy.measure(b.run, sets, self.target.torch_device, call_s, self.health)
+        except Exception as e:
+            self._cleanup()
+            return {"status": "error", "reason": self._describe(e, "measuring energy")}
 
     def _describe(self, e: BaseException, stage: str) -> str:
         if _is_oom(e):
@@ -406,12 +423,13 @@ class Runner:
 def worker_init(target: dev.Target, profile: dict, pk: dict, cfg: RunConfig) -> dict:
     """The message that sets up a worker process (kernelmark.harness.worker) like this runner."""
     return {"device": str(target.torch_device), "profile": profile, "peaks": pk, "timing": cfg.timing.__dict__,
-            "budget_override": cfg.budget_override, "seed": cfg.seed, "threads": torch.get_num_threads()}
+            "budget_override": cfg.budget_override, "seed": cfg.seed, "threads": torch.get_num_threads(),
+            "energy_window_s": cfg.energy_window_s}
 
 
 def header(command: list, suite, profile: dict, pk: dict, cfg: RunConfig) -> dict:
     import kernelmark
     return {"kernelmark": kernelmark.__version__, "command": command, "suite": suite.as_header(),
             "device": profile, "peaks": pk, "timing": cfg.timing.__dict__,
-            "budget_override_s": cfg.budget_override,
+            "budget_override_s": cfg.budget_override, "energy_window_s": cfg.energy_window_s,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run_id": secrets.token_hex(6)}

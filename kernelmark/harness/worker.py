@@ -54,7 +54,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(init["threads"])    # the supervisor's (and the profile's) thread count
     target = dev.resolve(init["device"])
     cfg = runner.RunConfig(timing=timing.TimingConfig(**init["timing"]),
-                           budget_override=init.get("budget_override"), seed=init.get("seed"))
+                           budget_override=init.get("budget_override"), seed=init.get("seed"),
+                           energy_window_s=init.get("energy_window_s"))
     r = runner.Runner(target, init["profile"], init["peaks"], cfg, emit=lambda rec: None)
     send({"event": "ready", "pid": os.getpid()})
     for line in sys.stdin:

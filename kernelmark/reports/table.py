@@ -14,6 +14,8 @@ import json
 
 from tabulate import tabulate
 
+from kernelmark.reports import energy as energy_cols
+
 COLUMNS = ("op", "label", "shape", "dtype", "backend", "median_us", "ci_pct", "tflops", "gbps",
            "pct_of_peak", "pct_of_datasheet", "bound", "status")
 HEADERS = ("op", "label", "shape", "dtype", "backend", "median µs", "±95% CI", "TFLOP/s", "GB/s",
@@ -106,10 +108,12 @@ def title(header: dict) -> str:
 def cells(records: list) -> tuple:
     """(column headers, rows of display strings) of the table, shared by every text format
     and the HTML page. The label column appears only when some record has a label."""
-    rows = [row(r) for r in records]
+    rows = [{**row(r), **energy_cols.cells(r)} for r in records]
     show_label = any(r["label"] for r in rows)
-    cols = [c for c in COLUMNS if c != "label" or show_label]
-    heads = [h for c, h in zip(COLUMNS, HEADERS) if c in cols]
+    extra = energy_cols.has_energy(records)
+    all_cols = COLUMNS + (energy_cols.COLUMNS if extra else ())
+    cols = [c for c in all_cols if c != "label" or show_label]
+    heads = [h for c, h in zip(all_cols, HEADERS + (energy_cols.HEADERS if extra else ())) if c in cols]
     body = []
     for r in rows:
         out = []
@@ -146,10 +150,12 @@ def render(header: dict, records: list, fmt: str = "table") -> str:
         return json.dumps({"header": header, "records": records}, indent=1, default=str)
     if fmt == "csv":
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=("device",) + COLUMNS, extrasaction="ignore", lineterminator="\n")
+        extra = energy_cols.COLUMNS if energy_cols.has_energy(records) else ()
+        w = csv.DictWriter(buf, fieldnames=("device",) + COLUMNS + extra, extrasaction="ignore",
+                           lineterminator="\n")
         w.writeheader()
         for r in records:
-            w.writerow({"device": header["device"].get("name"), **row(r)})
+            w.writerow({"device": header["device"].get("name"), **row(r), **energy_cols.cells(r)})
         return buf.getvalue().rstrip("\n")
     # Rows a backend could not run here (a library not installed, a dtype it lacks) are
     # counted under the table rather than shown one by one; csv and json keep them all.
