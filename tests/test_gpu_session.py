@@ -110,3 +110,16 @@ def test_rates_within_the_datasheet_pass_and_a_measured_peak_above_it_fails(_run
 def test_the_peak_check_says_where_there_is_no_datasheet(_run_file, capsys):
     proc = _check(_run_file())
     assert proc.returncode == 0 and "not in the datasheet table" in proc.stdout
+
+
+def test_the_peak_check_counts_what_a_first_run_is_read_for(_run_file, capsys):
+    path = _run_file()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    recs = [x for x in lines if x.get("type") == "record"]
+    recs[0]["timing"]["note"] = "graph replay not used (RuntimeError: capture failed); timed with events"
+    recs[1].update(status="skipped", reason="deadline reached: not started")
+    recs[1].pop("timing", None)
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = _check(path).stdout
+    assert "1 (case, backend) pairs not started: the deadline was reached" in out, out
+    assert f"{len(recs) - 1} timed rows: 1 with graph replay not used" in out, out
