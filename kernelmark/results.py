@@ -18,7 +18,9 @@ Schema version 1::
      before and after, "during": what the sampler saw while timing, throttled, throttle_reasons,
      below_app_clocks},
      "inputs": what the byte count rests on beyond the shape (fused_moe: {experts_hit, ...}), optional}
-    {"type": "footer", "finished": ISO time, "records": int, "wall_s": float}
+    {"type": "footer", "finished": ISO time, "records": int, "wall_s": float,
+     with --deadline also "deadline_s": float and "not_run": int (the (case, backend) pairs
+     recorded as skipped, reason "deadline reached: not started")}
 
 ``status``: ``ok`` checked and timed; ``checked`` passed its check but was not timed (a
 Triton kernel under the CPU interpreter); ``failed_check`` differs from the reference
@@ -262,6 +264,7 @@ def load(path: str) -> Run:
             _check_record(obj, f"{path}:{i}")
             records.append(obj)
         elif kind == "footer":
+            _check_footer(obj, f"{path}:{i}")
             footer = obj
         else:
             raise RunFileError(f"{path}:{i}: unknown line type {kind!r}")
@@ -318,6 +321,14 @@ def _check_peaks(p: dict, where: str) -> None:
     for k, v in (p.get("tflops") or {}).items():
         if isinstance(v, bool) or not isinstance(v, _NUM):
             raise RunFileError(f"{where}: tflops.{k} is not a number")
+
+
+def _check_footer(f: dict, where: str) -> None:
+    _expect(f, "wall_s", _OPT_NUM, f"{where} footer")
+    _expect(f, "deadline_s", _OPT_NUM, f"{where} footer")
+    _expect(f, "not_run", int, f"{where} footer")
+    if f.get("not_run") is not None and f["not_run"] < 0:
+        raise RunFileError(f"{where} footer: not_run must not be negative")
 
 
 def _check_record(r: dict, where: str) -> None:

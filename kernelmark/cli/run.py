@@ -6,6 +6,7 @@ full parser (``args.parser``) and the command modules that extend `run`
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,9 @@ from kernelmark.results import slug
 
 # The `run` parser (set by register): --resume reads a run header's command with it.
 RUN_PARSER = None
+# The clock --deadline is read against; a test replaces it to run past a deadline without waiting.
+_clock = time.monotonic
+DEADLINE_REASON = "deadline reached: not started"
 
 
 def register(sub):
@@ -37,12 +41,19 @@ def register(sub):
     r.add_argument("--seed", type=int, help="fixed input seed (default: fresh random inputs per case)")
     r.add_argument("--remeasure", action="store_true", help="measure the device's peaks again")
     r.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    r.add_argument("--progress-lines", action="store_true",
+                   help="one progress line per (case, backend) on stderr even when it is not a terminal "
+                        "(for logs of unattended runs such as scripts/gpu-session.sh)")
     r.add_argument("--isolation", choices=("process", "case", "none"), default="process",
                    help="process: cases run in a worker process, restarted if it dies (default); "
                         "case: a fresh worker per case; none: in this process")
     r.add_argument("--timeout", type=float, default=900.0,
                    help="seconds one backend of one case may take (compile, check and timing) before "
                         "its worker is killed and the case recorded as timeout (default 900)")
+    r.add_argument("--deadline", type=float, metavar="SECONDS",
+                   help="seconds from the start of this command after which no new case is started; "
+                        "the backends of the cases not started are recorded as skipped ('deadline reached') "
+                        "and the run ends normally (exit 0). A case already running is finished")
     r.add_argument("--threads", type=int,
                    help="torch CPU threads (default: torch's own choice); recorded in the device profile")
     r.add_argument("--energy", action="store_true",
@@ -112,6 +123,8 @@ def _plan(args, prior):
         options.energy_window(args)
         if args.threads is not None and args.threads < 1:
             raise UsageError("--threads must be a positive integer")
+        if getattr(args, "deadline", None) is not None and not (math.isfinite(args.deadline) and args.deadline > 0):
+            raise UsageError(f"--deadline must be a positive, finite number of seconds (got {args.deadline})")
     except UsageError as e:
         if prior is None:
             raise
@@ -163,6 +176,7 @@ def cmd_run(args) -> int:
             status = mod.intercept_run(args)
             if status is not None:
                 return status
+    started = _clock()        # --deadline counts from here: planning and peaks are part of the window
     prior = None
     if args.resume:
         args, prior = resume.resume_args(args, RUN_PARSER)
@@ -171,7 +185,8 @@ def cmd_run(args) -> int:
                           f"{time.strftime('%Y%m%d-%H%M%S')}_{slug(prof['name'])}_{slug(suite.name)}.jsonl")
     writer = _open_writer(out, prior)      # before any work: an unwritable path costs nothing
     try:
-        return _run(args, prior, suite, target, cases, prof, done, out, writer)
+        stop_at = started + args.deadline if getattr(args, "deadline", None) is not None else None
+        return _run(args, prior, suite, target, cases, prof, done, out, writer, stop_at)
     except results.RunFileError as e:      # a write that failed (a full disk): what was written is kept
         kept = writer.count - (len(prior.records) if prior is not None else 0)
         raise UsageError(f"{e}" + (f" ({kept} records of this run were written before it)" if kept else "")) from None
@@ -179,7 +194,15 @@ def cmd_run(args) -> int:
         writer.close()
 
 
-def _run(args, prior, suite, target, cases, prof, done, out, writer) -> int:
+def _not_started(case, backends) -> list:
+    """The records of a case's backends that the deadline kept from starting: present in the run
+    file (so a report shows them, and a comparison sees them as not measured), never timed."""
+    return [{"op": case.op, "label": case.label, "shape": case.shape, "dtype": case.dtype, "backend": b,
+             "status": "skipped", "reason": DEADLINE_REASON, "case_index": case.index, "suite_line": case.line}
+            for b in backends]
+
+
+def _run(args, prior, suite, target, cases, prof, done, out, writer, stop_at=None) -> int:
     from kernelmark import results
     energy_window_s = options.energy_window(args)
     from kernelmark.harness import peaks, runner, timing
@@ -207,6 +230,10 @@ def _run(args, prior, suite, target, cases, prof, done, out, writer) -> int:
         bar = tqdm(total=total, unit="row", file=sys.stderr, dynamic_ncols=True, leave=False)
 
     def progress(i, n, rec):
+        if bar is None and getattr(args, "progress_lines", False) and not args.quiet:
+            extra = f"{rec['timing']['median_us']:.2f} us" if rec["status"] == "ok" else rec["status"]
+            print(f"[{i}/{n}] {rec['op']} {rec.get('label') or ''} {rec['dtype']} {rec['backend']}: {extra}",
+                  file=sys.stderr, flush=True)
         if bar is not None:
             extra = f"{rec['timing']['median_us']:.2f} us" if rec["status"] == "ok" else rec["status"]
             bar.set_postfix_str(f"case {i}/{n} {rec['op']} {rec['dtype']} {rec['backend']}: {extra}"[:70])
@@ -214,6 +241,7 @@ def _run(args, prior, suite, target, cases, prof, done, out, writer) -> int:
 
     t0 = time.time()
     interrupted = False
+    not_run = 0
     sup = None
     try:
         if args.isolation == "none":
@@ -230,11 +258,24 @@ def _run(args, prior, suite, target, cases, prof, done, out, writer) -> int:
                  "backend": b}) not in done)
             if not left:
                 continue
+            if stop_at is not None and _clock() >= stop_at:
+                if not_run == 0:
+                    log(f"kernelmark: deadline reached before case {i}/{len(cases)}; "
+                        f"the rest are recorded as skipped")
+                for rec in _not_started(case, left):
+                    writer.record(rec)
+                    records.append(rec)
+                    progress(i, len(cases), rec)
+                    not_run += 1
+                continue
             for rec in run_case(type(case)(**{**case.__dict__, "backends": left})):
                 writer.record(rec)
                 records.append(rec)
                 progress(i, len(cases), rec)
         footer = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_s": round(time.time() - t0, 2)}
+        if stop_at is not None:
+            footer["deadline_s"] = args.deadline
+            footer["not_run"] = not_run
         if sup is not None:
             footer["worker_starts"] = sup.starts
             footer["worker_startup_s"] = [round(x, 2) for x in sup.startup_s]
@@ -258,6 +299,8 @@ def _run(args, prior, suite, target, cases, prof, done, out, writer) -> int:
         return 130
     if energy_window_s is not None:
         log(energy_summary(records))
+    if not_run:
+        log(f"kernelmark: {not_run} (case, backend) pairs not started: the deadline of {args.deadline:g} s was reached")
     log(f"kernelmark: run file {out}")
     for mod in args.extensions:
         if hasattr(mod, "after_run"):
