@@ -28,7 +28,7 @@ import hashlib
 import itertools
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -64,6 +64,10 @@ class Case:
     budget_s: Optional[float]
     index: int          # the [[case]] block, 1-based
     line: int           # its line in the suite file
+    # Where the case came from, copied into its records as "trace" (a FlashInfer-Trace
+    # workload's definition, uuid, tags, notes). meta["unsupported"]: the reason the case
+    # cannot be run; the runner records it and runs nothing.
+    meta: Optional[dict] = field(default=None, compare=False, hash=False)
 
     def runs_on(self, kind: str) -> bool:
         return (not self.devices or kind in self.devices
@@ -110,6 +114,12 @@ def _as_list(v) -> list:
 
 
 def load(name_or_path: str) -> Suite:
+    from kernelmark.suites import fitrace
+    if fitrace.is_trace_spec(name_or_path):
+        try:
+            return fitrace.load_suite(name_or_path)
+        except fitrace.TraceFormatError as e:
+            raise SuiteError(str(e)) from None
     path = find(name_or_path)
     raw = path.read_bytes()
     try:
