@@ -211,11 +211,12 @@ def test_run_dataset_end_to_end_records_trace_and_never_runs_the_reference(tmp_p
     assert "unsupported x1: op_type moe (moe_fp8_e8_h64)" in p.stdout and "gemm_n64_k32 (toy-llm)" in p.stdout
 
 
-def test_run_malformed_dataset_exits_2_with_one_line(tmp_path):
+def test_run_malformed_dataset_exits_2_with_one_line(tmp_path, capsys):
+    from kernelmark import cli
     write_definition(tmp_path, "gemm_n64_k32", DEFS["gemm_n64_k32"])
     w = tmp_path / "workloads" / "gemm" / "gemm_n64_k32.jsonl"
     w.write_text(w.read_text() + '{"definition": "gemm_n64_k32", "workload": {"uuid": "x", "axes": {"M": "big"}}}\n')
-    p = _kernelmark("run", "--suite", str(tmp_path), "--out", str(tmp_path / "r.jsonl"))
-    assert p.returncode == 2
-    assert p.stderr.strip().count("\n") == 0 and p.stderr.startswith("kernelmark: error: ")
-    assert f"{w}:3: axis M = 'big'" in p.stderr and "Traceback" not in p.stderr
+    assert cli.main(["run", "--suite", str(tmp_path), "--out", str(tmp_path / "r.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and err.startswith("kernelmark: error: ")
+    assert f"{w}:3: axis M = 'big'" in err and not (tmp_path / "r.jsonl").exists()
