@@ -61,7 +61,7 @@ def load_suite(spec: str):
         h.update(hashlib.sha256(wpath.read_bytes()).hexdigest().encode())
         workloads = load_workloads(wpath, {defn.name: defn})
         for w in workloads:
-            meta = {**meta0, "uuid": w.uuid, "axes": w.axes, "workload": f"{w.path}:{w.line}"}
+            meta = {**meta0, "uuid": w.uuid, "axes": w.axes, "inputs": w.inputs, "workload": f"{w.path}:{w.line}"}
             dims = {**defn.const_axes(), **w.axes}
             failed, not_checked = cons.check_all(list(defn.constraints), dims)
             if failed:
