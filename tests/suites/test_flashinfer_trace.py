@@ -105,6 +105,16 @@ def test_unknown_op_type_is_an_unsupported_row_naming_it(tmp_path):
     assert len(suite.cases) == 1 and by["frob_1"].meta["unsupported"] == "op_type warp_specialised_frobnicate (frob_1)"
 
 
+def test_a_definition_without_workloads_is_a_row_in_a_dataset_an_error_alone(tmp_path):
+    write_dataset(tmp_path, ["gemm_n64_k32", "rope_h4_kv2_d16"])
+    (tmp_path / "workloads" / "rope" / "rope_h4_kv2_d16.jsonl").unlink()
+    suite, by = _cases(tmp_path)
+    assert by["rope_h4_kv2_d16"].meta["unsupported"].startswith("no workloads for rope_h4_kv2_d16")
+    assert by["gemm_n64_k32"].op == "gemm"
+    with pytest.raises(loader.SuiteError, match=r"rope_h4_kv2_d16\.json:1: no workload file"):
+        loader.load(str(tmp_path / "definitions" / "rope" / "rope_h4_kv2_d16.json"))
+
+
 def test_a_mapper_whose_op_lacks_its_params_says_so(monkeypatch):
     from kernelmark.ops.registry import all_ops
     ops = dict(all_ops())
