@@ -127,8 +127,9 @@ def register(sub) -> None:
 
     e = sub.add_parser("export", help="convert a run file for other tools")
     e.add_argument("run", metavar="RUN")
-    e.add_argument("--format", choices=("pytest-benchmark",), default="pytest-benchmark")
-    e.add_argument("-o", "--output", required=True, help="file to write")
+    e.add_argument("--format", choices=("pytest-benchmark", "flashinfer-trace"), default="pytest-benchmark",
+                   help="flashinfer-trace: traces/<op_type>/<definition>.jsonl under the directory -o names")
+    e.add_argument("-o", "--output", required=True, help="file to write (for flashinfer-trace: a directory)")
     e.set_defaults(func=cmd_export)
 
 
@@ -231,6 +232,8 @@ def cmd_history(args) -> int:
 def cmd_export(args) -> int:
     from kernelmark.reports import export
     run = load_run(args.run)
+    if args.format == "flashinfer-trace":
+        return _export_traces(run, args.output)
     try:
         n = export.write_pytest_benchmark(run, args.output)
     except OSError as e:
@@ -238,4 +241,19 @@ def cmd_export(args) -> int:
     skipped = sum(r["status"] != "ok" for r in run.records)
     _note(f"wrote {n} benchmarks to {args.output}" +
           (f" ({skipped} records not timed are left out)" if skipped else ""))
+    return 0
+
+
+def _export_traces(run, directory: str) -> int:
+    from kernelmark.reports import flashinfer_trace
+    if not any((r.get("trace") or {}).get("definition") for r in run.records):
+        raise UsageError(f"{run.path}: no record comes from a FlashInfer-Trace suite "
+                         "(run one with `kernelmark run --suite DATASET` first)")
+    try:
+        n, files, left = flashinfer_trace.write(run.header, run.records, directory)
+    except OSError as e:
+        raise UsageError(f"cannot write under {directory}: {e.strerror or e}") from None
+    _note(f"wrote {n} traces in {files} files under {directory}/traces" +
+          (f" ({left} records not timed, not run or not from a FlashInfer-Trace workload are left out)"
+           if left else ""))
     return 0

@@ -239,6 +239,9 @@ def _stage_text(stage: Optional[str]) -> str:
 
 
 def _failure_record(case: Case, backend: str, status: str, reason: str) -> dict:
-    return {"op": case.op, "label": case.label, "shape": case.shape, "dtype": case.dtype,
-            "case_index": case.index, "suite_line": case.line, "backend": backend,
-            "status": status, "reason": reason}
+    rec = {"op": case.op, "label": case.label, "shape": case.shape, "dtype": case.dtype,
+           "case_index": case.index, "suite_line": case.line, "backend": backend,
+           "status": status, "reason": reason}
+    if case.meta:
+        rec["trace"] = case.meta
+    return rec

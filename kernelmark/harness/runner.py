@@ -253,6 +253,12 @@ class Runner:
         the reference ("reference") and before each backend is measured (its name), so a
         supervising process knows what was in flight if this process dies."""
         on_start = on_start or (lambda stage: None)
+        if case.meta and case.meta.get("unsupported"):
+            for name in case.backends:
+                yield {"op": case.op, "label": case.label, "shape": case.shape, "dtype": case.dtype,
+                       "case_index": case.index, "suite_line": case.line, "backend": name,
+                       "status": "unsupported", "reason": case.meta["unsupported"], "trace": case.meta}
+            return
         if self.cfg.energy_window_s and self._energy is None:
             # Before any work of this process: the idle window sees the device idle.
             self._energy = energy_window.Session(self.target.kind, self.target.torch_device.index,
@@ -261,6 +267,8 @@ class Runner:
         base = {"op": op.name, "label": case.label, "shape": case.shape, "dtype": case.dtype,
                 "case_index": case.index, "suite_line": case.line,
                 "flops": op.flops(case.shape), "bytes": op.nbytes(case.shape, case.dtype)}
+        if case.meta:
+            base["trace"] = case.meta
         base["intensity"] = base["flops"] / base["bytes"] if base["bytes"] else None
         if op.inputs_summary is not None:
             base["inputs"] = op.inputs_summary(case.shape, case.dtype)

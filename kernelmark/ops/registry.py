@@ -65,7 +65,9 @@ def select_cases(cases, kind: str, ops=None, backends=None, dtypes_=None) -> lis
     for c in cases:
         if not c.runs_on(kind) or (ops and c.op not in ops) or (dtypes_ and c.dtype not in dtypes_):
             continue
-        if backends:
+        # A case that cannot run at all (meta["unsupported"]) is kept whatever backends are
+        # asked for: its row says why, rather than the case vanishing from the run.
+        if backends and not (getattr(c, "meta", None) or {}).get("unsupported"):
             keep = tuple(b for b in c.backends if b in backends)
             if not keep:
                 continue

@@ -28,9 +28,7 @@ import hashlib
 import itertools
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +36,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from kernelmark.suites import models
+from kernelmark.suites.case import Case, Suite  # noqa: F401  (re-exported: the harness reads Case here)
 from kernelmark.ops.registry import get_op
 
 SUITE_DIR = Path(__file__).resolve().parent
@@ -51,35 +50,6 @@ MAX_CASES = 20000
 
 class SuiteError(ValueError):
     """A suite that cannot be used; the message names the file and line."""
-
-
-@dataclass(frozen=True)
-class Case:
-    op: str
-    shape: dict
-    dtype: str
-    backends: tuple
-    devices: tuple
-    label: str
-    budget_s: Optional[float]
-    index: int          # the [[case]] block, 1-based
-    line: int           # its line in the suite file
-
-    def runs_on(self, kind: str) -> bool:
-        return (not self.devices or kind in self.devices
-                or ("gpu" in self.devices and kind in ("cuda", "rocm")))
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    description: str
-    path: str
-    sha256: str
-    cases: tuple
-
-    def as_header(self) -> dict:
-        return {"name": self.name, "path": self.path, "sha256": self.sha256, "cases": len(self.cases)}
 
 
 def builtin_suites() -> dict:
@@ -110,6 +80,12 @@ def _as_list(v) -> list:
 
 
 def load(name_or_path: str) -> Suite:
+    from kernelmark.suites import fitrace
+    if fitrace.is_trace_spec(name_or_path):
+        try:
+            return fitrace.load_suite(name_or_path)
+        except fitrace.TraceFormatError as e:
+            raise SuiteError(str(e)) from None
     path = find(name_or_path)
     raw = path.read_bytes()
     try:

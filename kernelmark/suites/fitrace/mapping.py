@@ -1,0 +1,237 @@
+"""FlashInfer-Trace op_type -> the kernelmark op that computes the same thing, its shape
+and dtype. One small mapper per op_type. A mapper looks its op up in the registry when it
+runs, so a mapper whose op lands later starts working without a change here; where the op
+is missing, or its parameters are not the ones the mapper sets, the workload becomes an
+``unsupported`` row with the reason.
+
+A mapper gets the definition, the workload and ``dims`` (every axis, const and var, as
+integers) and returns a Mapped, or raises Unmappable(reason).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from kernelmark.ops.registry import all_ops
+
+DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float8_e4m3fn": "fp8_e4m3"}
+# Index tensors our ops make themselves from the shape; a captured one is not used.
+INDEX_INPUTS = ("kv_indptr", "kv_indices", "kv_last_page_len", "qo_indptr", "positions", "kv_len_arr")
+
+
+class Unmappable(ValueError):
+    """This workload cannot be run by a kernelmark op (the message says why)."""
+
+
+@dataclass
+class Mapped:
+    op: str
+    shape: dict
+    dtype: str
+    notes: list = field(default_factory=list)
+
+
+def dims_of(defn, workload) -> dict:
+    return {**defn.const_axes(), **workload.axes}
+
+
+def tensor_shape(defn, dims: dict, name: str) -> list:
+    t = defn.inputs.get(name)
+    if t is None:
+        raise Unmappable(f"{defn.op_type} definition {defn.name} has no input {name!r} "
+                         f"(inputs: {', '.join(defn.inputs)})")
+    return [dims[a] for a in (t["shape"] or [])]
+
+
+def our_dtype(defn, name: str) -> str:
+    fi = defn.inputs[name]["dtype"]
+    if fi not in DTYPE:
+        raise Unmappable(f"input {name} is {fi}: no kernelmark dtype for it")
+    return DTYPE[fi]
+
+
+def scalar(workload, name: str):
+    spec = workload.inputs.get(name)
+    return spec["value"] if spec and spec.get("type") == "scalar" else None
+
+
+def _op(name: str, params: tuple):
+    """The registered op, checked to take ``params``; Unmappable where not."""
+    op = all_ops().get(name)
+    if op is None:
+        raise Unmappable(f"kernelmark has no op {name!r} in this build")
+    missing = [p for p in params if p not in op.params]
+    if missing:
+        raise Unmappable(f"op {name} has no parameter(s) {', '.join(missing)} (its parameters: "
+                         f"{', '.join(op.params)})")
+    return op
+
+
+def _mapped(name: str, shape: dict, dtype: str, notes=None) -> Mapped:
+    _op(name, tuple(shape))
+    return Mapped(name, shape, dtype, list(notes or []))
+
+
+def map_gemm(defn, w, dims) -> Mapped:
+    m, k = tensor_shape(defn, dims, "A")
+    n, k2 = tensor_shape(defn, dims, "B")          # B is [N, K]: C = A·Bᵀ, our "nt" layout
+    if k != k2:
+        raise Unmappable(f"A is [{m}, {k}] and B is [{n}, {k2}]: K differs")
+    return _mapped("gemm", {"m": m, "n": n, "k": k, "layout": "nt"}, our_dtype(defn, "A"))
+
+
+def map_rmsnorm(defn, w, dims) -> Mapped:
+    tokens, hidden = tensor_shape(defn, dims, "hidden_states")
+    name = "fused_add_rmsnorm" if "residual" in defn.inputs else "rmsnorm"
+    shape, notes = {"tokens": tokens, "hidden": hidden}, []
+    eps = scalar(w, "eps")
+    if eps is not None:
+        shape["eps"] = float(eps)
+    elif "eps" not in defn.inputs:
+        notes.append("eps is not an input of the definition: the op's default eps used")
+    return _mapped(name, shape, our_dtype(defn, "hidden_states"), notes)
+
+
+def _kv_geometry(defn, dims, cache: str, heads_last: bool = True) -> tuple:
+    """(page_size, kv_heads or None, head_dim) of a paged cache [pages, page_size, (heads,) dim];
+    a 3-D cache without a page axis has pages of 1."""
+    s = tensor_shape(defn, dims, cache)
+    if len(s) == 4:
+        return s[1], s[2], s[3]
+    if len(s) == 3 and "page_size" in dims:
+        return s[1], None, s[2]
+    if len(s) == 3:
+        return 1, s[1], s[2]
+    raise Unmappable(f"{cache} has shape {s}: expected [pages, page_size, kv_heads, head_dim]")
+
+
+def _mean_context(defn, w, dims, batch: int, page_size: int, notes: list) -> int:
+    if "kv_indices" not in defn.inputs:
+        raise Unmappable("no kv_indices input: the context lengths cannot be read from the axes")
+    pages = tensor_shape(defn, dims, "kv_indices")[0]
+    if batch < 1 or pages < 1:
+        raise Unmappable(f"batch {batch}, {pages} pages: nothing to attend over")
+    context = max(1, round(pages * page_size / batch))
+    notes.append(f"contexts uniform at the mean ({pages} pages x {page_size} / batch {batch}); "
+                 "kv_indptr/kv_indices synthesised from the axes")
+    return context
+
+
+def _sm_scale_note(w, head_dim: int, notes: list, dim_for_scale=None) -> None:
+    s = scalar(w, "sm_scale")
+    want = 1 / math.sqrt(dim_for_scale or head_dim)
+    if s is not None and not math.isclose(s, want, rel_tol=1e-4):
+        notes.append(f"sm_scale {s} given; the op scales by 1/sqrt({dim_for_scale or head_dim}) = {want:.6g} "
+                     "(same cost, different values)")
+
+
+def map_gqa_paged(defn, w, dims) -> Mapped:
+    if "qo_indptr" in defn.inputs:
+        raise Unmappable("paged prefill (qo_indptr over a paged cache): kernelmark has no paged prefill op yet")
+    batch, q_heads, head_dim = tensor_shape(defn, dims, "q")
+    page_size, kv_heads, d2 = _kv_geometry(defn, dims, "k_cache")
+    if kv_heads is None or d2 != head_dim:
+        raise Unmappable(f"k_cache {tensor_shape(defn, dims, 'k_cache')} does not match q [{batch}, "
+                         f"{q_heads}, {head_dim}]")
+    notes: list = []
+    context = _mean_context(defn, w, dims, batch, page_size, notes)
+    _sm_scale_note(w, head_dim, notes)
+    return _mapped("paged_decode_attention", {"batch": batch, "context": context, "q_heads": q_heads,
+                                              "kv_heads": kv_heads, "head_dim": head_dim,
+                                              "page_size": page_size, "ragged": 0},
+                   our_dtype(defn, "q"), notes)
+
+
+def map_gqa_ragged(defn, w, dims) -> Mapped:
+    total_q, q_heads, head_dim = tensor_shape(defn, dims, "q")
+    total_kv, kv_heads, _ = tensor_shape(defn, dims, "k")
+    batch = tensor_shape(defn, dims, "qo_indptr")[0] - 1
+    if batch < 1:
+        raise Unmappable(f"qo_indptr of length {batch + 1}: no sequences")
+    if total_kv != total_q:
+        raise Unmappable(f"{total_kv} keys for {total_q} queries: prefill with a KV prefix is not a "
+                         "kernelmark op yet (prefill_attention_varlen attends each sequence to itself)")
+    notes = [f"{batch} sequences spread around the mean length {max(1, total_q // batch)} (kernelmark's "
+             "own varlen spread); qo_indptr/kv_indptr synthesised from the axes"]
+    _sm_scale_note(w, head_dim, notes)
+    causal = scalar(w, "causal")
+    return _mapped("prefill_attention_varlen", {"batch": batch, "seq": max(1, total_q // batch),
+                                                "q_heads": q_heads, "kv_heads": kv_heads,
+                                                "head_dim": head_dim, "causal": 1 if causal is None else int(causal)},
+                   our_dtype(defn, "q"), notes)
+
+
+def map_rope(defn, w, dims) -> Mapped:
+    qs = tensor_shape(defn, dims, "q")
+    ks = tensor_shape(defn, dims, "k")
+    if len(qs) != 3 or len(ks) != 3:
+        raise Unmappable(f"q {qs} and k {ks}: expected [tokens, heads, head_dim]")
+    shape = {"tokens": qs[0], "q_heads": qs[1], "kv_heads": ks[1], "head_dim": qs[2],
+             "rotary_dim": dims.get("rotary_dim", qs[2])}
+    notes = []
+    neox = scalar(w, "is_neox")
+    if neox is not None:
+        shape["style"] = "neox" if neox else "gptj"
+    theta = scalar(w, "rope_theta") if scalar(w, "rope_theta") is not None else scalar(w, "theta")
+    if theta is not None:
+        shape["theta"] = theta
+    if "positions" in defn.inputs:
+        notes.append("positions synthesised by the op")
+    return _mapped("rope", shape, our_dtype(defn, "q"), notes)
+
+
+def map_sampling(defn, w, dims) -> Mapped:
+    name = "probs" if "probs" in defn.inputs else "logits"
+    batch, vocab = tensor_shape(defn, dims, name)
+    if "top_k" not in defn.inputs and "top_p" not in defn.inputs:
+        return _mapped("argmax_sampling", {"batch": batch, "vocab": vocab}, our_dtype(defn, name))
+    top_k, top_p = scalar(w, "top_k"), scalar(w, "top_p")
+    if "top_k" in defn.inputs and top_k is None or "top_p" in defn.inputs and top_p is None:
+        raise Unmappable("per-row top_k/top_p tensors: kernelmark's sampler takes one top_k and top_p "
+                         "for the batch (give them as scalars)")
+    shape = {"batch": batch, "vocab": vocab, "top_k": int(top_k) if top_k is not None else vocab}
+    if top_p is not None:
+        shape["top_p"] = float(top_p)
+    return _mapped("top_k_top_p_sampling", shape, our_dtype(defn, name))
+
+
+def map_mla_paged(defn, w, dims) -> Mapped:
+    if "qo_indptr" in defn.inputs:
+        raise Unmappable("MLA paged prefill: kernelmark has an MLA decode op only")
+    batch, heads, ckv_dim = tensor_shape(defn, dims, "q_nope")
+    pe_dim = tensor_shape(defn, dims, "q_pe")[2]
+    if (ckv_dim, pe_dim) != (512, 64):
+        raise Unmappable(f"q_nope dim {ckv_dim}, q_pe dim {pe_dim}: kernelmark's MLA is DeepSeek's 512 + 64")
+    cs = tensor_shape(defn, dims, "ckv_cache")
+    page_size = cs[1] if len(cs) == 3 else 1
+    notes: list = []
+    context = _mean_context(defn, w, dims, batch, page_size, notes)
+    _sm_scale_note(w, ckv_dim, notes, dim_for_scale=ckv_dim + pe_dim)
+    return _mapped("mla_decode_attention", {"batch": batch, "context": context, "heads": heads,
+                                            "page_size": page_size, "ragged": 0},
+                   our_dtype(defn, "q_nope"), notes)
+
+
+MAPPERS = {
+    "gemm": map_gemm,
+    "rmsnorm": map_rmsnorm,
+    "gqa_paged": map_gqa_paged,
+    "gqa_ragged": map_gqa_ragged,
+    "rope": map_rope,
+    "sampling": map_sampling,
+    "mla_paged": map_mla_paged,
+}
+
+
+def map_workload(defn, w) -> Mapped:
+    fn = MAPPERS.get(defn.op_type)
+    if fn is None:
+        raise Unmappable(f"op_type {defn.op_type} ({defn.name})")
+    try:
+        return fn(defn, w, dims_of(defn, w))
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        if isinstance(e, Unmappable):
+            raise
+        raise Unmappable(f"op_type {defn.op_type} ({defn.name}): definition not in the expected form "
+                         f"({type(e).__name__}: {e})") from None

@@ -1,0 +1,42 @@
+"""Workload inputs stored as safetensors blobs (in the published dataset, Git LFS files that
+may be absent). A blob that is there is loaded with the ``safetensors`` package and checked
+against the definition; kernelmark's ops make their own inputs, so it is not fed to them yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kernelmark.suites.fitrace.format import TraceFormatError
+
+_TORCH_NAME = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16",
+               "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2", "int64": "int64",
+               "int32": "int32", "int16": "int16", "int8": "int8", "bool": "bool"}
+
+
+def check_blob(root, w, name: str, spec: dict, defn, dims: dict) -> str:
+    """The note for the row; TraceFormatError where a present blob contradicts the definition."""
+    path = Path(root) / spec["path"]
+    where = f"{w.path}:{w.line}"
+    if not path.is_file() or path.read_bytes()[:40].startswith(b"version https://git-lfs"):
+        return f"safetensors {spec['path']} absent (or a Git LFS pointer): {name} synthesised from the axes"
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        return f"safetensors {spec['path']} present but the safetensors package is not installed: not read"
+    try:
+        tensors = load_file(str(path))
+    except Exception as e:
+        raise TraceFormatError(f"{where}: input {name}: {spec['path']} is not a readable safetensors file "
+                               f"({type(e).__name__}: {e})") from None
+    if spec["tensor_key"] not in tensors:
+        raise TraceFormatError(f"{where}: input {name}: {spec['path']} has no tensor {spec['tensor_key']!r} "
+                               f"(it has {', '.join(sorted(tensors))})")
+    t = tensors[spec["tensor_key"]]
+    want = defn.inputs[name]
+    shape = [dims[a] for a in (want["shape"] or [])]
+    if list(t.shape) != shape or str(t.dtype).removeprefix("torch.") != _TORCH_NAME.get(want["dtype"]):
+        raise TraceFormatError(f"{where}: input {name}: {spec['path']}[{spec['tensor_key']}] is "
+                               f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}; the definition says "
+                               f"{shape} {want['dtype']}")
+    return f"safetensors {spec['path']} checked (shape, dtype) but not used: {name} synthesised from the axes"
