@@ -309,7 +309,7 @@ class Runner:
         finally:
             sets = inputs = None
         rec["timing"] = t.as_dict()
-        rec["noisy"] = not t.converged
+        rec["noisy"] = t.noisy          # CI target missed, or stalls in the samples
         rec.update(metrics(op, case.shape, case.dtype, t.summary.median_us, self.peaks,
                            self.profile.get("datasheet")))
         rec["status"] = "ok"
