@@ -170,6 +170,10 @@ def metrics(op, shape: dict, dtype: str, median_us: float, pk: dict, datasheet: 
 
     out["pct_of_peak"], out["bound"] = pct(pk)
     out["pct_of_datasheet"], _ = pct(datasheet)
+    if flops and pk:
+        _, via = peaks_mod.compute_roof(pk, dtype)
+        if via and via != dtype:        # e.g. bf16 on a CPU that computes it faster in fp32
+            out["roof_dtype"] = via
     return out
 
 
