@@ -20,9 +20,9 @@ between-process spread that makes A/A runs differ.
 Rounds whose samples stalled (their own record says so, or kernelmark.harness.stats.
 stall_reason finds it in their samples, for a revision that predates the test) are listed
 in the pooled ``timing.stalled_rounds``. The median weighs every process equally, so one
-stalled process of five does not move it; from a quarter of the rounds on
-(stats.CLUSTER_SHARE) the pooled record's ``timing.stall`` says so, and a comparison then
-reads ``noisy`` rather than a change.
+stalled process of three or more does not move it; from two stalled rounds and a quarter
+of the rounds (stats.CLUSTER_SHARE) on, the pooled record's ``timing.stall`` says so, and
+a comparison then reads ``noisy`` rather than a change.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def _pool_records(recs: list, rounds: int, per_round: int) -> dict:
     t.update(groups=groups, round_median_us=medians, converged=all(r["timing"].get("converged") for _, r in recs),
              wall_s=round(sum(r["timing"].get("wall_s", 0) for _, r in recs), 3),
              n_measured=sum(r["timing"].get("n", 0) for _, r in recs), stalled_rounds=stalls,
-             stall=("; ".join(stalls)[:300] if len(stalls) >= max(1, stats.CLUSTER_SHARE * len(recs)) else None))
+             stall=("; ".join(stalls)[:300] if len(stalls) >= max(2, stats.CLUSTER_SHARE * len(recs)) else None))
     scale = first["timing"]["median_us"] / t["median_us"]
     out = dict(first, timing=t, noisy=t["stall"] is not None or any(r.get("noisy") for _, r in recs))
     for k in ("tflops", "gbps", "pct_of_peak", "pct_of_datasheet"):

@@ -48,7 +48,10 @@ def test_ab_catches_a_slowed_revision(clone, tmp_path, monkeypatch, capsys):
     cap = capsys.readouterr()
     assert status == 1, cap.err
     doc = json.loads(cap.out)
-    assert [p["verdict"] for p in doc["pairs"]] == ["slower"] * 4 and doc["geomean_ratio"] > 2
+    # Slower, unless a side stalled in most rounds (this 2-core machine is shared): then noisy, and said.
+    assert all(p["verdict"] == "slower" or (p["verdict"] == "noisy" and "stalls" in p["note"])
+               for p in doc["pairs"]), doc["pairs"]
+    assert len(doc["pairs"]) == 4 and doc["geomean_ratio"] > 2
     # Interleaved rounds, each side's pooled file with one sample group per process.
     err = cap.err
     order = [err.index(f"round {r}/3, {s}") for r, s in ((1, "A"), (1, "B"), (2, "B"), (2, "A"), (3, "A"), (3, "B"))]
@@ -151,9 +154,10 @@ def test_pool_weighs_processes_equally_and_marks_stalled_rounds(tmp_path):
     assert t["stall"].startswith("round 3: stalls: median 8000") and two["noisy"]
 
 
-def test_pool_with_one_stalled_round_of_five_keeps_its_median(tmp_path):
+@pytest.mark.parametrize("rounds", [3, 5])
+def test_pool_with_one_stalled_round_keeps_its_median(tmp_path, rounds):
     files = [_round_file(tmp_path / f"r{i}.jsonl", [_ok(1, s, s[4])], f"r{i}") for i, s in enumerate(
-        [[10.0] * 9] * 4 + [[10.0] * 2 + [9000.0] * 7])]
+        [[10.0] * 9] * (rounds - 1) + [[10.0] * 2 + [9000.0] * 7])]
     (one,) = ab.pool(files, str(tmp_path / "pooled.jsonl"), ["test"]).records
     assert one["timing"]["median_us"] == 10.0 and one["timing"]["stall"] is None
     assert len(one["timing"]["stalled_rounds"]) == 1
