@@ -300,7 +300,8 @@ def cmd_env(args) -> int:
         print(f"  matmul {dt:<8} {tf:8.3g} TFLOP/s" + (f"   (datasheet {sheet:g})" if sheet else "")
               + (f"   (roof: the {via} rate, faster here)" if via else ""))
     for name, why in (pk.get("stalled") or {}).items():
-        print(f"  WARNING: {name} was measured while the machine was busy ({why}); not cached")
+        print(f"  WARNING: {name} was measured while the machine was busy ({why}): too low; "
+              "--remeasure on a quiet machine")
     if ds:
         print(f"datasheet    {ds['name']}: {ds['copy_gbps']:g} GB/s (see kernelmark/harness/datasheet.py for sources)")
     elif target.is_gpu:

@@ -14,8 +14,10 @@ is another dtype's rate.
 Measured once per device (CPU: with its ISA features and thread count) + driver + library
 versions and cached in the user's cache directory (``$KERNELMARK_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/kernelmark``, else ``~/.cache/kernelmark``); ``--remeasure`` measures
-again. A peak whose samples stalled (a busy machine) is kept for this run, named in
-``stalled``, and not cached.
+again. A peak whose samples stalled (measured on a busy machine: too low) is named in
+``stalled``, which every table built on it repeats; it is cached all the same (measuring
+again takes seconds, more on a busy machine, at every run): ``--remeasure`` on a quiet
+machine replaces it.
 """
 
 from __future__ import annotations
@@ -157,9 +159,6 @@ def get(target: dev.Target, prof: dict, remeasure: bool = False) -> dict:
     peaks = measure(target, prof)
     peaks["schema"] = SCHEMA
     peaks["key"] = key
-    if peaks.get("stalled"):            # measured on a busy machine: measure again next time
-        peaks["source"] = "measured now (stalled: not cached)"
-        return peaks
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

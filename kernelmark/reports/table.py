@@ -184,7 +184,7 @@ def peak_notes(header: dict, records: list) -> list:
                      "on this device, not a limit; " + "; ".join(why))
     if pk.get("stalled"):
         lines.append("WARNING: peaks measured while the machine was busy (" + ", ".join(sorted(pk["stalled"])) +
-                     "): % peak is against ceilings that are too low")
+                     "): % peak is against ceilings that are too low (kernelmark env --remeasure on a quiet machine)")
     return lines
 
 
