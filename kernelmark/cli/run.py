@@ -90,6 +90,7 @@ def _resume_args(args):
     orig = args.parser.parse_args(run.header["command"][1:])
     orig.command, orig.out, orig.resume, orig.force = run.header["command"], args.resume, args.resume, args.force
     orig.quiet, orig.format = args.quiet, args.format
+    orig.parser, orig.extensions = args.parser, args.extensions    # after_run hooks run on the resumed run too
     return orig, run
 
 
