@@ -178,8 +178,11 @@ GAP_RATIO = 1.5
 # that varies between runs moves the median across the gap (an A/A false alarm).
 CLUSTER_SHARE = 0.25
 # A sample during which this process's threads waited for a CPU for over this share of its
-# wall time was disturbed; a set with CLUSTER_SHARE of its samples disturbed is not trusted.
+# wall time was disturbed. Disturbed samples matter where they move the median: above the
+# median of the undisturbed ones by more than its CI half-width, and at least MIN_SHIFT (a
+# few preempted samples out of many, or samples no slower for it, leave the median be).
 WAIT_SHARE = 0.1
+MIN_SHIFT = 0.02
 
 
 def stall_reason(samples, waited=None) -> Optional[str]:
@@ -192,11 +195,17 @@ def stall_reason(samples, waited=None) -> Optional[str]:
     """
     xs = sorted(samples)
     n = len(xs)
-    if waited:
-        bad = sum(1 for w in waited if w > WAIT_SHARE)
-        if bad >= max(1, CLUSTER_SHARE * len(waited)):
-            return (f"stalls: {bad} of {len(waited)} samples waited for a CPU over {100 * WAIT_SHARE:.0f}% "
-                    "of their time (the cores were busy)")
+    if waited and len(waited) == n:
+        clean = sorted(x for x, w in zip(samples, waited) if w <= WAIT_SHARE)
+        bad = n - len(clean)
+        what = f"waited for a CPU over {100 * WAIT_SHARE:.0f}% of their time (the cores were busy)"
+        if bad and not clean:
+            return f"stalls: all {n} samples {what}"
+        if bad:
+            med, med_clean = quantile(xs, 0.5), quantile(clean, 0.5)
+            if med > med_clean * (1 + max(ci_relative_width(xs), MIN_SHIFT)):
+                return (f"stalls: {bad} of {n} samples {what}, moving the median {100 * (med / med_clean - 1):.0f}% "
+                        f"above that of the {len(clean)} that did not")
     if n < 3 or xs[0] <= 0:
         return None
     med, floor = quantile(xs, 0.5), quantile(xs, FLOOR_QUANTILE)

@@ -101,8 +101,18 @@ def test_a_bimodal_set_with_a_quarter_far_above_is_caught_and_a_thin_tail_is_not
 def test_every_sample_stalled_alike_is_caught_only_by_the_measured_waits():
     xs = [8000.0 + i for i in range(20)]              # min ~ median: the samples cannot tell
     assert stats.stall_reason(xs) is None
-    assert stats.stall_reason(xs, [1.6] * 20).startswith("stalls: 20 of 20 samples waited for a CPU")
+    assert stats.stall_reason(xs, [1.6] * 20).startswith("stalls: all 20 samples waited for a CPU")
     assert stats.stall_reason(xs, [0.0] * 17 + [0.9] * 3) is None     # a few preempted samples
+
+
+def test_samples_that_waited_count_where_they_move_the_median():
+    rng = random.Random(7)
+    quick = [6.0 * rng.lognormvariate(0, 0.02) for _ in range(30)]
+    slow = [8000.0 * rng.lognormvariate(0, 0.002) for _ in range(70)]
+    why = stats.stall_reason(quick + slow, [0.0] * 30 + [1.5] * 70)
+    assert why.startswith("stalls: 70 of 100 samples waited for a CPU") and "that of the 30 that did not" in why
+    # Half the samples preempted, but no slower for it (a short preemption in a long sample).
+    assert stats.stall_reason([10.0 + 0.01 * i for i in range(10)], [0.0, 0.5] * 5) is None
 
 
 def test_process_median_weighs_each_process_equally():
