@@ -143,8 +143,9 @@ def choose_threads(requested: Optional[int], available: dict, torch_default: int
     if requested is not None:
         return {**out, "chosen": requested, "source": "--threads", "reduced": False,
                 "reason": f"--threads {requested} ({cpus} CPUs available: {how})"}
-    if env.get("OMP_NUM_THREADS"):
-        return {**out, "chosen": torch_default, "source": "OMP_NUM_THREADS", "reduced": False,
+    omp = _omp_threads(env.get("OMP_NUM_THREADS"))
+    if omp:     # read here: torch read it at its start, which may have been before it was set
+        return {**out, "chosen": omp, "source": "OMP_NUM_THREADS", "reduced": False,
                 "reason": f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']} ({cpus} CPUs available: {how})"}
     chosen = max(1, min(torch_default, cpus - 1))
     if chosen < torch_default:
@@ -154,3 +155,13 @@ def choose_threads(requested: Optional[int], available: dict, torch_default: int
                           "for another process does not stall every call (--threads overrides)"}
     return {**out, "chosen": chosen, "source": "default", "reduced": False,
             "reason": f"torch's default ({torch_default}; {cpus} CPUs available: {how})"}
+
+
+def _omp_threads(value: Optional[str]) -> Optional[int]:
+    """The thread count OMP_NUM_THREADS asks for (its first level: '4' or '4,2'); None if unset
+    or not a positive integer."""
+    try:
+        n = int(str(value).split(",")[0].strip()) if value else 0
+    except ValueError:
+        return None
+    return n if n > 0 else None

@@ -22,9 +22,12 @@ Decision rule (T = ``threshold``, alpha = ``alpha``):
   (ln(ci_high / ci_low) > ln(1 + T)): it cannot tell no change from a T-sized one
 * ``unchanged`` otherwise: no change, or a real one smaller than T.
 
-A pair whose BASE or HEAD samples stalled (``timing.stall``: most calls waited for a
-descheduled thread, so the median is the machine's stall, however narrow its CI) is never
-``slower`` or ``faster``: such a verdict becomes ``noisy``, and the note says which side.
+Stalls (``timing.stall``: calls waited for a descheduled thread, so the median is the
+machine's stall, however narrow its CI) only ever add time: a stalled median is at or above
+the call's true one. So a stalled HEAD is never ``slower`` and a stalled BASE never
+``faster``: such a verdict becomes ``noisy``. The other way round the verdict stands (HEAD
+slower than a BASE inflated by stalls is slower still than the true BASE), and the note
+names every stalled side either way.
 
 Why the point estimate and not ci_low > 1 + T: the threshold is the size of change that
 matters, in the meaning every tool gives it (pytest-benchmark's ``median:5%``, asv's
@@ -356,13 +359,14 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
 
 
 def _stalls_make_noisy(pair: Pair, ta: dict, tb: dict) -> None:
-    """A side whose samples stalled cannot show a change: slower or faster become noisy."""
+    """A change that stalls could have made is noisy: slower with HEAD stalled, faster with
+    BASE stalled (stalls only add time; see the module docstring)."""
     stalled = [f"{side} {t['stall']}" for side, t in (("BASE", ta), ("HEAD", tb)) if t.get("stall")]
     if not stalled:
         return
-    if pair.verdict in ("slower", "faster"):
+    if (pair.verdict == "slower" and tb.get("stall")) or (pair.verdict == "faster" and ta.get("stall")):
         pair.verdict = "noisy"
-    pair.note = "; ".join(stalled)[:200]
+    pair.note = "; ".join([pair.note] * bool(pair.note) + stalled)[:240]
 
 
 def compare_runs(base, head, threshold: float = 0.05, alpha: float = 0.01,

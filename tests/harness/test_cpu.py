@@ -91,6 +91,11 @@ def test_threads_asked_for_are_kept():
     assert asked["chosen"] == 4 and asked["source"] == "--threads" and not asked["reduced"]
     omp = cpu.choose_threads(None, _avail(2), torch_default=2, env={"OMP_NUM_THREADS": "2"})
     assert omp["chosen"] == 2 and omp["source"] == "OMP_NUM_THREADS"
+    # Set after torch started (torch's default is still 2): the variable is what counts.
+    late = cpu.choose_threads(None, _avail(2), torch_default=2, env={"OMP_NUM_THREADS": "1"})
+    assert late["chosen"] == 1 and late["source"] == "OMP_NUM_THREADS"
+    bad = cpu.choose_threads(None, _avail(2), torch_default=2, env={"OMP_NUM_THREADS": "lots"})
+    assert bad["source"] == "default" and bad["chosen"] == 1
 
 
 def test_cpus_available_is_within_the_affinity_mask():

@@ -222,6 +222,15 @@ def test_a_stalled_side_reads_noisy_never_slower_or_faster(tmp_path, capsys):
     assert {q["shape"]["m"]: q["verdict"] for q in doc["pairs"]}[1] == "noisy"
 
 
+def test_slower_than_a_stalled_base_is_slower_still(tmp_path, capsys):
+    # Stalls only add time: HEAD at 20 ms is slower than BASE's true ~6 us, not only its 8 ms median.
+    bad = write_run(tmp_path / "bad.jsonl", [stalled(1, seed=3)])
+    slow = write_run(tmp_path / "slow.jsonl", [rec(1, median=20_000.0, seed=5)])
+    assert cli.main(["compare", bad, slow, "--format", "json"]) == 1
+    (p,) = json.loads(capsys.readouterr().out)["pairs"]
+    assert p["verdict"] == "slower" and p["note"].startswith("BASE stalls: median")
+
+
 def test_processes_weigh_equally_whatever_their_sample_count():
     rng = np.random.default_rng(8)
     base = np.concatenate([100 * np.exp(rng.normal(0, 0.01, 300)) for _ in range(5)])
@@ -323,5 +332,6 @@ def test_real_runs_same_code_pass_slowed_backend_fails(tmp_path, slowable_gemm, 
     capsys.readouterr()
     assert cli.main(["compare", pooled["a"], pooled["slow"], "--threshold", "30%", "--format", "json"]) == 1
     doc = json.loads(capsys.readouterr().out)
-    assert [p["verdict"] for p in doc["pairs"]] == ["slower"] * 4, doc["pairs"]
-    assert all(p["ratio"] > 2 and p["note"] == "5 vs 5 processes" for p in doc["pairs"])
+    assert [p["verdict"] for p in doc["pairs"]] == ["slower"] * 4, \
+        [(p["verdict"], p["ratio"], p["ci_low"], p["p"], p["note"]) for p in doc["pairs"]]
+    assert all(p["ratio"] > 2 and p["note"].startswith("5 vs 5 processes") for p in doc["pairs"])
