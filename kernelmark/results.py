@@ -10,10 +10,14 @@ Schema version 1::
      "status": "ok" | "checked" | "failed_check" | "unsupported" | "skipped" | "error",
      "reason": str (why not ok), "seed": int, "check": {passed, rel_l2, max_abs, max_rel, tolerance, detail},
      "flops", "bytes", "intensity", "timing": {method, inner, cache, converged, wall_s, note, n,
-     median_us, mean_us, min_us, max_us, iqr_us, ci_low_us, ci_high_us, ci_rel, samples_us;
+     median_us, mean_us, min_us, max_us, iqr_us, ci_low_us, ci_high_us, ci_rel, samples_us,
+     stall: why the median is not the call's time (stalls; absent or null if none seen),
+     waited: {method, samples_waited, median_share} (CPU: waits for a CPU during the samples);
      on a GPU also device_wait_us, host_call_us, estimate_us, dropped_samples, and flush_us
      where a graph's flush time was subtracted},
-     "tflops", "gbps", "bound", "pct_of_peak", "pct_of_datasheet", "noisy", "case_index", "suite_line",
+     "tflops", "gbps", "bound", "pct_of_peak", "pct_of_datasheet",
+     "roof_dtype": the dtype whose matmul rate was the compute roof, where not the record's own,
+     "noisy": CI target missed or stalls, "case_index", "suite_line",
      "detail": what the backend chose (an autotuned Triton kernel's config), "health": {NVML state
      before and after, "during": what the sampler saw while timing, throttled, throttle_reasons,
      below_app_clocks},
@@ -340,7 +344,7 @@ def _check_record(r: dict, where: str) -> None:
     for k, v in r["shape"].items():
         if not isinstance(v, (int, float, str, bool)):
             raise RunFileError(f"{where}: shape parameter {k} has the wrong type")
-    for key in ("label", "reason", "bound", "detail"):
+    for key in ("label", "reason", "bound", "detail", "roof_dtype"):
         _expect(r, key, _OPT_STR, where)
     for key in ("flops", "bytes", "intensity", "tflops", "gbps", "pct_of_peak", "pct_of_datasheet"):
         _expect(r, key, _OPT_NUM, where)
@@ -357,6 +361,7 @@ def _check_record(r: dict, where: str) -> None:
             _expect(t, key, _NUM, f"{where} timing", required=True)
         _expect(t, "n", int, f"{where} timing")
         _expect(t, "method", _OPT_STR, f"{where} timing")
+        _expect(t, "stall", _OPT_STR, f"{where} timing")
         _expect(t, "samples_us", list, f"{where} timing")
         if not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in t.get("samples_us", [])):
             raise RunFileError(f"{where}: timing samples must be numbers")

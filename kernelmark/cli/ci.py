@@ -100,8 +100,11 @@ def register(sub) -> None:
                    help="built-in suite or a .toml path (default: default); a relative path is read in "
                         "each worktree, so each side runs its own revision of the file")
     a.add_argument("--rounds", type=int, default=5,
-                   help="processes per side, alternating A B / B A (default 5: with fewer, a side whose "
-                        "processes all drift the same way is more likely to pass for a change)")
+                   help="processes per side, alternating A B / B A (default 5, at least 3: with fewer, a side "
+                        "whose processes all drift the same way is more likely to pass for a change)")
+    a.add_argument("--threads", type=int,
+                   help="torch CPU threads for both sides (default on a CPU: this revision's default, passed "
+                        "to both, so an older revision with another default measures the same way)")
     for flag in ("--ops", "--backends", "--dtypes", "--device", "--budget", "--target-ci", "--seed", "--isolation"):
         a.add_argument(flag, help=f"passed to each `kernelmark run` ({flag})")
     a.add_argument("--run-args", default="", help="more arguments for each `kernelmark run`, as one string")
@@ -187,6 +190,9 @@ def cmd_ab(args) -> int:
         if v is not None:
             run_args += [f"--{name.replace('_', '-')}", str(v)]
     run_args += shlex.split(args.run_args)
+    if args.rounds < ab.MIN_ROUNDS:           # before the worktrees and minutes of measuring
+        raise UsageError(ab.rounds_problem(args.rounds))
+    run_args += _threads_args(args, run_args)
     cfg = ab.ABConfig(args.rev_a, args.rev_b, args.suite, args.rounds, run_args, args.out_dir, args.repo,
                       args.allow_dirty)
     try:
@@ -195,6 +201,26 @@ def cmd_ab(args) -> int:
         raise UsageError(str(e)) from None
     _note(f"run files in {out} (pooled: base.jsonl, head.jsonl)")
     return _compare_and_print(base, head, args)
+
+
+def _threads_args(args, run_args: list) -> list:
+    """``--threads N`` for both sides: as given, or on a CPU this revision's default, so that
+    both revisions run with one thread count (the device identity compare checks)."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads {args.threads}: must be a positive integer")
+        return ["--threads", str(args.threads)]
+    if "--threads" in run_args or any(a.startswith("--threads=") for a in run_args):
+        return []
+    device = (args.device or "").strip().lower()
+    if device.startswith("cuda") or device == "rocm":
+        return []
+    if not device:
+        import torch
+        if torch.cuda.is_available():
+            return []
+    from kernelmark.harness import cpu
+    return ["--threads", str(cpu.choose_threads(None, cpu.cpus_available())["chosen"])]
 
 
 _csv = options.names

@@ -55,7 +55,8 @@ def register(sub):
                         "the backends of the cases not started are recorded as skipped ('deadline reached') "
                         "and the run ends normally (exit 0). A case already running is finished")
     r.add_argument("--threads", type=int,
-                   help="torch CPU threads (default: torch's own choice); recorded in the device profile")
+                   help="torch CPU threads (default on a CPU: torch's own choice, capped at one fewer than the "
+                        "CPUs this process can get); recorded with the reason in the device profile")
     r.add_argument("--energy", action="store_true",
                    help="after each timed (case, backend), an energy window read from the device's own energy "
                         "counter: J per call gross and net of idle (see docs/energy.md)")
@@ -87,6 +88,20 @@ def _target(spec):
         return dev.resolve(spec)
     except dev.DeviceError as e:
         raise UsageError(str(e)) from None
+
+
+def apply_threads(requested, target):
+    """Set torch's thread count for this run; returns the choice and its reason (for the
+    profile), or None on a GPU run left at torch's default."""
+    from kernelmark.harness import cpu
+    if requested is not None and requested < 1:
+        raise UsageError(f"--threads {requested}: must be a positive integer")
+    if requested is None and target.kind != "cpu":
+        return None
+    choice = cpu.choose_threads(requested, cpu.cpus_available())
+    import torch
+    torch.set_num_threads(choice["chosen"])
+    return choice
 
 
 def _differences(run, suite, prof) -> list:
@@ -129,10 +144,7 @@ def _plan(args, prior):
         if prior is None:
             raise
         raise UsageError(f"--resume {prior.path}: the options in its header: {e}") from None
-    if args.threads is not None:
-        import torch
-        torch.set_num_threads(args.threads)
-    prof = dev.profile(target)
+    prof = dev.profile(target, apply_threads(args.threads, target))
     done: set = set()
     if prior is not None:
         diffs = _differences(prior, suite, prof)
@@ -358,7 +370,7 @@ def cmd_env(args) -> int:
     from kernelmark.harness import peaks
 
     target = _target(args.device)
-    prof = dev.profile(target)
+    prof = dev.profile(target, apply_threads(None, target))    # as `run` would: the same cached peaks
     pk = peaks.get(target, prof, remeasure=args.remeasure)
     if args.json:
         print(json.dumps({"device": prof, "peaks": pk}, indent=1, default=str))
@@ -374,7 +386,11 @@ def cmd_env(args) -> int:
         else:
             print("state        not available (install the nvml extra: pip install nvidia-ml-py)")
     cpu = prof["cpu"]
-    print(f"cpu          {cpu['model']} | {cpu['logical_cpus']} logical CPUs | torch threads {cpu['torch_threads']}")
+    print(f"cpu          {cpu['model']} | {cpu['logical_cpus']} logical CPUs | torch threads {cpu['torch_threads']}"
+          + (f" ({cpu['threads']['reason']})" if cpu.get("threads") else ""))
+    if cpu.get("isa") is not None:
+        print(f"cpu isa      {', '.join(cpu['isa']) or 'none of the matmul extensions'}"
+              f" | torch kernels {cpu.get('torch_capability')}")
     print("versions     " + ", ".join(f"{k} {val}" for k, val in v.items() if val is not None))
     g = prof["git"]
     print(f"commit       {g.get('commit') or 'not a git checkout'}" + (" (dirty)" if g.get("dirty") else ""))
@@ -386,7 +402,12 @@ def cmd_env(args) -> int:
     ds = prof.get("datasheet") or {}
     for dt, tf in sorted(pk["tflops"].items()):
         sheet = (ds.get("tflops") or {}).get(dt)
-        print(f"  matmul {dt:<8} {tf:8.3g} TFLOP/s" + (f"   (datasheet {sheet:g})" if sheet else ""))
+        via = (pk.get("roof") or {}).get(dt)
+        print(f"  matmul {dt:<8} {tf:8.3g} TFLOP/s" + (f"   (datasheet {sheet:g})" if sheet else "")
+              + (f"   (roof: the {via} rate, faster here)" if via else ""))
+    for name, why in (pk.get("stalled") or {}).items():
+        print(f"  WARNING: {name} was measured while the machine was busy ({why}): too low; "
+              "--remeasure on a quiet machine")
     if ds:
         print(f"datasheet    {ds['name']}: {ds['copy_gbps']:g} GB/s (see kernelmark/harness/datasheet.py for sources)")
     elif target.is_gpu:

@@ -12,6 +12,17 @@ samples (thinned so the pool stays within the 1000 kept samples) with
 ``timing.groups``, the count from each process, so the comparison resamples whole
 processes and a between-process spread wider than the threshold reads ``noisy``.
 The per-round run files are kept next to the pooled ones.
+
+At least MIN_ROUNDS rounds: with fewer processes a side cannot be resampled by process, and
+the comparison would quietly fall back to resampling samples, which holds none of the
+between-process spread that makes A/A runs differ.
+
+Rounds whose samples stalled (their own record says so, or kernelmark.harness.stats.
+stall_reason finds it in their samples, for a revision that predates the test) are listed
+in the pooled ``timing.stalled_rounds``. The median weighs every process equally, so one
+stalled process of three or more does not move it; from two stalled rounds and a quarter
+of the rounds (stats.CLUSTER_SHARE) on, the pooled record's ``timing.stall`` says so, and
+a comparison then reads ``noisy`` rather than a change.
 """
 
 from __future__ import annotations
@@ -30,6 +41,9 @@ from kernelmark import results
 from kernelmark.harness import stats
 
 
+MIN_ROUNDS = 3          # as kernelmark.reports.compare.MIN_GROUPS: the fewest processes resampled
+
+
 class ABError(RuntimeError):
     """ab cannot proceed: a bad revision, a dirty tree, a failed run. The message says which."""
 
@@ -46,6 +60,13 @@ class ABConfig:
     allow_dirty: bool = False
     python: str = sys.executable
     timeout_s: float = 3600.0
+
+
+def rounds_problem(rounds: int) -> str:
+    return (f"--rounds {rounds}: ab needs at least {MIN_ROUNDS} processes per side, so that the comparison "
+            "can resample whole processes (between-process drift is most of the noise on a shared machine); "
+            f"with fewer it cannot tell drift from a change. Use --rounds {MIN_ROUNDS} or more, or "
+            "`kernelmark run` twice and `kernelmark compare` for one process a side")
 
 
 def _git(repo, *args, check: bool = True, strip: bool = True) -> str:
@@ -115,9 +136,12 @@ def _pool_records(recs: list, rounds: int, per_round: int) -> dict:
         elif len(recs) > 1:
             out["reason"] = f"round {r_i + 1}: {worst.get('reason', '')}"
         return out
-    pooled, groups, medians = [], [], []
-    for _, r in recs:
+    pooled, groups, medians, stalls = [], [], [], []
+    for r_i, r in recs:
         s = r["timing"].get("samples_us") or [r["timing"]["median_us"]]
+        stall = r["timing"].get("stall") or stats.stall_reason(s)
+        if stall:
+            stalls.append(f"round {r_i + 1}: {stall}")
         s = s if len(s) <= per_round else _thin(s, per_round)
         pooled += s
         groups.append(len(s))
@@ -125,11 +149,14 @@ def _pool_records(recs: list, rounds: int, per_round: int) -> dict:
     summ = stats.summarize(pooled)
     t = dict(first["timing"])
     t.update(summ.as_dict())
+    # Every process weighs the same in the pooled median, as in the comparison's bootstrap.
+    t["median_us"] = stats.process_median(pooled, groups)
     t.update(groups=groups, round_median_us=medians, converged=all(r["timing"].get("converged") for _, r in recs),
              wall_s=round(sum(r["timing"].get("wall_s", 0) for _, r in recs), 3),
-             n_measured=sum(r["timing"].get("n", 0) for _, r in recs))
-    scale = first["timing"]["median_us"] / summ.median_us
-    out = dict(first, timing=t, noisy=any(r.get("noisy") for _, r in recs))
+             n_measured=sum(r["timing"].get("n", 0) for _, r in recs), stalled_rounds=stalls,
+             stall=("; ".join(stalls)[:300] if len(stalls) >= max(2, stats.CLUSTER_SHARE * len(recs)) else None))
+    scale = first["timing"]["median_us"] / t["median_us"]
+    out = dict(first, timing=t, noisy=t["stall"] is not None or any(r.get("noisy") for _, r in recs))
     for k in ("tflops", "gbps", "pct_of_peak", "pct_of_datasheet"):
         if isinstance(out.get(k), (int, float)):
             out[k] = out[k] * scale
@@ -153,8 +180,8 @@ def _run_one(cfg: ABConfig, tree: Path, out: Path) -> None:
 
 def run_ab(cfg: ABConfig, log: Callable[[str], None] = lambda m: None) -> tuple:
     """Measure both revisions; returns the (BASE, HEAD) pooled runs and the output folder."""
-    if cfg.rounds < 1:
-        raise ABError("--rounds must be at least 1")
+    if cfg.rounds < MIN_ROUNDS:
+        raise ABError(rounds_problem(cfg.rounds))
     repo = repo_root(cfg.repo)
     sha_a, sha_b = resolve(repo, cfg.rev_a), resolve(repo, cfg.rev_b)
     changed = dirty(repo)

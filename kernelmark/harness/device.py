@@ -2,7 +2,8 @@
 
 Backend (cuda, rocm or cpu), device name and architecture, SM/CU count, memory and L2
 size, clocks and throttle state where NVML or rocm-smi exposes them, driver and
-runtime versions, library versions, CPU model and threads, and the kernelmark commit.
+runtime versions, library versions, CPU model, the ISA features that decide its matmul
+speed, its threads (and why that many), and the kernelmark commit.
 Reading the card's state never changes it: nothing here sets clocks, power or modes.
 """
 
@@ -21,6 +22,7 @@ from typing import Optional
 import torch
 
 import kernelmark
+from kernelmark.harness import cpu as cpu_mod
 from kernelmark.harness import datasheet
 
 
@@ -103,8 +105,12 @@ def _cpu_info() -> dict:
                 break
     except OSError:
         pass
+    try:
+        isa = cpu_mod.isa_features(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        isa = None          # unknown, which compare treats as unknown, not as "none"
     return {"model": model, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "llc_bytes": _llc_bytes()}
+            "llc_bytes": _llc_bytes(), "isa": isa, "torch_capability": cpu_mod.torch_capability()}
 
 
 def _llc_bytes() -> int:
@@ -258,12 +264,14 @@ def _versions() -> dict:
 
 # Environment variables that change what is measured.
 _ENV_VARS = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "TRITON_INTERPRET",
-             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
+             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
+             "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
              "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG", "PYTORCH_CUDA_ALLOC_CONF")
 
 
-def profile(target: Target) -> dict:
-    """The device profile: a JSON-able dict (no peaks; see kernelmark.harness.peaks)."""
+def profile(target: Target, threads: Optional[dict] = None) -> dict:
+    """The device profile: a JSON-able dict (no peaks; see kernelmark.harness.peaks).
+    ``threads``: the thread choice (kernelmark.harness.cpu.choose_threads), kept under cpu."""
     p: dict = {"kind": target.kind, "torch_device": str(target.torch_device)}
     if target.is_gpu:
         idx = target.torch_device.index
@@ -285,6 +293,8 @@ def profile(target: Target) -> dict:
                   "capability": None, "multiprocessors": cpu["logical_cpus"], "memory_bytes": _host_memory(),
                   "l2_bytes": cpu["llc_bytes"], "driver": None, "health": None})
     p["cpu"] = _cpu_info()
+    if threads is not None:
+        p["cpu"]["threads"] = threads
     p["versions"] = _versions()
     p["git"] = git_state()
     p["host"] = {"hostname": socket.gethostname(), "os": platform.platform(), "executable": sys.executable}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 # Samples kept in a record: enough for a later rank test or bootstrap, bounded in size.
 MAX_STORED_SAMPLES = 1000
@@ -130,6 +131,95 @@ def summarize(samples_us, level: float = 0.95) -> Summary:
         iqr_us=quantile(s, 0.75) - quantile(s, 0.25), ci_low_us=lo, ci_high_us=hi,
         ci_rel=(max(med - lo, hi - med) / med) if med > 0 else math.inf,
         samples_us=[round(x, 4) for x in kept])
+
+
+def process_median(samples, groups) -> float:
+    """The median of samples pooled from several processes (``groups``: the size of each
+    consecutive block), every process weighted equally whatever its sample count: the lower
+    weighted median, each sample weighing 1 / its process's count. (kernelmark.reports.compare
+    computes the same in numpy; reports may not import the harness.)"""
+    xs = list(samples)
+    if not groups or len(groups) == 1 or sum(groups) != len(xs) or min(groups) <= 0:
+        return quantile(sorted(xs), 0.5)
+    weighted = sorted((x, 1.0 / k) for k, start in zip(groups, _starts(groups)) for x in xs[start:start + k])
+    half, acc = len(groups) / 2 * (1 - 1e-12), 0.0
+    for x, w in weighted:
+        acc += w
+        if acc >= half:
+            return x
+    return weighted[-1][0]
+
+
+def _starts(groups) -> list:
+    out, at = [], 0
+    for k in groups:
+        out.append(at)
+        at += k
+    return out
+
+
+# ---------------------------------------------------------------- stalls
+#
+# A CPU call that waits for a descheduled thread (a parallel region's barrier on a busy
+# machine, or the calling thread itself preempted) takes a scheduler slice, milliseconds,
+# instead of microseconds. When that happens to most calls, every sample is inflated alike:
+# the median is tight and its CI narrow, yet the median is the machine's stall, not the
+# kernel's time. The CI cannot see this; these tests can. Quiet runs (a floor with a thin
+# tail: CPU samples within ~20% of their fastest, GPU within a few %) pass all of them.
+
+# The median more than this many times the fastest samples: a run whose typical sample
+# took 1.5 times its fastest ones was not measuring one thing. "Fastest" is the 1% quantile
+# (the minimum below 100 samples), so that the extreme of 1000 jittery samples does not count.
+STALL_RATIO = 1.5
+FLOOR_QUANTILE = 0.01
+# A jump this large between two neighbouring sorted samples splits them into two clusters...
+GAP_RATIO = 1.5
+# ...and an upper cluster holding this share of the samples makes the set bimodal: a share
+# that varies between runs moves the median across the gap (an A/A false alarm).
+CLUSTER_SHARE = 0.25
+# A sample during which this process's threads waited for a CPU for over this share of its
+# wall time was disturbed. Disturbed samples matter where they move the median: above the
+# median of the undisturbed ones by more than its CI half-width, and at least MIN_SHIFT (a
+# few preempted samples out of many, or samples no slower for it, leave the median be).
+WAIT_SHARE = 0.1
+MIN_SHIFT = 0.02
+
+
+def stall_reason(samples, waited=None) -> Optional[str]:
+    """Why the median of ``samples`` is not the call's time, or None where nothing says so.
+
+    ``waited``: per sample (same order), the time this process's threads spent runnable
+    but not running (or the calling thread off its CPU), as a share of the sample's wall
+    time; only the CPU timer measures it. It catches the case the samples alone cannot:
+    every call stalled alike, so the fastest sample is as slow as the median.
+    """
+    xs = sorted(samples)
+    n = len(xs)
+    if waited and len(waited) == n:
+        clean = sorted(x for x, w in zip(samples, waited) if w <= WAIT_SHARE)
+        bad = n - len(clean)
+        what = f"waited for a CPU over {100 * WAIT_SHARE:.0f}% of their time (the cores were busy)"
+        if bad and not clean:
+            return f"stalls: all {n} samples {what}"
+        if bad:
+            med, med_clean = quantile(xs, 0.5), quantile(clean, 0.5)
+            if med > med_clean * (1 + max(ci_relative_width(xs), MIN_SHIFT)):
+                return (f"stalls: {bad} of {n} samples {what}, moving the median {100 * (med / med_clean - 1):.0f}% "
+                        f"above that of the {len(clean)} that did not")
+    if n < 3 or xs[0] <= 0:
+        return None
+    med, floor = quantile(xs, 0.5), quantile(xs, FLOOR_QUANTILE)
+    if med > STALL_RATIO * floor:
+        return f"stalls: median {med:.4g} µs is {med / floor:.1f}x the fastest samples ({floor:.4g} µs)"
+    # The lowest gap with enough samples above it: the stall cluster, seen from below.
+    for i in range(n - 1):
+        above = n - 1 - i
+        if above < CLUSTER_SHARE * n:
+            break
+        if xs[i] > 0 and xs[i + 1] > GAP_RATIO * xs[i]:
+            return (f"bimodal: {above} of {n} samples are {xs[i + 1] / xs[i]:.1f}x or more above the "
+                    f"rest ({xs[i]:.4g} µs, then {xs[i + 1]:.4g} µs)")
+    return None
 
 
 def _thin(xs: list, k: int) -> list:

@@ -23,11 +23,18 @@ call is too short to time alone), rotating over the input sets ("cpu_perf_counte
 Stopping rule, the same everywhere: samples are taken in batches until the 95% CI of
 the median is within ``target_ci_rel`` of the median (after at least ``min_samples``),
 or the budget or ``max_samples`` is reached; then the timing is marked not converged.
+
+Stalls: a converged timing can still be wrong, when most calls waited for a descheduled
+thread (see kernelmark.harness.stats.stall_reason). On the CPU each sample also measures
+how long this process's threads waited for a CPU (Linux schedstat run delay, else the
+calling thread's time off the CPU); ``Timing.stall`` says why the samples are not trusted,
+and such a timing is noisy however narrow its CI.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
@@ -64,6 +71,13 @@ class Timing:
     estimate_us: Optional[float] = None
     dropped_samples: Optional[int] = None
     flush_us: Optional[float] = None
+    stall: Optional[str] = None   # why the median is not the call's time (stats.stall_reason)
+    waited: Optional[dict] = None  # CPU: how the wait for a CPU was measured, and how often it hit
+
+    @property
+    def noisy(self) -> bool:
+        """Not to be trusted as it stands: the CI target missed, or stalls in the samples."""
+        return not self.converged or self.stall is not None
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -128,6 +142,41 @@ def time_callable(fn: Callable[[Any], Any], input_sets: list, device: torch.devi
 
 # ---------------------------------------------------------------- CPU
 
+class _WaitClock:
+    """Nanoseconds this process's threads have spent runnable but not running (the run
+    delay of /proc/self/task/*/schedstat, summed), read by ``pread`` on descriptors opened
+    once, a few µs a read; where schedstat is missing, the calling thread's time off the
+    CPU stands in (it misses a worker thread preempted while the caller spins)."""
+
+    def __init__(self):
+        self.fds: list = []
+        try:
+            for tid in os.listdir("/proc/self/task"):
+                try:
+                    self.fds.append(os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY))
+                except OSError:
+                    pass        # a thread that just ended
+        except OSError:
+            pass
+        self.method = "schedstat run delay" if self.fds else "calling thread off-CPU time"
+
+    def read(self) -> int:
+        if not self.fds:
+            return time.perf_counter_ns() - time.thread_time_ns()
+        total = 0
+        for fd in self.fds:
+            try:
+                total += int(os.pread(fd, 128, 0).split()[1])
+            except (OSError, ValueError, IndexError):
+                pass            # a thread that ended contributes what it had
+        return total
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
 def _time_cpu(fn, sets, cfg: TimingConfig, set_bytes: int) -> Timing:
     n = len(sets)
     fn(sets[0])                                  # first call outside timing
@@ -142,22 +191,34 @@ def _time_cpu(fn, sets, cfg: TimingConfig, set_bytes: int) -> Timing:
     est_us = (time.perf_counter_ns() - t0) / 1e3 / calls
     inner = max(1, math.ceil(cfg.cpu_min_sample_us / max(est_us, 1e-3)))
     state = {"i": 0}
+    waits: list = []
+    clock = _WaitClock()        # after the warm-up: torch's worker threads exist by now
 
     def take(k):
         out = []
         for _ in range(k):
             i = state["i"]
+            w0 = clock.read()
             t = time.perf_counter_ns()
             for j in range(inner):
                 fn(sets[(i + j) % n])
-            out.append((time.perf_counter_ns() - t) / 1e3 / inner)
+            wall = time.perf_counter_ns() - t
+            waits.append(max(clock.read() - w0, 0) / max(wall, 1))
+            out.append(wall / 1e3 / inner)
             state["i"] = i + inner
         return out
 
-    samples, conv, wall = _sample_loop(take, cfg, batch=5)
+    try:
+        samples, conv, wall = _sample_loop(take, cfg, batch=5)
+    finally:
+        clock.close()
     cache = (f"rotated {n} input sets ({n * set_bytes / 2**20:.1f} MiB)" if n > 1 else "none (one input set)")
-    return Timing(stats.summarize(samples), "cpu_perf_counter", inner, cache, conv, wall,
-                  note=f"torch threads: {torch.get_num_threads()}")
+    summ = stats.summarize(samples)
+    hit = sum(1 for w in waits if w > stats.WAIT_SHARE)
+    return Timing(summ, "cpu_perf_counter", inner, cache, conv, wall,
+                  note=f"torch threads: {torch.get_num_threads()}", stall=stats.stall_reason(samples, waits),
+                  waited={"method": clock.method, "samples_waited": hit,
+                          "median_share": round(stats.quantile(sorted(waits), 0.5), 4)})
 
 
 # ---------------------------------------------------------------- GPU
@@ -252,7 +313,7 @@ def _time_gpu(fn, sets, device, cfg: TimingConfig, l2_bytes: int, set_bytes: int
     cache = f"L2 flushed before each call ({flush.numel() * 4 / 2**20:.0f} MiB written)"
     return Timing(stats.summarize(samples), "cuda_event", 1, cache, conv, wall, _join(note, wait.note()),
                   device_wait_us=wait.wait_us, host_call_us=host_us, estimate_us=est_us,
-                  dropped_samples=wait.dropped)
+                  dropped_samples=wait.dropped, stall=stats.stall_reason(samples))
 
 
 def _capture(stream, launches: Callable[[], None]):
@@ -349,4 +410,4 @@ def _time_graph(fn, sets, device, cfg: TimingConfig, est_us: float, set_bytes: i
                  f"the flush's own time ({flush_us:.2f} µs a call, from a graph of the flushes alone) subtracted")
     return Timing(summary, "cuda_graph", inner, cache, conv, wall, wait.note(),
                   device_wait_us=wait.wait_us, estimate_us=est_us, dropped_samples=wait.dropped,
-                  flush_us=flush_us)
+                  flush_us=flush_us, stall=stats.stall_reason(samples))

@@ -2,12 +2,15 @@
 
 For a pair timed on both sides:
 
-* ``ratio`` = median(HEAD) / median(BASE) (> 1 is slower);
+* ``ratio`` = median(HEAD) / median(BASE) (> 1 is slower); a side pooled from several
+  processes (``kernelmark ab`` stores ``timing.groups``, the sample count of each process)
+  weights every process equally, whatever its sample count (a process slowed by stalls
+  takes fewer samples in its budget, and must not count for less);
 * ``[ci_low, ci_high]``: its two-sided (1 - alpha) bootstrap percentile interval, from the
-  stored samples. A side pooled from several processes (``kernelmark ab`` stores
-  ``timing.groups``, the sample count of each process) is resampled by process (a
-  cluster bootstrap), so the spread *between* processes is in the interval; otherwise
-  the samples themselves are resampled;
+  stored samples. A pooled side of at least MIN_GROUPS processes is resampled by process (a
+  cluster bootstrap, each process weighted equally), so the spread *between* processes is
+  in the interval; otherwise the samples themselves are resampled, and the pair's note says
+  the between-process spread is not in it;
 * ``p``: the two-sided Mann-Whitney U test of HEAD's samples against BASE's.
 
 Decision rule (T = ``threshold``, alpha = ``alpha``):
@@ -18,6 +21,13 @@ Decision rule (T = ``threshold``, alpha = ``alpha``):
   or the interval reaches beyond a threshold and is wider than the band itself
   (ln(ci_high / ci_low) > ln(1 + T)): it cannot tell no change from a T-sized one
 * ``unchanged`` otherwise: no change, or a real one smaller than T.
+
+Stalls (``timing.stall``: calls waited for a descheduled thread, so the median is the
+machine's stall, however narrow its CI) only ever add time: a stalled median is at or above
+the call's true one. So a stalled HEAD is never ``slower`` and a stalled BASE never
+``faster``: such a verdict becomes ``noisy``. The other way round the verdict stands (HEAD
+slower than a BASE inflated by stalls is slower still than the true BASE), and the note
+names every stalled side either way.
 
 Why the point estimate and not ci_low > 1 + T: the threshold is the size of change that
 matters, in the meaning every tool gives it (pytest-benchmark's ``median:5%``, asv's
@@ -88,9 +98,9 @@ def bootstrap_medians(samples, groups: Optional[list] = None, n_boot: int = N_BO
     which widens the interval slightly (conservative); the timing engine's stopping
     rule leaves odd counts (5 + 10 + 20 + ...).
     Grouped (``groups`` = sizes of consecutive per-process blocks, at least MIN_GROUPS):
-    processes are resampled with replacement, and the median of the pooled resample is
-    taken; the spread is widened by sqrt(G / (G - 1)) around the estimate, the usual
-    correction for few clusters.
+    processes are resampled with replacement, and the median of the pooled resample, each
+    process weighted equally (``process_median``), is taken; the spread is widened by
+    sqrt(G / (G - 1)) around the estimate, the usual correction for few clusters.
     """
     rng = rng or np.random.default_rng()
     x = np.asarray(samples, dtype=float)
@@ -108,15 +118,37 @@ def bootstrap_medians(samples, groups: Optional[list] = None, n_boot: int = N_BO
     return (lo + hi) / 2
 
 
+def valid_groups(groups: Optional[list], n: int) -> Optional[list]:
+    """``groups`` if they are per-process sizes that add up to the ``n`` samples, else None."""
+    if groups and all(isinstance(k, int) and k > 0 for k in groups) and sum(groups) == n:
+        return list(groups)
+    return None
+
+
+def process_median(samples, groups: Optional[list] = None) -> float:
+    """The median of pooled samples with every process (consecutive block of ``groups``)
+    weighted equally: the lower weighted median, each sample weighing 1 / its process's
+    count. Without valid groups, the plain median."""
+    x = np.asarray(samples, dtype=float)
+    groups = valid_groups(groups, x.size)
+    if not groups or len(groups) == 1:
+        return float(np.median(x))
+    w = np.repeat([1.0 / k for k in groups], groups)
+    order = np.argsort(x, kind="stable")
+    cum = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cum, cum[-1] / 2 * (1 - 1e-12))])
+
+
 def _cluster_medians(x: np.ndarray, groups: list, n_boot: int, rng) -> np.ndarray:
     g, n = len(groups), x.size
     label = np.repeat(np.arange(g), groups)
     order = np.argsort(x, kind="stable")
     xs = x[order]
-    # below[j, i]: samples of process i at or before position j of the sorted pool.
-    below = np.cumsum(np.eye(g)[label[order]], axis=0)                  # (n, G)
+    # below[j, i]: the share of process i's samples at or before position j of the sorted
+    # pool: each process weighs 1 however many samples it took.
+    below = np.cumsum(np.eye(g)[label[order]], axis=0) / np.asarray(groups, float)   # (n, G)
     counts = rng.multinomial(g, np.full(g, 1 / g), size=n_boot)          # (B, G) draws per process
-    half = (counts * below[-1]).sum(axis=1) / 2
+    half = counts.sum(axis=1) / 2 * (1 - 1e-12)      # (the tolerance: float sums of shares)
     # The pooled (lower) median of each resample: the first position whose cumulative
     # weight reaches half the total, found by bisection (weights only grow along j).
     pos = np.zeros(n_boot, dtype=np.int64)
@@ -127,7 +159,7 @@ def _cluster_medians(x: np.ndarray, groups: list, n_boot: int, rng) -> np.ndarra
         pos = np.where(below_half, cand, pos)
         step >>= 1
     med = xs[np.minimum(pos, n - 1)]
-    est = np.median(x)
+    est = process_median(x, groups)
     return est * np.exp(np.log(med / est) * math.sqrt(g / (g - 1)))
 
 
@@ -169,7 +201,8 @@ def compare_samples(base, head, threshold: float = 0.05, alpha: float = 0.01,
     """Ratio HEAD/BASE of medians, its (1 - alpha) bootstrap interval, the rank test, the verdict."""
     rng = rng or np.random.default_rng()
     a, b = np.asarray(base, float), np.asarray(head, float)
-    ratio = float(np.median(b) / np.median(a))
+    base_groups, head_groups = valid_groups(base_groups, a.size), valid_groups(head_groups, b.size)
+    ratio = process_median(b, head_groups) / process_median(a, base_groups)
     reps = bootstrap_medians(b, head_groups, n_boot, rng) / bootstrap_medians(a, base_groups, n_boot, rng)
     lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
     p = mann_whitney_p(a, b)
@@ -237,12 +270,21 @@ class Comparison:
         return [p for p in self.pairs if p.verdict in REGRESSIONS[fail_on]]
 
 
+# Identity fields a run file may lack (written before kernelmark recorded them): where
+# either side lacks one, it is unknown and does not make the devices differ.
+_RECORDED_LATER = ("isa", "torch_capability")
+
+
 def device_identity(header: dict) -> dict:
     d = header.get("device") or {}
     ident = {"kind": d.get("kind"), "name": d.get("name"), "arch": d.get("arch"),
              "capability": d.get("capability")}
     if d.get("kind") == "cpu":
-        ident["torch_threads"] = (d.get("cpu") or {}).get("torch_threads")
+        cpu = d.get("cpu") or {}
+        ident["torch_threads"] = cpu.get("torch_threads")
+        # Two CPUs of one model name can differ 300x in bf16 matmul (AVX-512 BF16 or not).
+        ident["isa"] = cpu.get("isa")
+        ident["torch_capability"] = cpu.get("torch_capability")
     else:
         ident["multiprocessors"] = d.get("multiprocessors")     # a MIG slice has fewer
     return ident
@@ -262,12 +304,17 @@ def incomparable(base, head):
             "for a side-by-side table of devices use `kernelmark report BASE HEAD`")
 
 
+def same_device(da: dict, db: dict) -> list:
+    """The identity fields on which two devices differ ([] for the same device)."""
+    return [k for k in dict.fromkeys([*da, *db]) if da.get(k) != db.get(k)
+            and not (k in _RECORDED_LATER and (da.get(k) is None or db.get(k) is None))]
+
+
 def mismatches(base, head) -> list:
     """Why two runs should not be compared: a different device, or different dtypes."""
     out = []
     da, db = device_identity(base.header), device_identity(head.header)
-    # The fields differ by kind (a CPU's thread count, a GPU's multiprocessors): compare them all.
-    diff = [k for k in dict.fromkeys([*da, *db]) if da.get(k) != db.get(k)]
+    diff = same_device(da, db)
     if diff:
         out.append("different devices: " + "; ".join(f"{k} {da.get(k)!r} vs {db.get(k)!r}" for k in diff))
     ta, tb = ({r["dtype"] for r in run.records} for run in (base, head))
@@ -311,6 +358,10 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
             pair.note = f"timed differently: {ma} vs {mb}"
         if len(ga or []) >= MIN_GROUPS or len(gb or []) >= MIN_GROUPS:
             pair.note = pair.note or f"{len(ga or [1])} vs {len(gb or [1])} processes"
+        elif len(ga or []) > 1 or len(gb or []) > 1:
+            pair.note = pair.note or (f"{len(ga or [1])} vs {len(gb or [1])} processes: too few to resample "
+                                      "processes; the interval holds no between-process spread")
+        _stalls_make_noisy(pair, a["timing"], b["timing"])
     elif sa == "ok":
         pair.verdict = "missing"
         pair.note = "not in HEAD" if b is None else f"HEAD {sb}: {b.get('reason', '')}"[:160]
@@ -323,6 +374,17 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
         pair.verdict = "missing" if b is None else "new" if a is None else "not timed"
         pair.note = "not timed: " + " -> ".join(s for s in (sa, sb) if s)
     return pair
+
+
+def _stalls_make_noisy(pair: Pair, ta: dict, tb: dict) -> None:
+    """A change that stalls could have made is noisy: slower with HEAD stalled, faster with
+    BASE stalled (stalls only add time; see the module docstring)."""
+    stalled = [f"{side} {t['stall']}" for side, t in (("BASE", ta), ("HEAD", tb)) if t.get("stall")]
+    if not stalled:
+        return
+    if (pair.verdict == "slower" and tb.get("stall")) or (pair.verdict == "faster" and ta.get("stall")):
+        pair.verdict = "noisy"
+    pair.note = "; ".join([pair.note] * bool(pair.note) + stalled)[:240]
 
 
 def compare_runs(base, head, threshold: float = 0.05, alpha: float = 0.01,

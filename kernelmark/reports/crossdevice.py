@@ -1,9 +1,11 @@
 """Runs from several devices side by side. Reads run files and nothing else.
 
-Runs are grouped by device (kind, name and host): several runs of one device (a GEMM
-suite and an attention suite, say) become one column group; where both measured a
-case, the later run's record is shown and a note says so. Two machines with the same
-GPU (two clouds' H100s) stay apart, labelled by host.
+Runs are grouped by device (kind, name and host; for a CPU also its matmul ISA features):
+several runs of one device (a GEMM suite and an attention suite, say) become one column
+group; where both measured a case, the later run's record is shown and a note says so.
+Two machines with the same GPU (two clouds' H100s) stay apart, labelled by host; two CPUs
+of one model name with different matmul features (AVX-512 BF16 or not: 300x in bf16
+matmul) stay apart, labelled by their fastest matmul feature.
 
 Rows are op × shape × dtype × backend; each device has a column group: median µs, the
 rate (TFLOP/s for compute-bound rows, GB/s for memory-bound and data-movement rows, one
@@ -18,6 +20,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 from tabulate import tabulate
 
@@ -65,9 +68,26 @@ def case_key(rec: dict) -> tuple:
     return (rec["op"], json.dumps(rec["shape"], sort_keys=True), rec["dtype"], rec["backend"])
 
 
+def _isa(dev: dict) -> Optional[tuple]:
+    isa = (dev.get("cpu") or {}).get("isa") if dev.get("kind") == "cpu" else None
+    return tuple(isa) if isinstance(isa, list) else None
+
+
 def _identity(run: results.Run) -> tuple:
     d = run.device
-    return (d.get("kind"), d.get("name"), (d.get("host") or {}).get("hostname"))
+    return (d.get("kind"), d.get("name"), (d.get("host") or {}).get("hostname"), _isa(d))
+
+
+# The matmul features that set a CPU apart, the fastest first (names as in /proc/cpuinfo).
+_ISA_RANK = ("amx_fp16", "amx_bf16", "avx512_fp16", "avx512_bf16", "avx512f", "avx2", "sme", "sve2", "sve",
+             "bf16", "asimd")
+
+
+def isa_tag(isa: Optional[tuple]) -> str:
+    """The fastest matmul feature of a CPU, naming it in a column label."""
+    if isa is None:
+        return "ISA unknown"
+    return next((f for f in _ISA_RANK if f in isa), "no vector matmul ISA")
 
 
 def device_label(dev: dict) -> str:
@@ -80,9 +100,21 @@ def group_by_device(runs: list) -> list:
     groups: dict = {}
     for run in runs:
         groups.setdefault(_identity(run), []).append(run)
+    # A run file written before the ISA was recorded joins the one device of its host that has it.
+    for ident in [i for i in groups if i[3] is None]:
+        known = [i for i in groups if i[:3] == ident[:3] and i[3] is not None]
+        if len(known) == 1:
+            groups[known[0]] = groups.pop(ident) + groups[known[0]]
     labels = {}
     for ident, rs in groups.items():
         labels[ident] = device_label(rs[0].device)
+    clash = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
+    for lab in clash:
+        same = [i for i in labels if labels[i] == lab]
+        isas = {i[3] for i in same}
+        for ident in same:
+            if len(isas) > 1:                 # CPUs of one name that multiply differently
+                labels[ident] += f" [{isa_tag(ident[3])}]"
     clash = {lab for lab in labels.values() if list(labels.values()).count(lab) > 1}
     for ident in labels:
         if labels[ident] in clash:

@@ -42,8 +42,17 @@ def _num(x, digits: int = 1):
     return f"{x:.{digits}f}" if x >= 1 else f"{x:.{digits + 2}g}"
 
 
+def stall_status(rec: dict):
+    """'noisy (why)' for a timed record whose samples stalled: its median is not the call's
+    time however narrow its CI, so the row never reads ok. None otherwise."""
+    stall = (rec.get("timing") or {}).get("stall") if rec.get("status") == "ok" else None
+    return f"noisy ({stall})" if stall else None
+
+
 def status_text(rec: dict) -> str:
     st = rec["status"]
+    if stall_status(rec):
+        return stall_status(rec)
     if st == "ok":
         t = rec.get("timing", {})
         flags = []
@@ -124,10 +133,70 @@ def cells(records: list) -> tuple:
             elif c == "ci_pct":
                 v = f"±{v:.1f}%" if v is not None else ""
             elif c in ("tflops", "gbps", "pct_of_peak", "pct_of_datasheet"):
-                v = _num(v, 1)
+                v = _num(v, 1) + (ABOVE_PEAK if c == "pct_of_peak" and above_peak(r) else "")
             out.append("" if v is None else v)
         body.append(out)
     return heads, body
+
+
+# ---------------------------------------------------------------- notes under the table
+# (CPU threads, and what % peak was measured against): kept apart from the layout above.
+
+ABOVE_PEAK = "†"      # marks a % peak over 100; the note under the table says why it can be
+
+
+def above_peak(r: dict) -> bool:
+    v = r.get("pct_of_peak")
+    return isinstance(v, (int, float)) and v > 100
+
+
+def threads_note(header: dict):
+    """'CPU threads: N (why)' for a CPU run whose profile recorded the choice; else None."""
+    d = header.get("device") or {}
+    th = (d.get("cpu") or {}).get("threads")
+    if d.get("kind") != "cpu" or not isinstance(th, dict) or "chosen" not in th:
+        return None
+    return f"CPU threads: {th['chosen']} ({th.get('reason', th.get('source', ''))})"
+
+
+def peak_notes(header: dict, records: list) -> list:
+    """Lines saying what % peak was measured against where it is not the obvious ceiling: a
+    dtype whose roof is another dtype's rate, values over 100 (marked), peaks measured on a
+    busy machine."""
+    pk = header.get("peaks") or {}
+    tf = pk.get("tflops") or {}
+    shown = [r for r in records if r.get("status") == "ok"]
+    lines = []
+    via: dict = {}
+    for r in shown:
+        if r.get("roof_dtype"):
+            via.setdefault(r["roof_dtype"], set()).add(r["dtype"])
+    for wide, dts in sorted(via.items()):
+        native = ", ".join(f"{dt} {tf[dt]:.3g}" for dt in sorted(dts) if tf.get(dt))
+        lines.append(f"% peak of {', '.join(sorted(dts))} rows is against the {wide} matmul rate"
+                     + (f" ({tf[wide]:.3g} TFLOP/s)" if tf.get(wide) else "")
+                     + ": this device computes them faster that way" + (f" than natively ({native})" if native else ""))
+    above = [r for r in shown if above_peak(r)]
+    if above:
+        bounds = {r.get("bound") for r in above}
+        why = []
+        if "memory" in bounds:
+            why.append("memory-bound: the copy peak counts each byte read and written once, and a kernel that "
+                       "mostly reads, or whose data stays in cache, moves bytes faster than a copy")
+        if bounds - {"memory"}:
+            why.append("compute-bound: the case ran faster than the large matmul the peak was measured with")
+        lines.append(f"{ABOVE_PEAK} over 100% of the measured peak ({len(above)} rows): the peak is a measurement "
+                     "on this device, not a limit; " + "; ".join(why))
+    if pk.get("stalled"):
+        lines.append("WARNING: peaks measured while the machine was busy (" + ", ".join(sorted(pk["stalled"])) +
+                     "): % peak is against ceilings that are too low (kernelmark env --remeasure on a quiet machine)")
+    return lines
+
+
+def notes(header: dict, records: list) -> str:
+    """The notes under the table, one per line ('' when there are none)."""
+    lines = [x for x in [threads_note(header)] if x] + peak_notes(header, records)
+    return "\n".join(lines)
 
 
 FOLDED = ("skipped", "unsupported")
@@ -170,6 +239,8 @@ def render(header: dict, records: list, fmt: str = "table") -> str:
         table = "(no records: the run stopped before its first case finished)"
     elif folded:
         table += "\n\n" + folded_summary(folded)
+    if records and notes(header, records):
+        table += "\n\n" + notes(header, records)
     if fmt == "md":
         return "\n".join(f"> {line}" if line else ">" for line in title(header).splitlines()) + "\n\n" + table
     return title(header) + "\n\n" + table

@@ -35,6 +35,12 @@ def test_smoke_run_header_holds_device_and_environment(smoke_run):
     d = h["device"]
     assert d["kind"] == "cpu" and d["versions"]["torch"] and d["versions"]["python"]
     assert "commit" in d["git"] and d["cpu"]["torch_threads"] >= 1
+    # The thread count is chosen for the CPUs this process can get, and the choice says why.
+    th = d["cpu"]["threads"]
+    assert th["chosen"] == d["cpu"]["torch_threads"] and th["reason"]
+    if th["source"] == "default":
+        assert th["chosen"] <= max(1, th["cpus_available"] - 1)
+    assert isinstance(d["cpu"]["isa"], list) == os.path.exists("/proc/cpuinfo") and "torch_capability" in d["cpu"]
     assert h["peaks"]["copy_gbps"] > 0 and h["peaks"]["tflops"]["fp32"] > 0
     assert h["suite"]["name"] == "smoke" and len(h["suite"]["sha256"]) == 64
     assert h["command"][:2] == ["kernelmark", "run"]
@@ -61,6 +67,7 @@ def test_smoke_run_records(smoke_run):
     # The table: one row per case, a column group per backend; the Triton cells say checked.
     assert "\ngemm\n" in proc.stdout and "device:" in proc.stdout and "±95% CI" not in proc.stdout
     assert "checked: a Triton kernel checked in the interpreter, not timed" in proc.stdout
+    assert f"CPU threads: {run.header['device']['cpu']['torch_threads']} (" in proc.stdout
 
 
 def test_run_long_prints_one_row_per_case_and_backend(tmp_path, capsys):

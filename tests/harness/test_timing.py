@@ -39,3 +39,45 @@ def test_rotation_cycles_through_every_input_set():
     cfg = timing.TimingConfig(budget_s=0.05, min_samples=5)
     timing.time_callable(seen.append, [0, 1, 2], torch.device("cpu"), cfg)
     assert set(seen) == {0, 1, 2}
+
+
+class _AlwaysWaiting:
+    """A wait clock as on a busy machine: between any two reads this process's threads
+    waited far longer than the sample took (both runnable, neither running)."""
+    method = "test clock"
+
+    def __init__(self):
+        self.ns = 0
+
+    def read(self):
+        self.ns += 10 ** 9
+        return self.ns
+
+    def close(self):
+        pass
+
+
+def test_cpu_samples_that_waited_for_a_cpu_make_the_timing_noisy(monkeypatch):
+    monkeypatch.setattr(timing, "_WaitClock", _AlwaysWaiting)
+    cfg = timing.TimingConfig(budget_s=0.05, min_samples=5)
+    t = timing.time_callable(lambda s: s + 1, [torch.ones(4)], torch.device("cpu"), cfg)
+    assert t.stall is not None and t.stall.startswith(f"stalls: all {t.summary.n} samples waited for a CPU")
+    assert t.noisy and t.as_dict()["stall"] == t.stall
+    assert t.waited["method"] == "test clock" and t.waited["samples_waited"] == t.summary.n
+
+
+def test_the_wait_clock_reads_this_process_and_never_goes_back():
+    clock = timing._WaitClock()
+    try:
+        a = clock.read()
+        sum(i * i for i in range(100_000))
+        b = clock.read()
+    finally:
+        clock.close()
+    assert isinstance(a, int) and b >= a
+    import os
+    if os.path.exists("/proc/self/schedstat"):
+        assert clock.method == "schedstat run delay"
+    t = timing.time_callable(lambda s: s + 1, [torch.ones(4)], torch.device("cpu"),
+                             timing.TimingConfig(budget_s=0.05, min_samples=5))
+    assert 0 <= t.waited["samples_waited"] <= t.summary.n and t.waited["median_share"] >= 0

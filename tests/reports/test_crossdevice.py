@@ -66,6 +66,27 @@ def test_same_gpu_on_two_hosts_stays_apart(smoke_run, other_device, tmp_path):
     assert labels == ["NVIDIA H100 @ cloud-a", "NVIDIA H100 @ cloud-b"]
 
 
+def test_cpus_of_one_name_with_different_matmul_isa_stay_apart(smoke_run, runlines, tmp_path):
+    read, write = runlines
+
+    def as_cpu(dst, isa, host="runner"):
+        objs = read(smoke_run)
+        d = objs[0]["device"]
+        d["name"], d["kind"], d["host"]["hostname"] = "AMD EPYC", "cpu", host
+        if isa is None:
+            d["cpu"].pop("isa", None)
+        else:
+            d["cpu"]["isa"] = isa
+        return results.load(write(tmp_path / dst, objs))
+
+    avx2, bf16 = as_cpu("a.jsonl", ["avx2", "fma"]), as_cpu("b.jsonl", ["avx2", "fma", "avx512f", "avx512_bf16"])
+    labels = [d.label for d in crossdevice.group_by_device([avx2, bf16])]
+    assert labels == ["AMD EPYC (CPU) [avx2]", "AMD EPYC (CPU) [avx512_bf16]"]
+    # A run file from before the ISA was recorded joins its host's one known CPU.
+    devs = crossdevice.group_by_device([as_cpu("old.jsonl", None), avx2])
+    assert len(devs) == 1 and len(devs[0].runs) == 2
+
+
 def test_report_cli_csv_is_long_form_with_speedups(two_devices, capsys):
     assert cli.main(["report", *two_devices, "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
