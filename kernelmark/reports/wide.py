@@ -335,6 +335,9 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
     out += bad + ([""] if bad else [])
     if folded:
         out += table.folded_summary(folded).splitlines()
+    extra = table.notes(header, records)      # CPU threads, what % peak is measured against
+    if extra:
+        out += [""] + extra.splitlines()
     if md:      # the indented detail lines as a list, not one run-on paragraph
         out = [f"- {line[2:]}" if line.startswith("  ") else line for line in out]
     text = "\n".join(out).rstrip("\n")
