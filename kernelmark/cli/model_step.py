@@ -109,6 +109,8 @@ def cmd_model_step(args) -> int:
             argv = ["run", "--suite", suite, "--out", out, "--quiet", "--format", "csv"]
             if args.device:
                 argv += ["--device", args.device]
+            if args.budget is not None:
+                argv += ["--budget", str(args.budget)]
             import contextlib
             with contextlib.redirect_stdout(sys.stderr):     # the run's own table is not the answer
                 rc = main(argv)

@@ -37,6 +37,7 @@ def register(sub) -> None:
     mod.add_argument("--measure", action="store_true", help="measure the missing cases on this device, then roll up")
     mod.add_argument("--measure-out", metavar="RUN", help="with --measure: keep the run file here")
     mod.add_argument("--device", help="with --measure: cpu, cuda or cuda:N")
+    mod.add_argument("--budget", type=float, help="with --measure: seconds of sampling per (case, backend)")
     mod.add_argument("--run", action="append", metavar="RUN",
                      help="run file (repeat for several; runs of one device are merged, several devices compared)")
     mod.add_argument("--batch", default="1,8,32", help="decode batch sizes, comma-separated (default 1,8,32)")
