@@ -155,3 +155,19 @@ def test_model_cli_unknown_architecture_exits_2(tmp_path, capsys):
     p.write_text(json.dumps({**TINY, "architectures": ["FooForCausalLM"]}))
     assert cli.main(["model", "--config", str(p), "--emit-suite", str(tmp_path / "s.toml")]) == 2
     assert "unknown architecture 'FooForCausalLM'" in capsys.readouterr().err
+
+
+def test_measure_end_to_end_on_this_cpu(tmp_path, capsys):
+    # the whole command on a tiny config of our own: derive, write the suite, run it with the
+    # `run` command's runner, roll up; every component is measured, so the step is complete
+    cfgp = tmp_path / "tiny.json"
+    cfgp.write_text(json.dumps(TINY))
+    out = tmp_path / "run.jsonl"
+    assert cli.main(["model", "--config", str(cfgp), "--measure", "--measure-out", str(out), "--batch", "1",
+                     "--context", "16", "--prefill-tokens", "16", "--dtype", "fp32", "--budget", "0.01",
+                     "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    dec, pre = doc["devices"][0]["estimates"]
+    assert dec["complete"] and pre["complete"], [c for c in dec["components"] + pre["components"] if c["missing"]]
+    assert dec["tokens_per_s"] > 0 and set(dec["families_us"]) >= {"gemm", "attention", "norm", "rope", "embedding"}
+    assert results.load(str(out)).records      # the run file is kept where asked
