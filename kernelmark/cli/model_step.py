@@ -79,8 +79,8 @@ def missing_cases(runs: list, phases: list, single_device: bool) -> list:
     return step.distinct_cases([c for c in comps if (c.op, c.dtype, tuple(sorted(c.fixed.items()))) in missing])
 
 
-def cmd_model_step(args) -> int:
-    from kernelmark.cli.reports import _emit, load_runs
+def cmd_model_step(args, load_runs, _emit) -> int:
+    """``load_runs`` and ``_emit`` are cli.reports' (passed in: that module calls this one)."""
     from kernelmark.reports import modelstep
     from kernelmark.suites import step
     cfg = _config(args)

@@ -146,7 +146,7 @@ def cmd_model(args) -> int:
     # from its config, kernel by kernel (kernelmark.suites.step)
     if args.config or args.name not in models.MODELS or args.measure or args.emit_suite:
         from kernelmark.cli.model_step import cmd_model_step
-        return cmd_model_step(args)
+        return cmd_model_step(args, load_runs, _emit)
     if not args.run:
         raise UsageError(f"--run RUN is required for {args.name} (or --measure / --emit-suite)")
     if args.format == "csv":
