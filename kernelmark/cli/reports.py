@@ -30,8 +30,15 @@ def register(sub) -> None:
 
     mod = sub.add_parser("model", help="a model's decode and prefill roll-up from measured kernel times "
                                        "(a kernel-sum lower bound)")
-    mod.add_argument("name", help="model config, e.g. llama3-8b, llama3-70b")
-    mod.add_argument("--run", action="append", required=True, metavar="RUN",
+    mod.add_argument("name", nargs="?", help="model: a shipped config (llama-3.2-1b, llama-3.1-8b, qwen3-8b, "
+                     "mixtral-8x7b, deepseek-v3, gpt-oss-120b, ...) or the legacy llama3-8b, llama3-70b roll-up")
+    mod.add_argument("--config", metavar="FILE", help="a Hugging Face config.json instead of NAME")
+    mod.add_argument("--emit-suite", metavar="FILE", help="write a suite measuring exactly the cases the runs lack")
+    mod.add_argument("--measure", action="store_true", help="measure the missing cases on this device, then roll up")
+    mod.add_argument("--measure-out", metavar="RUN", help="with --measure: keep the run file here")
+    mod.add_argument("--device", help="with --measure: cpu, cuda or cuda:N")
+    mod.add_argument("--budget", type=float, help="with --measure: seconds of sampling per (case, backend)")
+    mod.add_argument("--run", action="append", metavar="RUN",
                      help="run file (repeat for several; runs of one device are merged, several devices compared)")
     mod.add_argument("--batch", default="1,8,32", help="decode batch sizes, comma-separated (default 1,8,32)")
     mod.add_argument("--context", type=int, default=4096, help="tokens of context per sequence (default 4096)")
@@ -41,7 +48,7 @@ def register(sub) -> None:
                                      "has most of the needed cases in)")
     mod.add_argument("--tp", type=int, default=1, help="tensor-parallel slice of the model (default 1)")
     mod.add_argument("--price-per-hour", type=float, metavar="USD", help="price of one GPU-hour, for $ per 1M tokens")
-    mod.add_argument("--format", choices=("table", "md", "json"), default="table")
+    mod.add_argument("--format", choices=("table", "md", "json", "csv"), default="table")
     mod.add_argument("--out", help="write here instead of standard output")
     mod.set_defaults(func=cmd_model)
 
@@ -131,10 +138,19 @@ def cmd_report(args) -> int:
 def cmd_model(args) -> int:
     from kernelmark.reports import rollup
     from kernelmark.suites import models
-    try:
-        models.get_model(args.name)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    if args.config and args.name:
+        raise UsageError("give a model NAME or --config FILE, not both")
+    if not (args.config or args.name):
+        raise UsageError("give a model NAME or --config FILE")
+    # every model but the legacy Llama-3 roll-up (projections and attention only) is derived
+    # from its config, kernel by kernel (kernelmark.suites.step)
+    if args.config or args.name not in models.MODELS or args.measure or args.emit_suite:
+        from kernelmark.cli.model_step import cmd_model_step
+        return cmd_model_step(args, load_runs, _emit)
+    if not args.run:
+        raise UsageError(f"--run RUN is required for {args.name} (or --measure / --emit-suite)")
+    if args.format == "csv":
+        raise UsageError("--format csv is for config-derived models (e.g. llama-3.1-8b)")
     try:
         batches = [int(x) for x in args.batch.split(",") if x.strip()]
     except ValueError as e:

@@ -55,6 +55,8 @@ class Need:
     count: float        # how many times per step (layers), or the per-token divisor's inverse
     per: float          # the time is divided by this (tokens it covers); 1 for decode
     required: bool = True
+    dtype: str | None = None    # its own dtype (a model step's component); None: the estimate's
+    family: str = ""            # kernel family, for the breakdown by family
 
 
 @dataclass
@@ -166,6 +168,9 @@ def prefill_needs(model: str, tokens: int, context: int, tp: int = 1) -> list:
 
 
 def find(need: Need, records: list, dtype: str) -> Found:
+    dtype = need.dtype or dtype
+    if need.op is None:
+        return Found(need, None, "kernelmark has no op for it")
     cands = [r for r in records if r["op"] == need.op and r["dtype"] == dtype
              and all(r["shape"].get(k) == v for k, v in need.fixed.items())]
     if not cands:
@@ -178,8 +183,9 @@ def find(need: Need, records: list, dtype: str) -> Found:
     preferred = [r for r in ok if all(r["shape"].get(k) == v for k, v in need.prefer.items())]
     best = min(preferred or ok, key=lambda r: r["timing"]["median_us"])
     if need.op == "prefill_attention":        # time per token of the sequences it attended
-        need = Need(need.name, need.op, need.fixed, need.prefer, need.count,
-                    best["shape"]["batch"] * best["shape"]["seq"], need.required)
+        if need.dtype is None:        # (a model step's component already says its tokens)
+            need = Need(need.name, need.op, need.fixed, need.prefer, need.count,
+                        best["shape"]["batch"] * best["shape"]["seq"], need.required)
     return Found(need, best)
 
 
@@ -206,6 +212,7 @@ def suites_with(need: Need, dtype: str, kind: str) -> list:
 
 
 def case_text(need: Need, dtype: str) -> str:
+    dtype = need.dtype or dtype
     free = " ".join(f"{k}={v}" for k, v in need.prefer.items())
     return f"{need.op} {table.shape_text(need.fixed)} {dtype}" + (f" (preferring {free})" if free else "")
 
@@ -292,7 +299,7 @@ def breakdown_rows(ests: list) -> list:
             times = f"×{n.count:g}" + (f" ÷ {n.per:g} tokens" if n.per != 1 else "")
             if f.rec:
                 contrib = f.us * n.count / n.per * (1000 if e.kind == "prefill" else 1)
-                rows.append([_phase(e), n.name, f"{f.rec['op']} {table.shape_text(f.rec['shape'])} {e.dtype}",
+                rows.append([_phase(e), n.name, f"{f.rec['op']} {table.shape_text(f.rec['shape'])} {f.rec['dtype']}",
                              f.rec["backend"], table._num(f.us, 2), times, table._num(contrib, 2)])
             else:
                 rows.append([_phase(e), n.name, case_text(n, e.dtype), "", "", times,
@@ -307,7 +314,7 @@ def missing_lines(built: list) -> list:
             for f in e.found:
                 if f.rec is not None:
                     continue
-                where = suites_with(f.need, e.dtype, dev.kind)
+                where = suites_with(f.need, f.need.dtype or e.dtype, dev.kind) if f.need.op else []
                 hint = (f"built-in suite(s) with it for {dev.kind}: {', '.join(where)}" if where
                         else f"no built-in suite has it for {dev.kind}")
                 what = "needed" if f.need.required else "optional, left out of the total"
@@ -357,7 +364,7 @@ def as_json(built: list, model: str, context: int, tp: int) -> dict:
                                 "shape": f.rec["shape"] if f.rec else None,
                                 "backend": f.rec["backend"] if f.rec else None, "median_us": f.us,
                                 "missing": f.why or None,
-                                "suites_with_it": None if f.rec else suites_with(f.need, e.dtype, dev.kind)}
+                                "suites_with_it": None if f.rec else (suites_with(f.need, f.need.dtype or e.dtype, dev.kind) if f.need.op else [])}
                                for f in e.found]})
         devices.append({"device": dev.label, "kind": dev.kind, "runs": [r.path for r in dev.runs],
                         "estimates": items})

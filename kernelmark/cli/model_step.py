@@ -1,0 +1,127 @@
+"""`kernelmark model NAME|--config F`: every kernel of a model's decode step and prefill chunk
+(kernelmark.suites.step), rolled up from run files, emitted as a suite, or measured here.
+
+    kernelmark model llama-3.2-1b --run RUN...           roll up runs; what is missing is named
+    kernelmark model llama-3.2-1b --emit-suite F.toml    a suite measuring exactly the missing cases
+    kernelmark model llama-3.2-1b --measure              write that suite, run it (the `run` command), roll up
+
+Called from cli/reports.cmd_model for every model but the legacy llama3-8b / llama3-70b roll-up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+
+from kernelmark.errors import UsageError
+
+
+def _config(args):
+    from kernelmark.suites import model_config
+    try:
+        return model_config.load(args.config or args.name)
+    except model_config.ConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def _options(args, cfg) -> tuple:
+    from kernelmark.suites import step
+    try:
+        batches = [int(x) for x in args.batch.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--batch must be integers, e.g. 1,8,32 (got {args.batch!r})") from None
+    if not batches:
+        raise UsageError("--batch must name at least one batch size, e.g. 1,8,32")
+    dtype = args.dtype or "bf16"
+    price = args.price_per_hour
+    if price is not None and not (math.isfinite(price) and price > 0):
+        raise UsageError(f"--price-per-hour must be a positive, finite number of dollars (got {price:g})")
+    if args.prefill_tokens <= 0:
+        raise UsageError(f"--prefill-tokens must be a positive integer (got {args.prefill_tokens})")
+    try:
+        for b in batches:
+            step.check(cfg, b, args.context, dtype, args.tp)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    # a prefill chunk is whole sequences: at least one of the context
+    prefill = max(args.context, args.prefill_tokens // args.context * args.context)
+    return batches, dtype, prefill
+
+
+def plans(cfg, batches, context, dtype, tp, prefill_tokens) -> list:
+    """[(kind, size, [Component...])]: decode at each batch, then one prefill chunk."""
+    from kernelmark.suites import step
+    out = [("decode", b, step.components(cfg, b, context, dtype, tp, "decode")) for b in batches]
+    out.append(("prefill", prefill_tokens,
+                step.components(cfg, 1, context, dtype, tp, "prefill", prefill_tokens=prefill_tokens)))
+    return out
+
+
+def needs(comps: list) -> list:
+    from kernelmark.reports import rollup
+    return [rollup.Need(c.name, c.op, c.fixed, {k: v for k, v in c.shape.items() if k not in c.fixed},
+                        c.count, c.per, c.required, dtype=c.dtype, family=c.family) for c in comps]
+
+
+def missing_cases(runs: list, phases: list, single_device: bool) -> list:
+    """(op, dtype, shape) of every component no run has timed (communication left out when
+    measuring on one device: it needs several)."""
+    from kernelmark.reports import modelstep
+    from kernelmark.suites import step
+    comps = [c for _, _, cs in phases for c in cs if c.op and not (single_device and c.family == "communication")]
+    if not runs:
+        return step.distinct_cases(comps)
+    built = modelstep.build(runs, [(k, s, needs(cs)) for k, s, cs in phases], "bf16")
+    missing = {(f.need.op, f.need.dtype, tuple(sorted(f.need.fixed.items())))
+               for _, ests in built for e in ests for f in e.found if f.rec is None}
+    return step.distinct_cases([c for c in comps if (c.op, c.dtype, tuple(sorted(c.fixed.items()))) in missing])
+
+
+def cmd_model_step(args, load_runs, _emit) -> int:
+    """``load_runs`` and ``_emit`` are cli.reports' (passed in: that module calls this one)."""
+    from kernelmark.reports import modelstep
+    from kernelmark.suites import step
+    cfg = _config(args)
+    batches, dtype, prefill = _options(args, cfg)
+    try:
+        phases = plans(cfg, batches, args.context, dtype, args.tp, prefill)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    runs = load_runs(args.run)[0] if args.run else []
+    if args.emit_suite or args.measure:
+        cases = missing_cases(runs, phases, single_device=args.measure)
+        text = step.suite_toml(f"model-{cfg.name}", f"every kernel of {cfg.name}'s decode step (batch "
+                               f"{','.join(map(str, batches))}) and prefill chunk ({prefill} tokens), context "
+                               f"{args.context}, {dtype}, tp {args.tp}", cases)
+        if args.emit_suite:
+            with open(args.emit_suite, "w") as f:
+                f.write(text)
+            print(f"kernelmark: wrote {args.emit_suite} ({len(cases)} case(s))", file=sys.stderr)
+        if args.measure and cases:
+            from kernelmark.cli import main
+            from kernelmark import results
+            tmp = tempfile.mkdtemp(prefix="kernelmark-model-")
+            suite, out = os.path.join(tmp, "suite.toml"), args.measure_out or os.path.join(tmp, "run.jsonl")
+            with open(suite, "w") as f:
+                f.write(text)
+            argv = ["run", "--suite", suite, "--out", out, "--quiet", "--format", "csv"]
+            if args.device:
+                argv += ["--device", args.device]
+            if args.budget is not None:
+                argv += ["--budget", str(args.budget)]
+            import contextlib
+            with contextlib.redirect_stdout(sys.stderr):     # the run's own table is not the answer
+                rc = main(argv)
+            if rc not in (0, 1):
+                return rc
+            runs.append(results.load(out))
+            print(f"kernelmark: measured {len(cases)} case(s) into {out}", file=sys.stderr)
+    if not runs:
+        if args.emit_suite:
+            return 0
+        raise UsageError("give --run RUN, --measure or --emit-suite FILE")
+    built = modelstep.build(runs, [(k, s, needs(cs)) for k, s, cs in phases], dtype, args.price_per_hour)
+    _emit(modelstep.render(built, cfg.name, args.context, args.tp, args.price_per_hour, args.format), args.out)
+    return 0

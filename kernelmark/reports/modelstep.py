@@ -1,0 +1,123 @@
+"""A model's decode step and prefill chunk rolled up from run files, component by component.
+
+The components (op, shape, dtype, count per step) come from kernelmark.suites.step via the
+caller, as ``rollup.Need`` objects: reports read run files only and know no op. Each
+component is matched exactly as in ``rollup`` (fastest backend that passed its check);
+one missing means the phase is INCOMPLETE and its totals are not given. Output per device:
+time per token per sequence, tokens/s per sequence and in aggregate, $ per 1M tokens with a
+price, and the step by kernel family.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from kernelmark.reports import crossdevice, rollup
+
+LABEL = ("sum of measured kernel times of every kernel of the step (framework and launch overhead "
+         "not included)")
+
+
+def build(runs: list, plans: list, dtype: str, price_per_hour=None) -> list:
+    """[(device, [Estimate...])]; ``plans`` = [(kind, size, [Need...])], one per phase."""
+    out = []
+    for dev in crossdevice.group_by_device(runs):
+        recs = list(dev.records.values())
+        ests = []
+        for kind, size, needs in plans:
+            found = [rollup.find(n, recs, dtype) for n in needs]
+            ests.append(rollup.Estimate(dev.label, dtype, kind, size, found, price_per_hour))
+        out.append((dev, ests))
+    return out
+
+
+def families(e: rollup.Estimate) -> dict:
+    """kernel family -> µs a step (decode) or per 1k prompt tokens (prefill), measured parts only."""
+    scale = 1000 if e.kind == "prefill" else 1
+    out: dict = {}
+    for f in e.found:
+        if f.rec:
+            out[f.need.family] = out.get(f.need.family, 0.0) + f.us * f.need.count / f.need.per * scale
+    return out
+
+
+def rows(built: list) -> list:
+    """One flat dict a device and phase: the buyer's table."""
+    out = []
+    for dev, ests in built:
+        for e in ests:
+            fig = e.figures()
+            r = {"device": dev.label, "phase": e.kind, "batch" if e.kind == "decode" else "prefill_tokens": e.batch,
+                 "dtype": e.dtype, "complete": e.complete, "missing": len(e.missing)}
+            if e.kind == "decode" and fig:
+                r.update(ms_per_token=fig["ms_per_output_token"], tokens_per_s_per_seq=1e6 / fig["step_us"],
+                         tokens_per_s=fig["tokens_per_s"])
+            elif fig:
+                r.update(ms_per_1k_prompt_tokens=fig["ms_per_1k_prompt_tokens"],
+                         prompt_tokens_per_s=fig["prompt_tokens_per_s"])
+            if fig and "usd_per_1m_tokens" in fig:
+                r["usd_per_1m_tokens"] = fig["usd_per_1m_tokens"]
+            out.append(r)
+    return out
+
+
+def render(built: list, model: str, context: int, tp: int, price_per_hour=None, fmt: str = "table") -> str:
+    if fmt == "json":
+        doc = rollup.as_json(built, model, context, tp)
+        doc["label"] = LABEL
+        doc.pop("not_measured", None)
+        for (dev, ests), d in zip(built, doc["devices"]):
+            for e, item in zip(ests, d["estimates"]):
+                item["families_us"] = families(e)
+                for f, comp in zip(e.found, item["components"]):
+                    comp.update(family=f.need.family, dtype=f.need.dtype)
+        doc["summary"] = rows(built)
+        return json.dumps(doc, indent=1, default=str)
+    if fmt == "csv":
+        rs = rows(built)
+        keys = list(dict.fromkeys(k for r in rs for k in r))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rs)
+        return buf.getvalue()
+    from tabulate import tabulate
+    tf = "github" if fmt == "md" else "simple"
+    head = [f"{model}: {LABEL}.",
+            f"context {context} tokens a sequence; tensor parallel {tp}"
+            + (f"; ${price_per_hour:g} per GPU-hour" if price_per_hour else "; no price given (--price-per-hour)")]
+    summary = []
+    for r in rows(built):
+        dec = r["phase"] == "decode"
+        summary.append([r["device"], r["dtype"], f"decode, batch {r['batch']}" if dec
+                        else f"prefill, {r['prefill_tokens']}-token chunk",
+                        f"{r['ms_per_token']:.4g} ms" if "ms_per_token" in r else
+                        (f"{r['ms_per_1k_prompt_tokens']:.4g} ms / 1k" if "ms_per_1k_prompt_tokens" in r else "n/a"),
+                        f"{r['tokens_per_s_per_seq']:,.4g}" if "tokens_per_s_per_seq" in r else "",
+                        f"{r.get('tokens_per_s', r.get('prompt_tokens_per_s', 0)):,.4g}" if r["complete"] else "n/a",
+                        rollup._fmt_money(r.get("usd_per_1m_tokens")),
+                        "complete" if r["complete"] else f"INCOMPLETE: {r['missing']} case(s) not measured"])
+    out = ["\n".join(head), "", tabulate(summary, headers=["device", "dtype", "phase", "time per token",
+                                                          "tokens/s per sequence", "tokens/s (aggregate)",
+                                                          "$ per 1M tokens", "status"],
+                                         tablefmt=tf, disable_numparse=True)]
+    for dev, ests in built:
+        fam_rows = []
+        for e in ests:
+            fam = families(e)
+            total = sum(fam.values()) or 1.0
+            fam_rows += [[rollup._phase(e), k, f"{v:,.1f}", f"{100 * v / total:.1f}%"]
+                         for k, v in sorted(fam.items(), key=lambda kv: -kv[1])]
+        out += ["", f"{dev.label}: by kernel family (µs a step; per 1k prompt tokens for prefill)", "",
+                tabulate(fam_rows, headers=["phase", "family", "µs", "share"], tablefmt=tf, disable_numparse=True),
+                "", f"{dev.label}: per component", "",
+                tabulate(rollup.breakdown_rows(ests), headers=["phase", "component", "case used", "backend",
+                                                               "median µs", "count", "µs in total"],
+                         tablefmt=tf, disable_numparse=True)]
+    miss = rollup.missing_lines(built)
+    if miss:
+        out += ["", "Cases not in the run (never guessed; --emit-suite FILE writes a suite that measures them):", ""]
+        out += [f"- {m}" for m in miss]
+    return "\n".join(out)

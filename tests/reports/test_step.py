@@ -1,0 +1,173 @@
+"""kernelmark/suites/step.py (every kernel of a step), reports/modelstep.py (its roll-up) and
+`kernelmark model NAME|--config` with --emit-suite / --measure."""
+import json
+
+import pytest
+
+from kernelmark import cli, results
+from kernelmark.ops.registry import get_op
+from kernelmark.reports import modelstep
+from kernelmark.suites import loader, model_config as mc, step
+from kernelmark.cli import model_step
+
+TINY = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 3, "vocab_size": 256,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 512}
+
+
+def tiny(**over):
+    return mc.parse({**TINY, **over}, "tiny")
+
+
+@pytest.mark.parametrize("name", sorted(mc.known()))
+def test_every_component_of_every_shipped_model_is_a_valid_case(name):
+    cfg = mc.load(name)
+    for dt in ("bf16", "fp8"):
+        for kind in ("decode", "prefill"):
+            for op, dtype, shape in step.distinct_cases(step.components(cfg, 8, 4096, dt, 1, kind)):
+                o = get_op(op)
+                o.check_shape(o.full_shape(shape), dtype)
+                assert o.dtypes is None or dtype in o.dtypes, (op, dtype)
+
+
+def test_dense_step_counts_each_kernel_once_per_layer():
+    cfg = tiny()
+    comps = step.components(cfg, 2, 64, "fp32")
+    by = {c.name: c for c in comps}
+    L = cfg.layers
+    assert by["embedding"].count == 1 and by["input norm (layer 1)"].count == 1
+    assert by["add + norm"].count == 2 * L        # 2 a layer, less the first, plus the final norm
+    for name in ("qkv", "rope", "kv_append", "attention", "o", "mlp gate_up", "mlp silu·mul", "mlp down"):
+        assert by[name].count == L, name
+    assert by["lm_head"].count == 1 and by["sampling (argmax)"].count == 1
+    assert by["qkv"].shape == {"m": 2, "n": (4 + 2 * 2) * 16, "k": 64, "layout": "nt"}
+    assert by["attention"].shape["context"] == 64 and by["attention"].shape["batch"] == 2
+    assert len(by) == len(comps)          # no component twice
+    assert not any(c.family == "communication" for c in comps)
+
+
+def test_tensor_parallel_splits_and_names_the_all_reduces():
+    comps = {c.name: c for c in step.components(tiny(), 1, 64, "bf16", tp=2)}
+    assert comps["qkv"].shape["n"] == (2 + 2 * 1) * 16 and comps["o"].shape["k"] == 2 * 16
+    ar = comps["all_reduce (after o and after the MLP)"]
+    assert ar.op == "all_reduce" and ar.count == 2 * 3 and ar.shape == {"bytes": 64 * 2}
+
+
+def test_prefill_chunk_covers_its_tokens_and_samples_each_sequence_once():
+    comps = {c.name: c for c in step.components(tiny(), 1, 64, "fp32", kind="prefill", prefill_tokens=128)}
+    assert all(c.per == 128 for c in comps.values())
+    assert comps["attention"].op == "prefill_attention" and comps["attention"].shape["batch"] == 2
+    assert comps["lm_head"].shape["m"] == 2 and comps["kv_append"].shape["seq_tokens"] == 64
+
+
+def test_moe_mla_and_qk_norm_components():
+    ds = {c.name: c for c in step.components(mc.load("deepseek-v3"), 1, 4096)}
+    assert ds["dense mlp gate_up"].count == 3 and ds["experts + shared expert"].count == 58
+    assert ds["attention (MLA)"].op == "mla_decode_attention" and ds["q_nope·W_UK (per head)"].count == 61 * 128
+    assert ds["route (top-k)"].shape["n_group"] == 8 and ds["align"].shape["experts"] == 257
+    q = {c.name for c in step.components(mc.load("qwen3-8b"), 1, 4096)}
+    assert {"q_norm (per head)", "k_norm (per head)"} <= q
+    g = {c.name: c for c in step.components(mc.load("gpt-oss-120b"), 1, 4096)}
+    assert g["attention"].count == 18 and g["attention (window 128)"].shape["context"] == 128
+    fp8 = {c.op for c in step.components(mc.load("llama-3.1-8b"), 1, 4096, "fp8")}
+    assert {"gemm_fp8_blockwise", "fp8_group_quant"} <= fp8
+    pre = step.components(mc.load("deepseek-v3"), 1, 4096, kind="prefill")
+    assert any(c.op is None for c in pre)     # MLA prefill attention: no op, named
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(tp=3), "--tp 3"), (dict(dtype="fp7"), "--dtype fp7"), (dict(batch=0), "--batch"),
+    (dict(context=-1), "--context"),
+])
+def test_bad_options_name_the_option(kw, message):
+    args = {"batch": 1, "context": 64, "dtype": "bf16", "tp": 1, **kw}
+    with pytest.raises(ValueError, match=message):
+        step.components(tiny(), **args)
+
+
+def test_emitted_suite_loads_as_exactly_the_distinct_cases(tmp_path):
+    comps = step.components(tiny(), 1, 64, "fp32") + step.components(tiny(), 1, 64, "fp32", kind="prefill")
+    cases = step.distinct_cases(comps)
+    p = tmp_path / "s.toml"
+    p.write_text(step.suite_toml("t", "d", cases))
+    got = loader.load(str(p)).cases
+    assert len(got) == len(cases)
+    for c, (op, dt, shape) in zip(got, cases):
+        assert (c.op, c.dtype) == (op, dt) and all(c.shape[k] == v for k, v in shape.items())
+
+
+def _run_with(tmp_path, smoke_run, runlines, comps, us_of, drop=()):
+    read, write = runlines
+    header = read(smoke_run)[0]
+    recs = [{"type": "record", "op": op, "label": "", "shape": shape, "dtype": dt, "backend": "torch",
+             "status": "ok", "timing": {"median_us": us_of(op, shape), "ci_rel": 0.01, "n": 10}}
+            for op, dt, shape in step.distinct_cases(comps) if op not in drop]
+    return write(tmp_path / "m.jsonl", [header, *recs, {"type": "footer", "finished": "x", "wall_s": 1}])
+
+
+def test_rollup_is_the_sum_of_every_component_times_its_count(tmp_path, smoke_run, runlines):
+    cfg = tiny()
+    comps = step.components(cfg, 2, 64, "fp32")
+    us = lambda op, shape: 1.0 + len(op)      # noqa: E731  a distinct time per op
+    run = _run_with(tmp_path, smoke_run, runlines, comps, us)
+    built = modelstep.build([results.load(run)], [("decode", 2, model_step.needs(comps))], "fp32", 3.6)
+    (dev, (e,)), = built
+    want = sum(us(c.op, c.shape) * c.count for c in comps)
+    assert e.complete and e.total_us == pytest.approx(want)
+    assert sum(modelstep.families(e).values()) == pytest.approx(want)
+    row, = modelstep.rows(built)
+    assert row["tokens_per_s"] == pytest.approx(2 / (want * 1e-6))
+    assert row["tokens_per_s_per_seq"] == pytest.approx(1 / (want * 1e-6))
+    assert row["usd_per_1m_tokens"] == pytest.approx(3.6 / 3600 / row["tokens_per_s"] * 1e6)
+
+
+def test_a_missing_component_makes_it_incomplete_and_is_emitted(tmp_path, smoke_run, runlines, capsys):
+    cfgp = tmp_path / "tiny.json"
+    cfgp.write_text(json.dumps(TINY))
+    comps = step.components(tiny(), 1, 64, "fp32")
+    run = _run_with(tmp_path, smoke_run, runlines, comps, lambda op, s: 5.0, drop=("rope",))
+    suite = tmp_path / "missing.toml"
+    argv = ["model", "--config", str(cfgp), "--run", run, "--batch", "1", "--context", "64", "--dtype", "fp32",
+            "--prefill-tokens", "64", "--format", "json"]
+    assert cli.main(argv + ["--emit-suite", str(suite)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    dec = doc["devices"][0]["estimates"][0]
+    assert not dec["complete"] and "ms_per_output_token" not in dec
+    assert [c["name"] for c in dec["components"] if c["missing"]] == ["rope"]
+    emitted = {(c.op, c.shape.get("tokens")) for c in loader.load(str(suite)).cases}
+    assert ("rope", 1) in emitted and ("rope", 64) in emitted       # decode's and prefill's
+    assert ("embedding", 1) not in emitted and ("embedding", 64) in emitted   # what the run has is not asked again
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--tp", "3"], "--tp 3"), (["--dtype", "fp7"], "--dtype fp7"), (["--price-per-hour", "nan"], "--price-per-hour"),
+    (["--price-per-hour", "-2"], "--price-per-hour"), (["--batch", "0"], "--batch"), (["--context", "0"], "--context"),
+    (["--batch", "x"], "--batch"),
+])
+def test_model_cli_bad_options_exit_2(extra, message, capsys):
+    assert cli.main(["model", "llama-3.2-1b", "--emit-suite", "/nonexistent/x.toml", *extra]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("kernelmark: error: ") and message in err and err.count("\n") == 1 and not out
+
+
+def test_model_cli_unknown_architecture_exits_2(tmp_path, capsys):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({**TINY, "architectures": ["FooForCausalLM"]}))
+    assert cli.main(["model", "--config", str(p), "--emit-suite", str(tmp_path / "s.toml")]) == 2
+    assert "unknown architecture 'FooForCausalLM'" in capsys.readouterr().err
+
+
+def test_measure_end_to_end_on_this_cpu(tmp_path, capsys):
+    # the whole command on a tiny config of our own: derive, write the suite, run it with the
+    # `run` command's runner, roll up; every component is measured, so the step is complete
+    cfgp = tmp_path / "tiny.json"
+    cfgp.write_text(json.dumps(TINY))
+    out = tmp_path / "run.jsonl"
+    assert cli.main(["model", "--config", str(cfgp), "--measure", "--measure-out", str(out), "--batch", "1",
+                     "--context", "16", "--prefill-tokens", "16", "--dtype", "fp32", "--budget", "0.01",
+                     "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    dec, pre = doc["devices"][0]["estimates"]
+    assert dec["complete"] and pre["complete"], [c for c in dec["components"] + pre["components"] if c["missing"]]
+    assert dec["tokens_per_s"] > 0 and set(dec["families_us"]) >= {"gemm", "attention", "norm", "rope", "embedding"}
+    assert results.load(str(out)).records      # the run file is kept where asked
