@@ -27,6 +27,8 @@ def register(sub) -> None:
                    help="comma-separated targets (default: all: cuda:80,cuda:89,cuda:90,cuda:100,hip:gfx942)")
     p.add_argument("--suite", default="smoke", help="suite whose cases give the shapes and dtypes (default smoke)")
     p.add_argument("--ops", help="comma-separated ops (default: every op of the suite with a Triton backend)")
+    p.add_argument("--max-configs", type=int, metavar="N",
+                   help="compile only the N smallest autotune configs of each kernel (a quick check; default: all)")
     p.add_argument("--out", help="write a compile run file here (JSON lines, kind \"compile\")")
     p.set_defaults(func=cmd_compile)
 
@@ -60,6 +62,8 @@ def cmd_compile(args) -> int:
     cases = [c for c in suite.cases if not ops or c.op in ops]
     if not cases:
         raise UsageError(f"suite {suite.name} has no case of {', '.join(ops or [])}")
+    if args.max_configs is not None and args.max_configs < 1:
+        raise UsageError(f"--max-configs {args.max_configs}: must be at least 1")
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         return _reexec_without_interpreter(args)
     out = None
@@ -88,7 +92,7 @@ def cmd_compile(args) -> int:
         write(rec)
         print(f"{r.target} {r.op} {r.kernel} {r.config or '-'}: {r.status}", file=sys.stderr, flush=True)
 
-    results = aot.check_cases(cases, targets, on_result=on_result)
+    results = aot.check_cases(cases, targets, on_result=on_result, max_configs=args.max_configs)
     pruned = aot.left_out(results)
     write({"type": "footer", "records": len(records), "left_out": pruned})
     if out:
