@@ -32,8 +32,8 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting
-from kernelmark.kernels.kv_quant import _round_to_e4m3_grid
 from kernelmark.kernels.tl_utils import dot
+from kernelmark.kernels.tl_utils import round_to_e4m3_grid as _round_to_e4m3_grid
 
 FP8_GROUP = 128
 
