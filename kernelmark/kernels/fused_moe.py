@@ -32,8 +32,8 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.tl_utils import round_to_e4m3_grid
 from kernelmark.kernels.tl_utils import dot
-from kernelmark.kernels.tl_utils import round_to_e4m3_grid as _round_to_e4m3_grid
 
 FP8_GROUP = 128
 
@@ -185,7 +185,7 @@ def _group_quant_kernel(x_ptr, q_ptr, s_ptr, rows, stride_x, stride_q, n_groups,
     scale = tl.maximum(tl.math.div_rn(amax, tl.full(amax.shape, 448.0, tl.float32)), 1e-12)
     y = tl.math.div_rn(x, tl.broadcast_to(scale[:, None], x.shape))
     y = tl.minimum(tl.maximum(y, -448.0), 448.0)
-    tl.store(q_ptr + r64[:, None] * stride_q + cols[None, :], _round_to_e4m3_grid(y).to(tl.float8e4nv),
+    tl.store(q_ptr + r64[:, None] * stride_q + cols[None, :], round_to_e4m3_grid(y).to(tl.float8e4nv),
              mask=ok[:, None])
     tl.store(s_ptr + r64 * n_groups + g, scale, mask=ok)
 
