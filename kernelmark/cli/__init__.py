@@ -20,7 +20,7 @@ from kernelmark.errors import USAGE_ERROR, UsageError  # noqa: F401  (re-exporte
 # optionally add_run_arguments(run_parser) and after_run(args, run_path) to extend `run`.
 # A module may also define intercept_run(args) -> exit status or None, to take over `run`
 # (distributed launches, one run per GPU of a node).
-COMMAND_MODULES = ("kernelmark.cli.reports", "kernelmark.cli.ci", "kernelmark.cli.multi")
+COMMAND_MODULES = ("kernelmark.cli.reports", "kernelmark.cli.ci", "kernelmark.cli.multi", "kernelmark.cli.compile")
 # run, list and env (kernelmark/cli/run.py) are registered first, by _parser itself.
 
 

@@ -177,7 +177,28 @@ def _compare_and_print(base, head, args) -> int:
     return REGRESSION if c.regressions(args.fail_on) else 0
 
 
+def _compare_compile_files(args):
+    """Exit status when BASE or HEAD is a compile run file, None when both are timing runs."""
+    from kernelmark.reports import compile_table as ct
+    kinds = (ct.file_kind(args.base), ct.file_kind(args.head))
+    if kinds == ("run", "run"):
+        return None
+    if kinds[0] != kinds[1]:
+        raise UsageError(f"refusing to compare: {args.base} is a {kinds[0]} file, {args.head} a {kinds[1]} file "
+                         "(compare two timing runs or two compile runs)")
+    try:
+        (_, base), (_, head) = ct.load(args.base), ct.load(args.head)
+    except ct.CompileFileError as e:
+        raise UsageError(str(e)) from None
+    diff = ct.compare(base, head)
+    print(ct.render_compare(diff), end="")
+    return REGRESSION if diff["regressions"] else 0
+
+
 def cmd_compare(args) -> int:
+    status = _compare_compile_files(args)
+    if status is not None:
+        return status
     return _compare_and_print(load_run(args.base), load_run(args.head), args)
 
 
