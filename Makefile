@@ -13,7 +13,7 @@ PY36 := $(TRITON36_VENV)/bin/python
 STAMP36 := $(TRITON36_VENV)/.kernelmark-installed
 # What runs under it: everything that launches a Triton kernel (the kernels' own tests
 # and the ops' checks of their Triton backends).
-TRITON36_TESTS ?= tests/kernels tests/ops
+TRITON36_TESTS ?= tests/kernels tests/ops tests/harness/test_aot_targets.py
 
 .PHONY: setup setup-triton36 run test test-main test-triton36 smoke clean browser
 
