@@ -61,7 +61,8 @@ def load_runs(paths: list) -> tuple:
         except results.RunFileError as e:
             problems.append(str(e))
     if not runs:
-        raise UsageError("no run file could be read:\n  " + "\n  ".join(problems))
+        raise UsageError(problems[0] if len(problems) == 1 else
+                         f"none of the {len(problems)} run files could be read: " + "; ".join(problems))
     for p in problems:
         print(f"kernelmark: warning: left out of the report: {p}", file=sys.stderr)
     for run in runs:
