@@ -61,8 +61,7 @@ def load_runs(paths: list) -> tuple:
         except results.RunFileError as e:
             problems.append(str(e))
     if not runs:
-        raise UsageError(problems[0] if len(problems) == 1 else
-                         f"none of the {len(problems)} run files could be read: " + "; ".join(problems))
+        raise UsageError("no run file could be read: " + "; ".join(problems))     # one line
     for p in problems:
         print(f"kernelmark: warning: left out of the report: {p}", file=sys.stderr)
     for run in runs:

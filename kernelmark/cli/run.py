@@ -5,14 +5,13 @@ modules that extend `run` (``args.extensions``)."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 from kernelmark.errors import UsageError
 from kernelmark.harness import options
-from kernelmark.results import slug
+from kernelmark.results import slug, strict_json
 
 
 def register(sub):
@@ -257,7 +256,7 @@ def cmd_env(args) -> int:
     prof = dev.profile(target)
     pk = peaks.get(target, prof, remeasure=args.remeasure)
     if args.json:
-        print(json.dumps({"device": prof, "peaks": pk}, indent=1, default=str))
+        print(strict_json({"device": prof, "peaks": pk}, indent=1))
         return 0
     v = prof["versions"]
     print(f"device       {prof['name']} ({prof['kind']}, {prof.get('arch')})")
