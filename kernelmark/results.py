@@ -39,12 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
+from kernelmark.errors import RunFileError  # noqa: F401  (results.RunFileError, as it always was)
+from kernelmark.runcheck import STATUSES, check_header, check_record, check_values  # noqa: F401 (STATUSES)
+
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "checked", "failed_check", "unsupported", "skipped", "error", "oom", "crashed", "timeout")
-
-
-class RunFileError(ValueError):
-    """A run file that cannot be read: names the file and the line."""
 
 
 @dataclass
@@ -146,14 +144,7 @@ def _jsonable(x):
 
 _REQUIRED_HEADER = ("schema", "device", "peaks", "suite", "started")
 _REQUIRED_RECORD = ("op", "shape", "dtype", "backend", "status")
-
-# What a line of a run file may be, beyond its field types (checked below). The writer
-# stays far inside every bound; they are there so that a crafted or damaged file is refused
-# with its line number instead of breaking whatever reads it later.
-MAX_LINE_BYTES = 64 << 20       # a record with 1000 samples is about 10 kB
-MAX_DEPTH = 16                  # the schema nests 4 deep (header.device.datasheet.tflops)
-INT_BOUND = 2 ** 63             # ints must fit 64 bits (the history database stores them so)
-TIME_RANGE_US = (1e-6, 1e12)    # a femtosecond to 11.6 days: anything outside was not measured
+MAX_LINE_BYTES = 64 << 20       # a record with 1000 samples is about 10 kB: a longer line is not ours
 
 
 class RunReader:
@@ -243,7 +234,7 @@ class RunReader:
         miss = [k for k in _REQUIRED_RECORD if k not in obj]
         if miss:
             raise RunFileError(f"{where}: record lacks {', '.join(miss)}")
-        _check_record(obj, where)
+        check_record(obj, where)
         if not self.keep_samples and isinstance(obj.get("timing"), dict):
             obj["timing"].pop("samples_us", None)
         return obj
@@ -278,7 +269,7 @@ class RunReader:
                                "not a measurement") from None
         if not isinstance(obj, dict):
             raise RunFileError(f"{where}: expected a JSON object")
-        _check_values(obj, where)
+        check_values(obj, where)
         return obj
 
     def close(self) -> None:
@@ -313,173 +304,7 @@ def _check_header_line(header: dict, where: str) -> None:
     missing = [k for k in _REQUIRED_HEADER if k not in header]
     if missing:
         raise RunFileError(f"{where}: header lacks {', '.join(missing)}")
-    _check_header(header, where)
-
-
-def _check_values(obj: dict, where: str) -> None:
-    """Every number finite and every int within 64 bits, at most MAX_DEPTH levels deep.
-    Walks without recursion; the samples (flat lists of numbers) are checked on their own."""
-    timing = obj.get("timing")
-    flat = id(timing.get("samples_us")) if isinstance(timing, dict) else None
-    stack = [(obj, "", 1)]
-    while stack:
-        node, prefix, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise RunFileError(f"{where}: {prefix.rstrip('.') or 'the line'} nests deeper than {MAX_DEPTH} levels")
-        items = node.items() if type(node) is dict else enumerate(node)
-        for k, v in items:
-            t = type(v)
-            if t is float:
-                if not math.isfinite(v):
-                    raise RunFileError(f"{where}: {_name(prefix, k)} is {v}: a run file holds finite numbers only")
-            elif t is int:
-                if not -INT_BOUND <= v < INT_BOUND:
-                    raise RunFileError(f"{where}: {_name(prefix, k)} is an integer beyond 64 bits")
-            elif (t is dict or t is list) and id(v) != flat:
-                stack.append((v, _name(prefix, k) + ("." if t is dict else ""), depth + 1))
-
-
-def _name(prefix: str, key) -> str:
-    return f"{prefix.rstrip('.')}[{key}]" if isinstance(key, int) else f"{prefix}{key}"
-
-
-# ---------------------------------------------------------------- field types
-# Reports trust what load() returns, so every field they read is type-checked here, and
-# every timing is a positive, finite time in TIME_RANGE_US (a NaN median would compare as
-# unchanged; an infinite one would give a ratio of 1).
-
-_NUM = (int, float)
-_OPT_NUM = (int, float, type(None))
-_OPT_STR = (str, type(None))
-_OPT_DICT = (dict, type(None))
-_OPT_BOOL = (bool, type(None))
-_TIMES = ("median_us", "mean_us", "min_us", "max_us", "ci_low_us", "ci_high_us")
-_RATES = ("flops", "bytes", "intensity", "tflops", "gbps", "pct_of_peak", "pct_of_datasheet")
-
-
-def _expect(obj: dict, key: str, types, where: str, required: bool = False) -> None:
-    if key not in obj:
-        if required:
-            raise RunFileError(f"{where}: {key} is missing")
-        return
-    v = obj[key]
-    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise RunFileError(f"{where}: {key} has the wrong type (bool)")
-    if not isinstance(v, types):
-        raise RunFileError(f"{where}: {key} has the wrong type ({type(v).__name__})")
-
-
-def _at_least(obj: dict, key: str, low: float, where: str, high: float = math.inf) -> None:
-    """A number (or null) within [low, high], when present."""
-    _expect(obj, key, _OPT_NUM, where)
-    v = obj.get(key)
-    if v is not None and not low <= v <= high:
-        raise RunFileError(f"{where}: {key} is {v:g}, outside {low:g} to {high:g}")
-
-
-def _check_header(h: dict, where: str) -> None:
-    for key in ("device", "peaks", "suite"):
-        _expect(h, key, dict, where, required=True)
-    _expect(h, "started", str, where, required=True)
-    for key in ("kernelmark", "run_id"):
-        _expect(h, key, _OPT_STR, where)
-    _expect(h, "command", list, where)
-    d = h["device"]
-    for key in ("name", "kind", "arch", "driver", "torch_device"):
-        _expect(d, key, _OPT_STR, f"{where} device")
-    for key in ("versions", "git", "datasheet", "health", "cpu", "host", "env"):
-        _expect(d, key, _OPT_DICT, f"{where} device")
-    for key in ("versions", "git"):
-        for k, v in (d.get(key) or {}).items():
-            if not isinstance(v, (str, bool, type(None))):
-                raise RunFileError(f"{where}: device {key}.{k} has the wrong type")
-    if d.get("datasheet") is not None:
-        ds = d["datasheet"]
-        _check_peaks(ds, f"{where} device datasheet")
-        _expect(ds, "name", str, f"{where} device datasheet", required=True)
-        _expect(ds, "copy_gbps", _NUM, f"{where} device datasheet", required=True)
-        _expect(ds, "tflops", dict, f"{where} device datasheet", required=True)
-    _check_peaks(h["peaks"], f"{where} peaks")
-    _expect(h["peaks"], "copy_gbps", _NUM, f"{where} peaks")
-    _expect(h["suite"], "name", _OPT_STR, f"{where} suite")
-
-
-def _check_peaks(p: dict, where: str) -> None:
-    for key in ("copy_gbps", "h2d_gbps", "d2h_gbps"):
-        _at_least(p, key, 0, where)
-    _expect(p, "tflops", _OPT_DICT, where)
-    for k, v in (p.get("tflops") or {}).items():
-        if isinstance(v, bool) or not isinstance(v, _NUM) or v < 0:
-            raise RunFileError(f"{where}: tflops.{k} is not a non-negative number")
-
-
-def _check_record(r: dict, where: str) -> None:
-    for key in ("op", "dtype", "backend", "status"):
-        _expect(r, key, str, where, required=True)
-    if r["status"] not in STATUSES:
-        raise RunFileError(f"{where}: unknown status {r['status']!r}")
-    _expect(r, "shape", dict, where, required=True)
-    for k, v in r["shape"].items():
-        if not isinstance(v, (int, float, str, bool)):
-            raise RunFileError(f"{where}: shape parameter {k} has the wrong type")
-    for key in ("label", "reason", "bound", "detail"):
-        _expect(r, key, _OPT_STR, where)
-    for key in ("case_index", "seed", "suite_line"):
-        _expect(r, key, (int, type(None)), where)
-    for key in _RATES:
-        _at_least(r, key, 0, where)
-    _expect(r, "noisy", _OPT_BOOL, where)
-    for key in ("check", "health"):
-        _expect(r, key, _OPT_DICT, where)
-    if r.get("check") is not None:
-        c = r["check"]
-        _expect(c, "detail", _OPT_STR, f"{where} check")
-        _expect(c, "passed", _OPT_BOOL, f"{where} check")
-        for key in ("rel_l2", "max_abs", "max_rel", "tolerance"):     # "inf" / "nan" as text by design
-            _expect(c, key, (int, float, str, type(None)), f"{where} check")
-    if r.get("health") is not None:
-        h = r["health"]
-        _expect(h, "throttle_reasons", list, f"{where} health")
-        if not all(isinstance(x, str) for x in h.get("throttle_reasons", [])):
-            raise RunFileError(f"{where} health: throttle_reasons must be words")
-        for key in ("throttled", "below_app_clocks"):
-            _expect(h, key, _OPT_BOOL, f"{where} health")
-    if r["status"] == "ok":
-        _expect(r, "timing", dict, where, required=True)
-    if isinstance(r.get("timing"), dict):
-        _check_timing(r["timing"], r["status"] == "ok", f"{where} timing")
-    else:
-        _expect(r, "timing", _OPT_DICT, where)
-
-
-def _check_timing(t: dict, timed: bool, where: str) -> None:
-    low, high = TIME_RANGE_US
-    for key in ("median_us", "ci_rel"):
-        _expect(t, key, _NUM, where, required=timed)
-    for key in _TIMES:
-        _expect(t, key, _NUM, where)        # a number when present: export and history read them
-        _at_least(t, key, low, where, high)
-    _at_least(t, "iqr_us", 0, where, high)
-    _at_least(t, "ci_rel", 0, where)
-    _at_least(t, "wall_s", 0, where)
-    for key in ("n", "inner"):
-        _expect(t, key, int, where)
-        _at_least(t, key, 1, where)
-    for key in ("method", "cache", "note"):
-        _expect(t, key, _OPT_STR, where)
-    _expect(t, "converged", _OPT_BOOL, where)
-    _expect(t, "samples_us", list, where)
-    _expect(t, "groups", (list, type(None)), where)
-    if not all(type(g) is int and g > 0 for g in t.get("groups") or ()):
-        raise RunFileError(f"{where}: groups must be positive sample counts")
-    s = t.get("samples_us")
-    if s:
-        # One pass in C for the common case; the slow path only finds what to name.
-        if not set(map(type, s)) <= {int, float}:
-            raise RunFileError(f"{where}: samples_us must be numbers")
-        if not (math.isfinite(sum(s)) and low <= min(s) and max(s) <= high):
-            bad = next(x for x in s if not (math.isfinite(x) and low <= x <= high))
-            raise RunFileError(f"{where}: samples_us holds {bad}, not a time of {low:g} to {high:g} µs")
+    check_header(header, where)
 
 
 def slug(s: str) -> str:
