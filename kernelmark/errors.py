@@ -8,3 +8,8 @@ USAGE_ERROR = 2
 
 class UsageError(Exception):
     """Bad usage or input: the message names what is wrong; the command exits with 2."""
+
+
+class RunFileError(ValueError):
+    """A run file that cannot be read: names the file and the line. (results.RunFileError:
+    it lives here so that kernelmark/runcheck.py, which results.py uses, can raise it too.)"""

@@ -42,18 +42,18 @@ keeps everything measured before the interruption (the footer is then missing).
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
+
+from kernelmark.errors import RunFileError  # noqa: F401  (results.RunFileError, as it always was)
+from kernelmark.runcheck import STATUSES, check_footer, check_header, check_record, check_values  # noqa: F401 (STATUSES)
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "checked", "failed_check", "unsupported", "skipped", "error", "oom", "crashed", "timeout")
-
-
-class RunFileError(ValueError):
-    """A run file that cannot be read: names the file and the line."""
 
 
 @dataclass
@@ -202,6 +202,27 @@ def record_key(rec: dict) -> tuple:
             rec["backend"])
 
 
+def strict_json(obj, **kw) -> str:
+    """JSON that every parser reads (RFC 8259): no NaN or Infinity tokens, which Python's json
+    writes by default. A non-finite float becomes null, the JSON for "no number"; reports hold
+    none (run files are refused with one, and what reports compute from finite times is
+    finite), so this is a last guard. Other values json cannot write (a set, a path) as str."""
+    try:
+        return json.dumps(obj, allow_nan=False, default=str, **kw)
+    except ValueError:          # a NaN or an infinity somewhere: only then walk the whole object
+        return json.dumps(_finite_only(obj), allow_nan=False, default=str, **kw)
+
+
+def _finite_only(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite_only(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite_only(v) for v in x]
+    return x
+
+
 def _jsonable(x):
     import math
     if isinstance(x, float) and not math.isfinite(x):
@@ -213,187 +234,168 @@ def _jsonable(x):
 
 _REQUIRED_HEADER = ("schema", "device", "peaks", "suite", "started")
 _REQUIRED_RECORD = ("op", "shape", "dtype", "backend", "status")
+MAX_LINE_BYTES = 64 << 20       # a record with 1000 samples is about 10 kB: a longer line is not ours
 
 
-def load(path: str) -> Run:
-    """Read and validate a run file. A truncated last line (a run killed mid-write) is
-    dropped with a warning; anything else malformed raises RunFileError."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunFileError(f"{path}: no such run file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunFileError(f"{path}: cannot read it as a run file ({e})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines:
-        raise RunFileError(f"{path}: empty file, not a run file")
-    run_warnings = []
-    objs = []
-    for i, line in enumerate(lines, 1):
+class RunReader:
+    """A run file read lazily, for files too large to hold in memory.
+
+    The header is read and checked on opening; ``records()`` reads the records one at a
+    time, each checked as it is read, and ``record_at(where)`` reads one again from the
+    place ``records(where=True)`` gave for it. ``footer`` is known once ``records()`` has
+    run to the end of the file. ``keep_samples=False`` drops ``timing.samples_us`` from each
+    record once it has been checked, for readers that never look at the samples.
+    """
+
+    def __init__(self, path: str, keep_samples: bool = True):
+        self.path = str(path)
+        self.keep_samples = keep_samples
+        self.footer: Optional[dict] = None
+        self.warnings: list = []
+        self._random = None
         try:
-            obj = json.loads(line)
-        except ValueError as e:
-            if i == len(lines) and not text.endswith("\n"):
-                run_warnings.append(f"{path}:{i}: truncated last line dropped (run interrupted mid-write?)")
-                warnings.warn(run_warnings[-1])
+            self._f = open(path, "rb")
+        except FileNotFoundError:
+            raise RunFileError(f"{path}: no such run file") from None
+        except IsADirectoryError:
+            raise RunFileError(f"{path}: is a directory, not a run file") from None
+        except OSError as e:
+            raise RunFileError(f"{path}: cannot read it as a run file ({e.strerror or e})") from None
+        raw = self._readline(1)
+        if not raw:
+            self.close()
+            raise RunFileError(f"{path}: empty file, not a run file")
+        try:
+            header = self._parse(raw, 1)
+            if header is None:
+                raise RunFileError(f"{path}: no complete line")
+            _check_header_line(header, f"{path}:1")
+        except RunFileError:
+            self.close()
+            raise
+        self.header = header
+        self._body = self._f.tell()
+
+    @property
+    def device(self) -> dict:
+        return self.header["device"]
+
+    @property
+    def complete(self) -> bool:
+        return self.footer is not None
+
+    def records(self, where: bool = False) -> Iterator:
+        """Each record, checked; with ``where``, (place, record) pairs for record_at."""
+        self._f.seek(self._body)
+        line, footer = 1, None
+        while True:
+            offset = self._f.tell()
+            raw = self._readline(line + 1)
+            if not raw:
                 break
-            raise RunFileError(f"{path}:{i}: not JSON ({e.msg})" +
-                               (" -- this is not a kernelmark run file" if i == 1 else "")) from None
+            line += 1
+            obj = self._parse(raw, line)
+            if obj is None:         # a torn last line: the run was killed mid-write
+                break
+            kind = obj.get("type")
+            if kind == "record":
+                rec = self._record(obj, line)
+                yield ((offset, len(raw), line), rec) if where else rec
+            elif kind == "footer":
+                check_footer(obj, f"{self.path}:{line}")
+                footer = obj
+            else:
+                raise RunFileError(f"{self.path}:{line}: unknown line type {kind!r}")
+        self.footer = footer
+
+    def record_at(self, where: tuple) -> dict:
+        """The record at a place records(where=True) gave, read and checked again."""
+        offset, size, line = where
+        if self._random is None:
+            self._random = open(self.path, "rb")
+        self._random.seek(offset)
+        raw = self._random.read(size)
+        obj = self._parse(raw, line) if len(raw) == size and raw.endswith(b"\n") else None
+        if obj is None or obj.get("type") != "record":
+            raise RunFileError(f"{self.path}:{line}: the file changed while it was being read")
+        return self._record(obj, line)
+
+    def _record(self, obj: dict, line: int) -> dict:
+        where = f"{self.path}:{line}"
+        miss = [k for k in _REQUIRED_RECORD if k not in obj]
+        if miss:
+            raise RunFileError(f"{where}: record lacks {', '.join(miss)}")
+        check_record(obj, where)
+        if not self.keep_samples and isinstance(obj.get("timing"), dict):
+            obj["timing"].pop("samples_us", None)
+        return obj
+
+    def _readline(self, line: int) -> bytes:
+        raw = self._f.readline(MAX_LINE_BYTES + 1)
+        if len(raw) > MAX_LINE_BYTES:
+            raise RunFileError(f"{self.path}:{line}: a line longer than {MAX_LINE_BYTES >> 20} MiB: "
+                               "not a kernelmark run file line")
+        return raw
+
+    def _parse(self, raw: bytes, line: int) -> Optional[dict]:
+        """The line's JSON object; None for a torn last line (with a warning)."""
+        where = f"{self.path}:{line}"
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RunFileError(f"{where}: cannot read it as a run file (not UTF-8 text: byte {e.start} "
+                               f"of the line)") from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            if not raw.endswith(b"\n"):       # the last line, and no newline: cut short
+                self.warnings.append(f"{where}: truncated last line dropped (run interrupted mid-write?)")
+                return None
+            raise RunFileError(f"{where}: not JSON ({e.msg})" +
+                               (" -- this is not a kernelmark run file" if line == 1 else "")) from None
+        except RecursionError:
+            raise RunFileError(f"{where}: nested too deeply to be a run file line") from None
+        except ValueError:          # an int past Python's digit limit (sys.get_int_max_str_digits)
+            raise RunFileError(f"{where}: a number of more than {sys.get_int_max_str_digits()} digits: "
+                               "not a measurement") from None
         if not isinstance(obj, dict):
-            raise RunFileError(f"{path}:{i}: expected a JSON object")
-        objs.append((i, obj))
-    if not objs:
-        raise RunFileError(f"{path}: no complete line")
-    _, header = objs[0]
+            raise RunFileError(f"{where}: expected a JSON object")
+        check_values(obj, where)
+        return obj
+
+    def close(self) -> None:
+        for f in (self._f, self._random):
+            if f is not None:
+                f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load(path: str, keep_samples: bool = True) -> Run:
+    """Read and validate a whole run file. A truncated last line (a run killed mid-write) is
+    dropped with a warning; anything else malformed raises RunFileError."""
+    with RunReader(path, keep_samples) as reader:
+        records = list(reader.records())
+        for w in reader.warnings:
+            warnings.warn(w)
+        return Run(reader.path, reader.header, records, reader.footer, reader.warnings)
+
+
+def _check_header_line(header: dict, where: str) -> None:
     if header.get("type") != "header":
-        raise RunFileError(f"{path}:1: first line is not a kernelmark run header")
+        raise RunFileError(f"{where}: first line is not a kernelmark run header")
     schema = header.get("schema")
     if schema != SCHEMA_VERSION:
-        raise RunFileError(f"{path}:1: run file schema version {schema!r}; this kernelmark reads version "
+        raise RunFileError(f"{where}: run file schema version {schema!r}; this kernelmark reads version "
                            f"{SCHEMA_VERSION}")
     missing = [k for k in _REQUIRED_HEADER if k not in header]
     if missing:
-        raise RunFileError(f"{path}:1: header lacks {', '.join(missing)}")
-    _check_header(header, f"{path}:1")
-    records, footer = [], None
-    for i, obj in objs[1:]:
-        kind = obj.get("type")
-        if kind == "record":
-            miss = [k for k in _REQUIRED_RECORD if k not in obj]
-            if miss:
-                raise RunFileError(f"{path}:{i}: record lacks {', '.join(miss)}")
-            _check_record(obj, f"{path}:{i}")
-            records.append(obj)
-        elif kind == "footer":
-            _check_footer(obj, f"{path}:{i}")
-            footer = obj
-        else:
-            raise RunFileError(f"{path}:{i}: unknown line type {kind!r}")
-    return Run(str(p), header, records, footer, run_warnings)
-
-
-# ---------------------------------------------------------------- field types
-# Reports trust what load() returns, so every field they read is type-checked here.
-
-_NUM = (int, float)
-_OPT_NUM = (int, float, type(None))
-_OPT_STR = (str, type(None))
-_OPT_DICT = (dict, type(None))
-
-
-def _expect(obj: dict, key: str, types, where: str, required: bool = False) -> None:
-    if key not in obj:
-        if required:
-            raise RunFileError(f"{where}: {key} is missing")
-        return
-    v = obj[key]
-    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
-        raise RunFileError(f"{where}: {key} has the wrong type (bool)")
-    if not isinstance(v, types):
-        raise RunFileError(f"{where}: {key} has the wrong type ({type(v).__name__})")
-
-
-def _check_header(h: dict, where: str) -> None:
-    for key in ("device", "peaks", "suite"):
-        _expect(h, key, dict, where, required=True)
-    _expect(h, "started", str, where, required=True)
-    _expect(h, "kernelmark", _OPT_STR, where)
-    _expect(h, "command", list, where)
-    d = h["device"]
-    for key in ("name", "kind", "arch", "driver", "torch_device"):
-        _expect(d, key, _OPT_STR, f"{where} device")
-    for key in ("versions", "git", "datasheet", "health", "cpu", "host", "env"):
-        _expect(d, key, _OPT_DICT, f"{where} device")
-    for key in ("versions", "git"):
-        for k, v in (d.get(key) or {}).items():
-            if not isinstance(v, (str, bool, type(None))):
-                raise RunFileError(f"{where}: device {key}.{k} has the wrong type")
-    if d.get("datasheet") is not None:
-        _check_peaks(d["datasheet"], f"{where} device datasheet")
-        _expect(d["datasheet"], "name", str, f"{where} device datasheet", required=True)
-    _check_peaks(h["peaks"], f"{where} peaks")
-    _expect(h["suite"], "name", _OPT_STR, f"{where} suite")
-
-
-def _check_peaks(p: dict, where: str) -> None:
-    for key in ("copy_gbps", "h2d_gbps", "d2h_gbps"):
-        _expect(p, key, _OPT_NUM, where)
-    _expect(p, "tflops", _OPT_DICT, where)
-    for k, v in (p.get("tflops") or {}).items():
-        if isinstance(v, bool) or not isinstance(v, _NUM):
-            raise RunFileError(f"{where}: tflops.{k} is not a number")
-
-
-def _check_footer(f: dict, where: str) -> None:
-    _expect(f, "wall_s", _OPT_NUM, f"{where} footer")
-    _expect(f, "deadline_s", _OPT_NUM, f"{where} footer")
-    _expect(f, "not_run", int, f"{where} footer")
-    if f.get("not_run") is not None and f["not_run"] < 0:
-        raise RunFileError(f"{where} footer: not_run must not be negative")
-
-
-def _check_record(r: dict, where: str) -> None:
-    for key in ("op", "dtype", "backend", "status"):
-        _expect(r, key, str, where, required=True)
-    if r["status"] not in STATUSES:
-        raise RunFileError(f"{where}: unknown status {r['status']!r}")
-    _expect(r, "shape", dict, where, required=True)
-    for k, v in r["shape"].items():
-        if not isinstance(v, (int, float, str, bool)):
-            raise RunFileError(f"{where}: shape parameter {k} has the wrong type")
-    for key in ("label", "reason", "bound", "detail", "roof_dtype"):
-        _expect(r, key, _OPT_STR, where)
-    for key in ("flops", "bytes", "intensity", "tflops", "gbps", "pct_of_peak", "pct_of_datasheet"):
-        _expect(r, key, _OPT_NUM, where)
-    for key in ("check", "health", "inputs"):
-        _expect(r, key, _OPT_DICT, where)
-    if r.get("check") is not None:
-        _expect(r["check"], "detail", _OPT_STR, f"{where} check")
-    if r.get("health") is not None:
-        _expect(r["health"], "throttle_reasons", list, f"{where} health")
-    if r["status"] == "ok":
-        _expect(r, "timing", dict, where, required=True)
-        t = r["timing"]
-        for key in ("median_us", "ci_rel"):
-            _expect(t, key, _NUM, f"{where} timing", required=True)
-        _expect(t, "n", int, f"{where} timing")
-        _expect(t, "method", _OPT_STR, f"{where} timing")
-        _expect(t, "stall", _OPT_STR, f"{where} timing")
-        _expect(t, "samples_us", list, f"{where} timing")
-        if not all(isinstance(x, _NUM) and not isinstance(x, bool) for x in t.get("samples_us", [])):
-            raise RunFileError(f"{where}: timing samples must be numbers")
-        if t["median_us"] <= 0:
-            raise RunFileError(f"{where}: timing median_us must be positive")
-    _check_energy(r, where)
-
-
-ENERGY_STATUSES = ("ok", "unavailable", "error")
-
-
-def _check_energy(r: dict, where: str) -> None:
-    """The "energy" dict of `run --energy` (kernelmark.harness.energy_window): a status; an
-    "ok" one carries positive per-call joules and window."""
-    if "energy" not in r:
-        return
-    _expect(r, "energy", dict, where)
-    e, w = r["energy"], f"{where} energy"
-    if e.get("status") not in ENERGY_STATUSES:
-        raise RunFileError(f"{w}: unknown status {e.get('status')!r}")
-    for key in ("reason", "counter", "method"):
-        _expect(e, key, _OPT_STR, w)
-    for key in ("gross_j_per_call", "net_j_per_call", "idle_w", "avg_w", "window_s", "uncertainty_rel",
-                "resolution_j", "temp_c_before", "temp_c_after"):
-        _expect(e, key, _OPT_NUM, w)
-    if e["status"] == "ok":
-        for key in ("gross_j_per_call", "window_s", "calls"):
-            _expect(e, key, _NUM, w, required=True)
-            if e[key] <= 0:
-                raise RunFileError(f"{w}: {key} must be positive (got {e[key]})")
-    elif not e.get("reason"):
-        raise RunFileError(f"{w}: status {e['status']} needs a reason")
+        raise RunFileError(f"{where}: header lacks {', '.join(missing)}")
+    check_header(header, where)
 
 
 def slug(s: str) -> str:

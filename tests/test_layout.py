@@ -79,6 +79,7 @@ def _package(mod: str) -> str:
     ("ops", {"harness", "cli", "reports", "multi"}),
     ("multi", {"cli"}),
     ("results", {"harness", "ops", "kernels", "cli", "reports", "multi", "suites"}),
+    ("runcheck", {"harness", "ops", "kernels", "cli", "reports", "multi", "suites", "results"}),
 ])
 def test_layering(pkg, forbidden):
     bad = sorted(f"{m} imports {i}" for m, imps in GRAPH.items() if _package(m) == pkg

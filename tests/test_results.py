@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,157 @@ def test_energy_field_valid_forms_pass():
     results._check_record(_energy_record({"status": "unavailable", "reason": "no counter"}), "x")
     results._check_record(_energy_record({"status": "ok", "gross_j_per_call": 0.1, "net_j_per_call": 0.05,
                                           "window_s": 2.0, "calls": 20, "counter": "rapl"}), "x")
+
+
+# ---------------------------------------------------------------- crafted files are refused
+
+def _write_lines(p, objs, raw_record=None):
+    text = json.dumps({"type": "header", "schema": 1, **_header()}) + "\n"
+    text += "".join(json.dumps({"type": "record", **o}) + "\n" for o in objs)
+    if raw_record is not None:
+        text += raw_record + "\n"
+    p.write_text(text)
+    return str(p)
+
+
+def _timing(**kw):
+    t = {"median_us": 1.0, "ci_rel": 0.01, "n": 3, "samples_us": [1.0, 1.1, 0.9], "ci_low_us": 0.9,
+         "ci_high_us": 1.1}
+    t.update(kw)
+    return t
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("record, match", [
+    (_record(timing=_timing(samples_us=[1.0, NAN, 1.0])), "samples_us holds nan"),
+    (_record(timing=_timing(samples_us=[NAN] * 3)), "samples_us holds nan"),
+    (_record(timing=_timing(samples_us=[1.0, INF])), "samples_us holds inf"),
+    (_record(timing=_timing(samples_us=[1.0, 0.0])), "samples_us holds 0.0"),
+    (_record(timing=_timing(samples_us=[1.0, True])), "samples_us must be numbers"),
+    (_record(timing=_timing(samples_us=[1.0, "1"])), "samples_us must be numbers"),
+    (_record(timing=_timing(median_us=INF)), "timing.median_us is inf"),
+    (_record(timing=_timing(median_us=-INF)), "timing.median_us is -inf"),
+    (_record(timing=_timing(median_us=NAN)), "timing.median_us is nan"),
+    (_record(timing=_timing(median_us=1e13)), "median_us is 1e.13, outside"),
+    (_record(timing=_timing(ci_low_us="abc")), "ci_low_us has the wrong type .str"),
+    (_record(timing=_timing(ci_low_us=None)), "ci_low_us has the wrong type .NoneType"),
+    (_record(timing=_timing(ci_rel=NAN)), "timing.ci_rel is nan"),
+    (_record(timing=_timing(n=0)), "n is 0, outside"),
+    (_record(timing=_timing(groups=[2, "1"])), "groups must be positive sample counts"),
+    (_record(tflops=NAN), "tflops is nan"),
+    (_record(gbps=-1.0), "gbps is -1, outside"),
+    (_record(flops=2 ** 64), "flops is an integer beyond 64 bits"),
+    (_record(shape={"m": -2 ** 70}), "shape.m is an integer beyond 64 bits"),
+    (_record(health={"throttle_reasons": [1]}), "throttle_reasons must be words"),
+    (_record(health={"x": {"y": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}}), "nests deeper than 16"),
+    (_record(status="failed_check", check={"passed": False, "rel_l2": [1]}), "rel_l2 has the wrong type"),
+])
+def test_crafted_records_are_refused_naming_the_line(tmp_path, record, match):
+    path = _write_lines(tmp_path / "r.jsonl", [_record(), record])
+    with pytest.raises(results.RunFileError, match=r"r\.jsonl:3.*" + match):
+        results.load(path)
+
+
+@pytest.mark.parametrize("raw, match", [
+    ('{"type": "record", "op": "gemm", "shape": {"m": 1}, "dtype": "fp32", "backend": "torch", '
+     '"status": "ok", "flops": ' + "9" * 5000 + ', "timing": {"median_us": 1, "ci_rel": 0}}',
+     "a number of more than 4300 digits"),
+    ('{"type": "record", "label": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
+    ('{"type": "record", "op": "gemm", "shape": {"m": 1}, "dtype": "fp32", "backend": "torch", '
+     '"status": "ok", "tflops": 1e999, "timing": {"median_us": 1, "ci_rel": 0}}', "tflops is inf"),
+    ('{"type": "record", "op": "gemm", "shape": {"m": 1}, "dtype": "fp32", "backend": "torch", '
+     '"status": "ok", "timing": {"median_us": NaN, "ci_rel": 0}}', "timing.median_us is nan"),
+])
+def test_crafted_lines_are_refused_naming_the_line(tmp_path, raw, match):
+    path = _write_lines(tmp_path / "r.jsonl", [_record()], raw_record=raw)
+    with pytest.raises(results.RunFileError, match=r"r\.jsonl:3: " + match):
+        results.load(path)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda h: h["peaks"].update(copy_gbps=NAN), "peaks.copy_gbps is nan"),
+    (lambda h: h["peaks"].update(copy_gbps=None), "copy_gbps has the wrong type"),
+    (lambda h: h["peaks"].update(tflops={"bf16": -1}), "tflops.bf16 is not a non-negative number"),
+    (lambda h: h["device"].update(datasheet={"name": "X", "tflops": {}}), "copy_gbps is missing"),
+])
+def test_crafted_headers_are_refused(tmp_path, change, match):
+    h = {"type": "header", "schema": 1, **_header()}
+    change(h)
+    p = tmp_path / "r.jsonl"
+    p.write_text(json.dumps(h) + "\n")
+    with pytest.raises(results.RunFileError, match=r"r\.jsonl:1.*" + match):
+        results.load(str(p))
+
+
+def test_a_line_past_the_size_limit_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "MAX_LINE_BYTES", 1000)
+    path = _write_lines(tmp_path / "r.jsonl", [_record(), _record(label="x" * 2000)])
+    with pytest.raises(results.RunFileError, match=r"r\.jsonl:3: a line longer than"):
+        results.load(path)
+
+
+def test_check_values_are_kept_as_text_where_they_were_not_finite(tmp_path):
+    """A failed check's inf/nan errors are stored as "inf"/"nan" by design (ops/base.py)."""
+    rec = _record(status="failed_check", timing=None, check={"passed": False, "rel_l2": "nan", "max_abs": "inf"})
+    run = results.load(_write_lines(tmp_path / "r.jsonl", [rec]))
+    assert run.records[0]["check"]["rel_l2"] == "nan"
+
+
+# ---------------------------------------------------------------- reading lazily
+
+def test_reader_gives_the_records_load_gives_one_at_a_time(tmp_path):
+    recs = [_record(shape={"m": i}, timing=_timing(median_us=1.0 + i)) for i in range(5)]
+    recs.insert(2, _record(status="skipped", timing=None, reason="no"))
+    path = _write_lines(tmp_path / "r.jsonl", recs)
+    with open(path, "a") as f:
+        f.write(json.dumps({"type": "footer", "records": 6}) + "\n")
+    whole = results.load(path)
+    with results.RunReader(path) as reader:
+        assert reader.header == whole.header and reader.footer is None
+        it = reader.records(where=True)
+        first_place, first = next(it)
+        assert first == whole.records[0] and reader.footer is None      # nothing read ahead
+        rest = list(it)
+        assert [first] + [r for _, r in rest] == whole.records and reader.footer == whole.footer
+        assert reader.record_at(rest[3][0]) == whole.records[4]
+        assert reader.record_at(first_place) == whole.records[0]
+        assert list(reader.records()) == whole.records                   # again, from the start
+    slim = results.load(path, keep_samples=False)
+    assert all("samples_us" not in (r.get("timing") or {}) for r in slim.records)
+    assert [r["timing"]["median_us"] for r in slim.records if r["status"] == "ok"] == [1, 2, 3, 4, 5]
+
+
+def test_reader_drops_a_torn_last_line_with_a_warning(tmp_path):
+    path = _write_lines(tmp_path / "r.jsonl", [_record()])
+    with open(path, "a") as f:
+        f.write('{"type": "record", "op": "ge')
+    with results.RunReader(path) as reader:
+        assert len(list(reader.records())) == 1
+        assert reader.warnings == [f"{path}:3: truncated last line dropped (run interrupted mid-write?)"]
+
+
+def test_reader_says_when_the_file_changed_under_it(tmp_path):
+    path = _write_lines(tmp_path / "r.jsonl", [_record(), _record(shape={"m": 2})])
+    with results.RunReader(path) as reader:
+        places = [w for w, _ in reader.records(where=True)]
+        with open(path, "r+b") as f:
+            f.seek(places[1][0])
+            f.write(b"garbage")
+        with pytest.raises(results.RunFileError, match=r"r\.jsonl:3:"):
+            reader.record_at(places[1])
+
+
+# ---------------------------------------------------------------- strict JSON out
+
+def _strict_loads(text):
+    def refuse(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_strict_json_writes_no_nan_or_infinity():
+    text = results.strict_json({"a": [1.0, NAN, {"b": INF, "c": -INF}], "d": (2, "x")}, indent=1)
+    assert _strict_loads(text) == {"a": [1.0, None, {"b": None, "c": None}], "d": [2, "x"]}
+    assert results.strict_json({"p": Path("/x")}) == '{"p": "/x"}'

@@ -79,7 +79,7 @@ def load_runs(paths: list) -> tuple:
         for w in runs[-1].warnings:
             print(f"kernelmark: warning: {w}", file=sys.stderr)
     if not runs:
-        raise UsageError("no run file could be read:\n  " + "\n  ".join(problems))
+        raise UsageError("no run file could be read: " + "; ".join(problems))     # one line
     for p in problems:
         print(f"kernelmark: warning: left out of the report: {p}", file=sys.stderr)
     for run in runs:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kernelmark.errors import UsageError
 from kernelmark.harness import options
-from kernelmark.results import slug
+from kernelmark.results import slug, strict_json
 
 # The `run` parser (set by register): --resume reads a run header's command with it.
 RUN_PARSER = None
@@ -373,7 +373,7 @@ def cmd_env(args) -> int:
     prof = dev.profile(target, apply_threads(None, target))    # as `run` would: the same cached peaks
     pk = peaks.get(target, prof, remeasure=args.remeasure)
     if args.json:
-        print(json.dumps({"device": prof, "peaks": pk}, indent=1, default=str))
+        print(strict_json({"device": prof, "peaks": pk}, indent=1))
         return 0
     v = prof["versions"]
     print(f"device       {prof['name']} ({prof['kind']}, {prof.get('arch')})")

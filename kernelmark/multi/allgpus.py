@@ -160,8 +160,9 @@ def run(args, run_parser) -> int:
         return 2
     summary = summarize(jobs, threshold, args.command)
     path = out_dir / SUMMARY_NAME
-    path.write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    print(json.dumps(summary, indent=1, default=str) if args.format == "json" else render(summary))
+    from kernelmark.results import strict_json
+    path.write_text(strict_json(summary, indent=1) + "\n")
+    print(strict_json(summary, indent=1) if args.format == "json" else render(summary))
     for j in jobs:
         if j.exit_status != 0:
             log(f"gpu{j.index} failed; the end of {j.log_file}:\n{_tail(j.log_file)}")

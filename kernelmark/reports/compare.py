@@ -66,6 +66,9 @@ from typing import Optional
 
 import numpy as np
 
+from kernelmark.reports.escape import md_cell, md_text, plain
+from kernelmark.results import strict_json
+
 VERDICTS = ("check-failed", "slower", "noisy", "missing", "new", "unchanged", "faster", "not timed")
 REGRESSIONS = {"slower": ("slower", "check-failed"),
                "any": ("slower", "check-failed", "faster", "missing", "noisy")}
@@ -454,7 +457,7 @@ def render(c: Comparison, base_header: dict, head_header: dict, fmt: str = "tabl
 
     from kernelmark.reports.table import shape_text
     if fmt == "json":
-        return json.dumps({"base": {"path": c.base, "commit": _commit(base_header)},
+        return strict_json({"base": {"path": c.base, "commit": _commit(base_header)},
                            "head": {"path": c.head, "commit": _commit(head_header)},
                            "threshold": c.threshold, "alpha": c.alpha, "mismatch": c.mismatch,
                            "geomean_ratio": c.geomean, "counts": c.counts(),
@@ -474,8 +477,10 @@ def render(c: Comparison, base_header: dict, head_header: dict, fmt: str = "tabl
     top += [f"BASE {c.base} @ {_commit(base_header)}", f"HEAD {c.head} @ {_commit(head_header)}",
            f"device: {(head_header.get('device') or {}).get('name')}"]
     summary = summary_lines(c, fail_on)
-    table = tabulate(rows, headers=heads, tablefmt="github" if fmt == "md" else "simple",
-                     disable_numparse=True)
+    # Names and notes come from the run files: escaped for the format (kernelmark/reports/escape.py).
+    cell = md_cell if fmt == "md" else plain
+    table = tabulate([[cell(x) for x in r] for r in rows], headers=heads,
+                     tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
     if fmt == "md":
-        return "\n".join([f"> {x}  " for x in top + summary]) + "\n\n" + table
-    return "\n".join(top + summary) + "\n\n" + table
+        return "\n".join([f"> {md_text(x)}  " for x in top + summary]) + "\n\n" + table
+    return "\n".join(plain(x) for x in top + summary) + "\n\n" + table

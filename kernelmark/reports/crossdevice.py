@@ -26,6 +26,7 @@ from tabulate import tabulate
 
 from kernelmark import results
 from kernelmark.reports import table
+from kernelmark.reports.escape import csv_cell, md_cell, md_text, plain
 
 
 @dataclass
@@ -279,22 +280,23 @@ def summary_lines(ct: CrossTable) -> list:
 
 def render(ct: CrossTable, fmt: str = "table") -> str:
     if fmt == "json":
-        return json.dumps(as_json(ct), indent=1, default=str)
+        return results.strict_json(as_json(ct), indent=1)
     if fmt == "csv":
         return as_csv(ct)
     keys, groups, body = headed_rows(ct)
     heads = list(keys)
     for label, hs in groups:
         heads += [f"{label}: {h}" if i == 0 else h for i, h in enumerate(hs)]
-    if fmt == "md":
-        body = [[c.replace("|", "\\|") for c in r] for r in body]
-        heads = [h.replace("|", "\\|") for h in heads]
+    # Names from the run files, escaped for the format (kernelmark/reports/escape.py).
+    cell = md_cell if fmt == "md" else plain
+    body = [[cell(c) for c in r] for r in body]
+    heads = [cell(h) for h in heads]
     tab = tabulate(body, headers=heads, tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
     intro = ["kernelmark cross-device table: speed-up = baseline median / device median (above 1: faster)"]
     intro += device_lines(ct) + summary_lines(ct) + [f"note: {n}" for n in ct.notes]
     if fmt == "md":
-        intro = [f"> {line}" for line in intro]
-    return "\n".join(intro) + "\n\n" + tab
+        intro = [f"> {md_text(line)}" for line in intro]
+    return "\n".join(plain(line) for line in intro) + "\n\n" + tab
 
 
 def as_json(ct: CrossTable) -> dict:
@@ -336,9 +338,10 @@ def as_csv(ct: CrossTable) -> str:
             if rec is None:
                 continue
             c = _cell_json(rec, r.cells.get(ct.baseline))
-            w.writerow({"device": d.label, "op": r.op, "label": r.label, "shape": table.shape_text(r.shape),
-                        "dtype": r.dtype, "backend": r.backend, "status": rec["status"],
-                        "median_us": c.get("median_us"), "tflops": c.get("tflops"), "gbps": c.get("gbps"),
-                        "pct_of_peak": c.get("pct_of_peak"), "baseline": ct.baseline,
-                        "speedup_vs_baseline": c.get("speedup_vs_baseline")})
+            row = {"device": d.label, "op": r.op, "label": r.label, "shape": table.shape_text(r.shape),
+                   "dtype": r.dtype, "backend": r.backend, "status": rec["status"],
+                   "median_us": c.get("median_us"), "tflops": c.get("tflops"), "gbps": c.get("gbps"),
+                   "pct_of_peak": c.get("pct_of_peak"), "baseline": ct.baseline,
+                   "speedup_vs_baseline": c.get("speedup_vs_baseline")}
+            w.writerow({k: csv_cell(v) for k, v in row.items()})
     return buf.getvalue().rstrip("\n")

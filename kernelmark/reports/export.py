@@ -15,9 +15,9 @@ runs (op, shape, dtype, backend), so a dashboard keeps one series per case.
 
 from __future__ import annotations
 
-import json
 
 from kernelmark.reports.table import shape_text
+from kernelmark.results import strict_json
 
 
 def benchmark_name(rec: dict) -> str:
@@ -87,6 +87,5 @@ def write_pytest_benchmark(run, path: str) -> int:
     """Write the document; returns how many benchmarks it holds."""
     doc = to_pytest_benchmark(run)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
+        f.write(strict_json(doc, indent=1) + "\n")
     return len(doc["benchmarks"])

@@ -29,6 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+from kernelmark.reports.escape import md_cell, md_text, plain
+from kernelmark.results import strict_json
+
 SCHEMA = 1
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -228,7 +231,7 @@ def render(cases: list, fmt: str = "table", last: int = 20, points: bool = False
 
     from kernelmark.reports.table import shape_text
     if fmt == "json":
-        return json.dumps([asdict(c) for c in cases], indent=1)
+        return strict_json([asdict(c) for c in cases], indent=1)
     if not cases:
         return "no timed runs in the history match"
     many_devices = len({c.device for c in cases}) > 1
@@ -245,11 +248,14 @@ def render(cases: list, fmt: str = "table", last: int = 20, points: bool = False
                      f"{100 * (meds[-1] / prev - 1):+.1f}%" if prev else "", sparkline(meds), step])
     heads = ["op", "shape", "dtype", "backend"] + (["device"] if many_devices else []) + \
         ["runs", "first µs", "last µs", "last vs earlier", f"trend (last {last})", "step change"]
+    # Names come from the run files ingested: escaped for the format (kernelmark/reports/escape.py).
+    cell, text = (md_cell, md_text) if fmt == "md" else (plain, plain)
+    rows = [[cell(x) for x in r] for r in rows]
     out = tabulate(rows, headers=heads, tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
     if points:
         for c in cases:
-            out += f"\n\n{c.op} {shape_text(c.shape)} {c.dtype} {c.backend} on {c.device}\n"
-            out += tabulate([[p.started, (p.commit or "")[:10] + ("+dirty" if p.dirty else ""),
+            out += f"\n\n{text(f'{c.op} {shape_text(c.shape)} {c.dtype} {c.backend} on {c.device}')}\n"
+            out += tabulate([[cell(p.started), cell((p.commit or "")[:10]) + ("+dirty" if p.dirty else ""),
                               f"{p.median_us:.2f}",
                               f"[{p.ci_low_us:.2f}, {p.ci_high_us:.2f}]" if p.ci_low_us else ""]
                              for p in c.points[-last:]],

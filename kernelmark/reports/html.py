@@ -13,6 +13,7 @@ import base64
 import html as _html
 
 from kernelmark.reports import crossdevice, plots, table, wide
+from kernelmark.reports.escape import strip_unsafe
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -41,7 +42,8 @@ _NUMERIC = {"median µs", "±95% CI", "TFLOP/s", "GB/s", "% peak", "% datasheet"
 
 
 def esc(x) -> str:
-    return _html.escape("" if x is None else str(x), quote=True)
+    """HTML-escaped, without NUL and bidirectional controls (they reorder what is shown)."""
+    return _html.escape(strip_unsafe("" if x is None else str(x)), quote=True)
 
 
 def _img(png, alt: str, cls: str) -> str:

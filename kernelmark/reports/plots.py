@@ -47,8 +47,10 @@ def _plt():
 
 
 def text(s) -> str:
-    """A run-file string made safe for matplotlib text (no mathtext)."""
-    return str(s).replace("$", r"\$")
+    """A run-file string made safe for matplotlib text: no mathtext, no control characters
+    (a NUL has no glyph), no bidi controls."""
+    from kernelmark.reports.escape import plain
+    return plain(s).replace("$", r"\$")
 
 
 def _png(fig) -> bytes:

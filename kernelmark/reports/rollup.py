@@ -32,11 +32,12 @@ sampling).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from kernelmark.reports import crossdevice, table
+from kernelmark.reports.escape import md_cell, md_text, plain
+from kernelmark.results import strict_json
 from kernelmark.suites import models
 
 NOT_MEASURED = ("RMSNorm (2 a layer + 1 final)", "RoPE on q and k", "SiLU·mul activation",
@@ -327,7 +328,7 @@ def render(runs: list, model: str, batches: list, context: int, prefill_tokens: 
     from tabulate import tabulate
     built = build(runs, model, batches, context, prefill_tokens, dtype, tp, price_per_hour)
     if fmt == "json":
-        return json.dumps(as_json(built, model, context, tp), indent=1, default=str)
+        return strict_json(as_json(built, model, context, tp), indent=1)
     tf = "github" if fmt == "md" else "simple"
     intro = [f"{model} roll-up from measured kernel times: a {LABEL}.",
              f"context {context} tokens a sequence; decode batches {', '.join(map(str, batches))}; prefill in "
@@ -337,16 +338,21 @@ def render(runs: list, model: str, batches: list, context: int, prefill_tokens: 
              "Nothing is interpolated."]
     heads = ["device", "dtype", "phase", "time (lower bound)", "throughput (upper bound)",
              "$ per 1M tokens (output; prompt for prefill)", "status"]
-    out = ["\n".join(f"> {x}" for x in intro) if fmt == "md" else "\n".join(intro), "",
-           tabulate(summary_rows(built), headers=heads, tablefmt=tf, disable_numparse=True)]
+    # Device names, shapes, backends and reasons come from run files: escaped for the format.
+    cell, text = (md_cell, md_text) if fmt == "md" else (plain, plain)
+
+    def tab(rows, headers):
+        return tabulate([[cell(c) for c in r] for r in rows], headers=headers, tablefmt=tf, disable_numparse=True)
+
+    out = ["\n".join(f"> {x}" for x in intro) if fmt == "md" else "\n".join(intro), "", tab(summary_rows(built), heads)]
     for dev, ests in built:
-        head = f"{dev.label}: per component (µs of the case × its count = µs a step, or per 1k prompt tokens)"
+        head = f"{text(dev.label)}: per component (µs of the case × its count = µs a step, or per 1k prompt tokens)"
         out += ["", f"**{head}**" if fmt == "md" else head, "",
-                tabulate(breakdown_rows(ests), headers=["phase", "component", "case used", "backend", "median µs",
-                                                        "count", "µs in total"], tablefmt=tf, disable_numparse=True)]
+                tab(breakdown_rows(ests), ["phase", "component", "case used", "backend", "median µs", "count",
+                                           "µs in total"])]
     miss = missing_lines(built)
     if miss:
-        out += ["", "Cases not in the run (never guessed):", ""] + [f"- {m}" for m in miss]
+        out += ["", "Cases not in the run (never guessed):", ""] + [f"- {text(m)}" for m in miss]
     out += ["", "Never measured by kernelmark, not in any total: " + "; ".join(NOT_MEASURED) + "."]
     return "\n".join(out)
 

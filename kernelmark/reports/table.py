@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 from tabulate import tabulate
 
 from kernelmark.reports import energy as energy_cols
+from kernelmark.results import strict_json
+from kernelmark.reports.escape import csv_cell, md_cell, md_text, one_line, plain
 
 COLUMNS = ("op", "label", "shape", "dtype", "backend", "median_us", "ci_pct", "tflops", "gbps",
            "pct_of_peak", "pct_of_datasheet", "bound", "status")
@@ -214,9 +215,11 @@ def folded_summary(records: list) -> str:
     return "\n".join(lines)
 
 
-def render(header: dict, records: list, fmt: str = "table") -> str:
+def render(header: dict, records, fmt: str = "table") -> str:
+    """The table of one run in ``fmt``. For csv, ``records`` may be any iterable (a run
+    file's records read one at a time): it is gone through once and not kept."""
     if fmt == "json":
-        return json.dumps({"header": header, "records": records}, indent=1, default=str)
+        return strict_json({"header": header, "records": records}, indent=1)
     if fmt == "csv":
         buf = io.StringIO()
         extra = energy_cols.COLUMNS if energy_cols.has_energy(records) else ()
@@ -224,23 +227,25 @@ def render(header: dict, records: list, fmt: str = "table") -> str:
                            lineterminator="\n")
         w.writeheader()
         for r in records:
-            w.writerow({"device": header["device"].get("name"), **row(r), **energy_cols.cells(r)})
+            w.writerow({k: csv_cell(v) for k, v in {"device": header["device"].get("name"), **row(r), **energy_cols.cells(r)}.items()})
         return buf.getvalue().rstrip("\n")
     # Rows a backend could not run here (a library not installed, a dtype it lacks) are
     # counted under the table rather than shown one by one; csv and json keep them all.
     shown = [r for r in records if r["status"] not in FOLDED]
     folded = [r for r in records if r["status"] in FOLDED]
     heads, body = cells(shown)
-    if fmt == "md":     # a '|' from a run file (a reason, a label) would split a Markdown cell
-        body = [[c.replace("|", "\\|") for c in r] for r in body]
+    # Text from the run file, escaped for where it is shown (kernelmark/reports/escape.py).
+    text = md_text if fmt == "md" else plain
+    body = [[md_cell(c) if fmt == "md" else plain(c) for c in r] for r in body]
     table = tabulate(body, headers=heads, tablefmt="github" if fmt == "md" else "simple",
                      disable_numparse=True)
     if not records:
         table = "(no records: the run stopped before its first case finished)"
     elif folded:
-        table += "\n\n" + folded_summary(folded)
+        table += "\n\n" + "\n".join(text(line) for line in folded_summary(one_line(folded)).splitlines())
     if records and notes(header, records):
-        table += "\n\n" + notes(header, records)
+        table += "\n\n" + "\n".join(text(line) for line in notes(header, records).splitlines())
+    lines = [text(line) for line in title(one_line(header)).splitlines()]
     if fmt == "md":
-        return "\n".join(f"> {line}" if line else ">" for line in title(header).splitlines()) + "\n\n" + table
-    return title(header) + "\n\n" + table
+        return "\n".join(f"> {line}" if line else ">" for line in lines) + "\n\n" + table
+    return "\n".join(lines) + "\n\n" + table

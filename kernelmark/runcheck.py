@@ -1,0 +1,240 @@
+"""What each line of a run file may hold: the checks results.RunReader makes of every line it
+reads, so that reports can trust what they are given.
+
+Beyond field types, the bounds: every number finite (Python's json reads NaN, Infinity and
+1e999), ints within 64 bits, at most MAX_DEPTH levels of nesting, timings within
+TIME_RANGE_US. The writer stays far inside every bound; they are there so that a crafted or
+damaged file is refused with its line and field, instead of comparing as `unchanged` (a NaN
+median), as a ratio of 1 (an infinite one), or breaking whatever reads it later.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kernelmark.errors import RunFileError
+
+STATUSES = ("ok", "checked", "failed_check", "unsupported", "skipped", "error", "oom", "crashed", "timeout")
+MAX_DEPTH = 16                  # the schema nests 4 deep (header.device.datasheet.tflops)
+INT_BOUND = 2 ** 63             # ints must fit 64 bits (the history database stores them so)
+TIME_RANGE_US = (1e-6, 1e12)    # a femtosecond to 11.6 days: anything outside was not measured
+
+
+def check_values(obj: dict, where: str) -> None:
+    """Every number finite and every int within 64 bits, at most MAX_DEPTH levels deep.
+    Walks without recursion; the samples (flat lists of numbers) are checked on their own."""
+    timing = obj.get("timing")
+    flat = id(timing.get("samples_us")) if isinstance(timing, dict) else None
+    stack = [(obj, "", 1)]
+    while stack:
+        node, prefix, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise RunFileError(f"{where}: {prefix.rstrip('.')} nests deeper than {MAX_DEPTH} levels")
+        items = node.items() if type(node) is dict else enumerate(node)
+        for k, v in items:
+            t = type(v)
+            if t is float:
+                if not math.isfinite(v):
+                    raise RunFileError(f"{where}: {_name(prefix, k)} is {v}: a run file holds finite numbers only")
+            elif t is int:
+                if not -INT_BOUND <= v < INT_BOUND:
+                    raise RunFileError(f"{where}: {_name(prefix, k)} is an integer beyond 64 bits")
+            elif (t is dict or t is list) and id(v) != flat:
+                stack.append((v, _name(prefix, k) + ("." if t is dict else ""), depth + 1))
+
+
+def _name(prefix: str, key) -> str:
+    return f"{prefix.rstrip('.')}[{key}]" if isinstance(key, int) else f"{prefix}{key}"
+
+
+# ---------------------------------------------------------------- field types
+# Reports trust what load() returns, so every field they read is type-checked here, and
+# every timing is a positive, finite time in TIME_RANGE_US (a NaN median would compare as
+# unchanged; an infinite one would give a ratio of 1).
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+_OPT_STR = (str, type(None))
+_OPT_DICT = (dict, type(None))
+_OPT_BOOL = (bool, type(None))
+_TIMES = ("median_us", "mean_us", "min_us", "max_us", "ci_low_us", "ci_high_us")
+_RATES = ("flops", "bytes", "intensity", "tflops", "gbps", "pct_of_peak", "pct_of_datasheet")
+
+
+def _expect(obj: dict, key: str, types, where: str, required: bool = False) -> None:
+    if key not in obj:
+        if required:
+            raise RunFileError(f"{where}: {key} is missing")
+        return
+    v = obj[key]
+    if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise RunFileError(f"{where}: {key} has the wrong type (bool)")
+    if not isinstance(v, types):
+        raise RunFileError(f"{where}: {key} has the wrong type ({type(v).__name__})")
+
+
+def _at_least(obj: dict, key: str, low: float, where: str, high: float = math.inf) -> None:
+    """A number (or null) within [low, high], when present."""
+    _expect(obj, key, _OPT_NUM, where)
+    v = obj.get(key)
+    if v is not None and not low <= v <= high:
+        raise RunFileError(f"{where}: {key} is {v:g}, outside {low:g} to {high:g}")
+
+
+def check_header(h: dict, where: str) -> None:
+    for key in ("device", "peaks", "suite"):
+        _expect(h, key, dict, where, required=True)
+    _expect(h, "started", str, where, required=True)
+    for key in ("kernelmark", "run_id"):
+        _expect(h, key, _OPT_STR, where)
+    _expect(h, "command", list, where)
+    d = h["device"]
+    for key in ("name", "kind", "arch", "driver", "torch_device"):
+        _expect(d, key, _OPT_STR, f"{where} device")
+    for key in ("versions", "git", "datasheet", "health", "cpu", "host", "env"):
+        _expect(d, key, _OPT_DICT, f"{where} device")
+    for key in ("versions", "git"):
+        for k, v in (d.get(key) or {}).items():
+            if not isinstance(v, (str, bool, type(None))):
+                raise RunFileError(f"{where}: device {key}.{k} has the wrong type")
+    if d.get("datasheet") is not None:
+        ds = d["datasheet"]
+        _check_peaks(ds, f"{where} device datasheet")
+        _expect(ds, "name", str, f"{where} device datasheet", required=True)
+        _expect(ds, "copy_gbps", _NUM, f"{where} device datasheet", required=True)
+        _expect(ds, "tflops", dict, f"{where} device datasheet", required=True)
+    _check_peaks(h["peaks"], f"{where} peaks")
+    _expect(h["peaks"], "copy_gbps", _NUM, f"{where} peaks")
+    _expect(h["suite"], "name", _OPT_STR, f"{where} suite")
+
+
+def _check_peaks(p: dict, where: str) -> None:
+    for key in ("copy_gbps", "h2d_gbps", "d2h_gbps"):
+        _at_least(p, key, 0, where)
+    _expect(p, "tflops", _OPT_DICT, where)
+    for k, v in (p.get("tflops") or {}).items():
+        if isinstance(v, bool) or not isinstance(v, _NUM) or v < 0:
+            raise RunFileError(f"{where}: tflops.{k} is not a non-negative number")
+
+
+# Per field of a record and of its timing: (key, the JSON types it may have, the range a
+# number must be in or None, whether it must be there). Checked in one loop per line: a
+# 100,000-record file is checked in seconds.
+_NONE = type(None)
+_S, _SN, _I, _IN = frozenset({str}), frozenset({str, _NONE}), frozenset({int}), frozenset({int, _NONE})
+_F, _FN = frozenset({int, float}), frozenset({int, float, _NONE})
+_BN, _DN = frozenset({bool, _NONE}), frozenset({dict, _NONE})
+_LOW, _HIGH = TIME_RANGE_US
+_RECORD_FIELDS = (
+    ("op", _S, None, True), ("dtype", _S, None, True), ("backend", _S, None, True), ("status", _S, None, True),
+    ("shape", frozenset({dict}), None, True),
+    *((k, _SN, None, False) for k in ("label", "reason", "bound", "detail", "roof_dtype")),
+    *((k, _IN, None, False) for k in ("case_index", "seed", "suite_line")),
+    *((k, _FN, (0, math.inf), False) for k in _RATES),
+    ("noisy", _BN, None, False), ("check", _DN, None, False), ("health", _DN, None, False),
+    ("timing", _DN, None, False),
+)
+_TIMING_FIELDS = (
+    # a number when present, never null: export and history read them
+    *((k, _F, (_LOW, _HIGH), False) for k in _TIMES),
+    ("iqr_us", _FN, (0, _HIGH), False), ("ci_rel", _F, (0, math.inf), False), ("wall_s", _FN, (0, math.inf), False),
+    ("n", _I, (1, math.inf), False), ("inner", _I, (1, math.inf), False),
+    ("method", _SN, None, False), ("cache", _SN, None, False), ("note", _SN, None, False),
+    ("converged", _BN, None, False), ("samples_us", frozenset({list}), None, False),
+    ("groups", frozenset({list, _NONE}), None, False),
+)
+_ABSENT = object()
+
+
+def _fields(obj: dict, spec: tuple, where: str) -> None:
+    for key, types, bounds, required in spec:
+        v = obj.get(key, _ABSENT)
+        if v is _ABSENT:
+            if required:
+                raise RunFileError(f"{where}: {key} is missing")
+        elif type(v) not in types:
+            raise RunFileError(f"{where}: {key} has the wrong type ({type(v).__name__})")
+        elif bounds is not None and v is not None and not bounds[0] <= v <= bounds[1]:
+            raise RunFileError(f"{where}: {key} is {v:g}, outside {bounds[0]:g} to {bounds[1]:g}")
+
+
+def check_record(r: dict, where: str) -> None:
+    _fields(r, _RECORD_FIELDS, where)
+    _expect(r, "inputs", _OPT_DICT, where)
+    _check_energy(r, where)
+    if r["status"] not in STATUSES:
+        raise RunFileError(f"{where}: unknown status {r['status']!r}")
+    for k, v in r["shape"].items():
+        if not isinstance(v, (int, float, str, bool)):
+            raise RunFileError(f"{where}: shape parameter {k} has the wrong type")
+    if r.get("check") is not None:
+        c = r["check"]
+        _expect(c, "detail", _OPT_STR, f"{where} check")
+        _expect(c, "passed", _OPT_BOOL, f"{where} check")
+        for key in ("rel_l2", "max_abs", "max_rel", "tolerance"):     # "inf" / "nan" as text by design
+            _expect(c, key, (int, float, str, type(None)), f"{where} check")
+    if r.get("health") is not None:
+        h = r["health"]
+        _expect(h, "throttle_reasons", list, f"{where} health")
+        if not all(isinstance(x, str) for x in h.get("throttle_reasons", [])):
+            raise RunFileError(f"{where} health: throttle_reasons must be words")
+        for key in ("throttled", "below_app_clocks"):
+            _expect(h, key, _OPT_BOOL, f"{where} health")
+    t = r.get("timing")
+    if r["status"] == "ok" and t is None:
+        raise RunFileError(f"{where}: timing is missing")
+    if t is not None:
+        _check_timing(t, r["status"] == "ok", f"{where} timing")
+
+
+def _check_timing(t: dict, timed: bool, where: str) -> None:
+    if timed:
+        for key in ("median_us", "ci_rel"):
+            if key not in t:
+                raise RunFileError(f"{where}: {key} is missing")
+    _fields(t, _TIMING_FIELDS, where)
+    _expect(t, "stall", _OPT_STR, where)
+    if not all(type(g) is int and g > 0 for g in t.get("groups") or ()):
+        raise RunFileError(f"{where}: groups must be positive sample counts")
+    s = t.get("samples_us")
+    if s:
+        # One pass in C for the common case; the slow path only finds what to name.
+        if not set(map(type, s)) <= {int, float}:
+            raise RunFileError(f"{where}: samples_us must be numbers")
+        if not (math.isfinite(sum(s)) and _LOW <= min(s) and max(s) <= _HIGH):
+            bad = next(x for x in s if not (math.isfinite(x) and _LOW <= x <= _HIGH))
+            raise RunFileError(f"{where}: samples_us holds {bad}, not a time of {_LOW:g} to {_HIGH:g} µs")
+
+
+def check_footer(f: dict, where: str) -> None:
+    _expect(f, "wall_s", _OPT_NUM, f"{where} footer")
+    _expect(f, "deadline_s", _OPT_NUM, f"{where} footer")
+    _expect(f, "not_run", int, f"{where} footer")
+    if f.get("not_run") is not None and f["not_run"] < 0:
+        raise RunFileError(f"{where} footer: not_run must not be negative")
+
+
+ENERGY_STATUSES = ("ok", "unavailable", "error")
+
+
+def _check_energy(r: dict, where: str) -> None:
+    """The "energy" dict of `run --energy` (kernelmark.harness.energy_window): a status; an
+    "ok" one carries positive per-call joules and window."""
+    if "energy" not in r:
+        return
+    _expect(r, "energy", dict, where)
+    e, w = r["energy"], f"{where} energy"
+    if e.get("status") not in ENERGY_STATUSES:
+        raise RunFileError(f"{w}: unknown status {e.get('status')!r}")
+    for key in ("reason", "counter", "method"):
+        _expect(e, key, _OPT_STR, w)
+    for key in ("gross_j_per_call", "net_j_per_call", "idle_w", "avg_w", "window_s", "uncertainty_rel",
+                "resolution_j", "temp_c_before", "temp_c_after"):
+        _expect(e, key, _OPT_NUM, w)
+    if e["status"] == "ok":
+        for key in ("gross_j_per_call", "window_s", "calls"):
+            _expect(e, key, _NUM, w, required=True)
+            if e[key] <= 0:
+                raise RunFileError(f"{w}: {key} must be positive (got {e[key]})")
+    elif not e.get("reason"):
+        raise RunFileError(f"{w}: status {e['status']} needs a reason")
