@@ -98,12 +98,12 @@ def _energy_record(energy):
 ])
 def test_energy_field_is_validated(energy, message):
     with pytest.raises(results.RunFileError, match=message):
-        results._check_record(_energy_record(energy), "run.jsonl:2")
+        results.check_record(_energy_record(energy), "run.jsonl:2")
 
 
 def test_energy_field_valid_forms_pass():
-    results._check_record(_energy_record({"status": "unavailable", "reason": "no counter"}), "x")
-    results._check_record(_energy_record({"status": "ok", "gross_j_per_call": 0.1, "net_j_per_call": 0.05,
+    results.check_record(_energy_record({"status": "unavailable", "reason": "no counter"}), "x")
+    results.check_record(_energy_record({"status": "ok", "gross_j_per_call": 0.1, "net_j_per_call": 0.05,
                                           "window_s": 2.0, "calls": 20, "counter": "rapl"}), "x")
 
 

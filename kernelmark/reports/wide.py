@@ -23,6 +23,7 @@ import json
 from dataclasses import dataclass, field
 
 from kernelmark.reports import table
+from kernelmark.reports.escape import md_cell, md_text, one_line, plain
 
 WIDTH = 160
 
@@ -314,6 +315,11 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
     ``long`` are table.render's one row per (case, backend)."""
     if long or fmt not in ("table", "md"):
         return table.render(header, records, fmt)
+    # Text from the run file, escaped for where it is shown (kernelmark/reports/escape.py):
+    # Markdown markup and links inert, newlines and control characters out.
+    clean = md_cell if fmt == "md" else plain
+    header = one_line(header)
+    records = [_escaped(r, clean) for r in records]
     md = fmt == "md"
     secs = sections(records)
     folded = [r for r in records if r["status"] in table.FOLDED]
@@ -337,12 +343,25 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
         out += table.folded_summary(folded).splitlines()
     extra = table.notes(header, records)      # CPU threads, what % peak is measured against
     if extra:
-        out += [""] + extra.splitlines()
+        import textwrap
+        out += [""] + [w for line in extra.splitlines()
+                       for w in (textwrap.wrap(line, WIDTH, subsequent_indent="  ") if not md else [line])]
     if md:      # the indented detail lines as a list, not one run-on paragraph
         out = [f"- {line[2:]}" if line.startswith("  ") else line for line in out]
     text = "\n".join(out).rstrip("\n")
-    title = table.title(header)
+    title = "\n".join((md_text if md else plain)(line) for line in table.title(header).splitlines())
     if md:
         title = "\n".join(f"> {line}" if line else ">" for line in title.splitlines())
         return f"{title}\n>\n> {intro}\n\n{text}"
     return f"{title}\n{intro}\n\n{text}"
+
+
+def _escaped(rec: dict, clean) -> dict:
+    """A copy of a record with the strings a table shows passed through ``clean``."""
+    r = dict(rec)
+    for k in ("op", "label", "backend", "dtype", "reason", "detail", "bound"):
+        if isinstance(r.get(k), str):
+            r[k] = clean(r[k])
+    if isinstance(r.get("shape"), dict):
+        r["shape"] = {clean(str(k)): clean(v) if isinstance(v, str) else v for k, v in r["shape"].items()}
+    return r

@@ -106,8 +106,12 @@ def test_report_md_and_csv(tmp_path, capsys):
     assert cli.main(["report", run, "--format", "md"]) == 0
     md = capsys.readouterr().out
     _assert_inert_markdown(md)
-    assert len(_table_rows(md)) == 2 + 2          # header, rule, the ok row and the error row: no forged row
+    assert len(_table_rows(md)) == 2 + 1          # the default view: header, rule, the one case: no forged row
     assert "forged" in md                         # the text is shown, inert
+    assert cli.main(["report", run, "--format", "md", "--long"]) == 0
+    md = capsys.readouterr().out
+    _assert_inert_markdown(md)
+    assert len(_table_rows(md)) == 2 + 2          # --long: header, rule, the ok row and the error row
     assert cli.main(["report", run, "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 3
