@@ -354,21 +354,24 @@ ROUNDS = 5
 
 
 def test_real_runs_same_code_pass_slowed_backend_fails(tmp_path, slowable_gemm, capsys):
-    """As `kernelmark ab` does: rounds interleaved (A B S, S B A, ...), each side pooled with
-    one sample group per run. Between-run drift on this shared 2-core machine reaches 40%
-    for these ~10 us cases (measured while the whole suite ran): pooled runs turn it into
-    `noisy`, where two single runs would have called it `slower`."""
+    """As `kernelmark ab` does: rounds interleaved, each side pooled with one sample group per
+    run. The order rotates (A B S, B S A, S A B, ...) so that no side always runs in the same
+    place (with A B S, S B A, B always ran second, right after a busy-waiting run). Between-run
+    drift on this shared 2-core machine reaches 40% for these ~10 us cases while the whole
+    suite runs beside them (a CI run saw one side 1.31x the other, every process of it slower),
+    so the same-code threshold is 50%: the slowed side is several times slower, far beyond it."""
     from kernelmark.harness import ab
     files = {"a": [], "b": [], "slow": []}
+    sides = ("a", "b", "slow")
     for r in range(ROUNDS):
-        for side in (("a", "b", "slow") if r % 2 == 0 else ("slow", "b", "a")):
+        for side in sides[r % 3:] + sides[:r % 3]:
             files[side].append(_run(tmp_path / f"{side}{r}.jsonl", DELAY_US if side == "slow" else 0.0,
                                     slowable_gemm))
     pooled = {k: ab.pool(v, str(tmp_path / f"{k}.jsonl"), ["test"]).path for k, v in files.items()}
     capsys.readouterr()
-    assert cli.main(["compare", pooled["a"], pooled["b"], "--threshold", "30%"]) == 0, capsys.readouterr().out
+    assert cli.main(["compare", pooled["a"], pooled["b"], "--threshold", "50%"]) == 0, capsys.readouterr().out
     capsys.readouterr()
-    assert cli.main(["compare", pooled["a"], pooled["slow"], "--threshold", "30%", "--format", "json"]) == 1
+    assert cli.main(["compare", pooled["a"], pooled["slow"], "--threshold", "50%", "--format", "json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert [p["verdict"] for p in doc["pairs"]] == ["slower"] * 4, \
         [(p["verdict"], p["ratio"], p["ci_low"], p["p"], p["note"]) for p in doc["pairs"]]
