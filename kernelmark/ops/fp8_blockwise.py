@@ -41,6 +41,7 @@ from __future__ import annotations
 import torch
 
 from kernelmark import dtypes
+from kernelmark.ops import compiled
 from kernelmark.ops.base import Backend, CheckResult, Op, compare, positive_ints, shape_str
 from kernelmark.ops.check import where_text
 from kernelmark.ops.fp8_libs import FP8_MAX, G, GEMM_BACKENDS, QUANT_BACKENDS, fp8_gpu, needs_fp8
@@ -151,17 +152,9 @@ def _quant_torch(x):
     return group_quant_torch(x["x"], x["group"])
 
 
-_compiled: dict = {}
-
-
-def _compiled_fn(name, fn):
-    if name not in _compiled:
-        _compiled[name] = torch.compile(fn, dynamic=False)
-    return _compiled[name]
-
-
-def _quant_compile(x):
-    return _compiled_fn("group_quant", group_quant_torch)(x["x"], x["group"])
+# Compiled afresh for each new signature (ops/compiled.py: past torch's recompile limit a
+# plain torch.compile would raise or run eagerly under this backend's name).
+_quant_compile = compiled.Compiled(_quant_torch, compiled.tensor_key("x", scalars=("group",)))
 
 
 def _quant_triton(x):
@@ -273,8 +266,7 @@ def _gemm_torch(x):
     return gemm_torch(x["a"], x["b"], x["a_scale"], x["b_scale"])
 
 
-def _gemm_compile(x):
-    return _compiled_fn("gemm_fp8_blockwise", gemm_torch)(x["a"], x["b"], x["a_scale"], x["b_scale"])
+_gemm_compile = compiled.Compiled(_gemm_torch, compiled.tensor_key("a", "b", "a_scale", "b_scale"))
 
 
 def _gemm_torch_supports(shape, dtype, device_kind, capability):

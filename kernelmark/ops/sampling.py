@@ -41,6 +41,7 @@ import math
 import torch
 
 from kernelmark import dtypes
+from kernelmark.ops import compiled
 from kernelmark.ops.base import Backend, Op, positive_ints, shape_str
 from kernelmark.ops.sampling_check import check_samples, exact_distribution
 
@@ -95,18 +96,9 @@ def _argmax_torch(x):
     return torch.argmax(x["logits"], dim=-1)
 
 
-_compiled: dict = {}
-
-
-def _compiled_fn(name, fn):
-    # One compiled function per process; torch.compile itself caches per shape and dtype.
-    if name not in _compiled:
-        _compiled[name] = torch.compile(fn, dynamic=False)
-    return _compiled[name]
-
-
-def _argmax_compile(x):
-    return _compiled_fn("argmax", _argmax_torch)(x)
+# Compiled afresh for each new signature (ops/compiled.py: past torch's recompile limit a
+# plain torch.compile would raise or run eagerly under this backend's name).
+_argmax_compile = compiled.Compiled(_argmax_torch, compiled.tensor_key("logits"))
 
 
 def _argmax_triton(x):
@@ -181,8 +173,8 @@ def _sampling_torch(x):
     return sample_torch(*_sampling_args(x))
 
 
-def _sampling_compile(x):
-    return _compiled_fn("top_k_top_p", sample_torch)(*_sampling_args(x))
+_sampling_compile = compiled.Compiled(
+    _sampling_torch, compiled.tensor_key("logits", scalars=("top_k", "top_p", "temperature", "draws")))
 
 
 def _sampling_triton(x):

@@ -9,15 +9,33 @@ import torch
 from torch._dynamo.testing import CompileCounter
 
 from kernelmark.ops import compiled
-from kernelmark.ops.registry import get_op
+from kernelmark.ops.registry import all_ops, get_op
 from kernelmark.suites import loader
 
 CPU = torch.device("cpu")
-OPS = ("rmsnorm", "fused_add_rmsnorm", "silu_and_mul", "gelu_tanh_and_mul", "rope", "embedding")
+OPS = ("rmsnorm", "fused_add_rmsnorm", "silu_and_mul", "gelu_tanh_and_mul", "rope", "embedding",
+       "argmax_sampling", "top_k_top_p_sampling", "fp8_group_quant", "gemm_fp8_blockwise")
+# Ops the smoke suite leaves out (fp8 and sampling run on GPUs only there): small shapes with tails.
+SHAPES = {"argmax_sampling": ({"batch": 3, "vocab": 1000}, "fp32"),
+          "top_k_top_p_sampling": ({"batch": 2, "vocab": 300, "draws": 4000, "top_k": 20, "top_p": 0.9,
+                                    "temperature": 0.7}, "fp32"),
+          "fp8_group_quant": ({"tokens": 5, "hidden": 384, "group": 128}, "bf16"),
+          "gemm_fp8_blockwise": ({"m": 5, "n": 256, "k": 384}, "fp8_e4m3")}
 
 
 def _smoke(name):
+    if name in SHAPES:
+        return SHAPES[name]
     return next((c.shape, c.dtype) for c in loader.load("smoke").cases if c.op == name)
+
+
+def test_every_torch_compile_backend_is_a_fresh_compile_per_signature():
+    """A plain torch.compile'd function raises (fullgraph) or runs eagerly past torch's
+    recompile limit: every torch-compile backend must be a compiled.Compiled, and be tested here."""
+    names = {op.name for op in all_ops().values() if any(b.name == "torch-compile" for b in op.backends)}
+    assert names == set(OPS)
+    for name in names:
+        assert isinstance(get_op(name).backend("torch-compile").run, compiled.Compiled), name
 
 
 @pytest.mark.parametrize("name", OPS)
