@@ -75,3 +75,18 @@ def test_headline_figures(smoke_run):
     h = publish.headline(results.load(smoke_run))
     assert h["cpu_fallback"] and h["timed"] > 0 and h["best_gemm_tflops"] > 0
     assert h["best_gemm_case"].startswith("gemm ")
+
+
+def test_the_readme_sample_is_what_report_prints_for_its_run_file(capsys):
+    """README's "What it prints" quotes a published run file rendered by `kernelmark report`:
+    it must stay exactly what today's report prints for that file (its first lines)."""
+    import re
+    readme = (PUBLISHED.parent / "README.md").read_text()
+    section = readme[readme.index("## What it prints"):]
+    run_file = re.search(r"`kernelmark report (published/\S+\.jsonl)`", section).group(1)
+    sample = section.split("```")[1].strip("\n")
+    assert sample.endswith("\n...")
+    capsys.readouterr()
+    assert cli.main(["report", str(PUBLISHED.parent / run_file)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(sample[:-len("\n...")] + "\n"), "README sample differs from `kernelmark report`"
