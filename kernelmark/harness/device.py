@@ -267,6 +267,15 @@ _ENV_VARS = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICE
              "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA",
              "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE",
              "NVIDIA_TF32_OVERRIDE", "CUBLAS_WORKSPACE_CONFIG", "PYTORCH_CUDA_ALLOC_CONF")
+# Every variable of these families changes the code that is timed (TRITON_DEFAULT_FP_FUSION,
+# TRITON_F32_DEFAULT, TORCHINDUCTOR_MAX_AUTOTUNE, ...): recorded whatever their name.
+_ENV_PREFIXES = ("TRITON_", "TORCHINDUCTOR_", "TORCH_BLAS_", "HIPBLASLT_", "ROCBLAS_")
+
+
+def captured_env(environ=None) -> dict:
+    """The environment variables that change what is measured, as set for this run."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in sorted(environ) if k in _ENV_VARS or k.startswith(_ENV_PREFIXES)}
 
 
 def profile(target: Target, threads: Optional[dict] = None) -> dict:
@@ -298,7 +307,7 @@ def profile(target: Target, threads: Optional[dict] = None) -> dict:
     p["versions"] = _versions()
     p["git"] = git_state()
     p["host"] = {"hostname": socket.gethostname(), "os": platform.platform(), "executable": sys.executable}
-    p["env"] = {k: os.environ[k] for k in _ENV_VARS if k in os.environ}
+    p["env"] = captured_env()
     p["load_avg"] = load_avg()
     p["datasheet"] = datasheet.lookup(p["name"]) if target.is_gpu else None
     return p

@@ -415,7 +415,16 @@ def compare_runs(base, head, threshold: float = 0.05, alpha: float = 0.01,
     pairs = [compare_records(ia.get(k), ib.get(k), threshold, alpha, rng) for k in keys]
     rank = {v: i for i, v in enumerate(VERDICTS)}
     pairs.sort(key=lambda p: (rank[p.verdict], -(p.ratio or 0)))
+    notes += env_notes(base.header, head.header)
     return Comparison(base.path, head.path, threshold, alpha, pairs, mismatches(base, head), notes)
+
+
+def env_notes(base_header: dict, head_header: dict) -> list:
+    """The recorded environment variables that change the timed code and differ between the
+    sides (an A/B of one of them is legitimate, so this is said, not refused)."""
+    ea, eb = ((h.get("device") or {}).get("env") or {} for h in (base_header, head_header))
+    return [f"environment differs: {k} {ea.get(k, '(unset)')!r} in BASE, {eb.get(k, '(unset)')!r} in HEAD"
+            for k in sorted(set(ea) | set(eb)) if ea.get(k) != eb.get(k)]
 
 
 # ------------------------------------------------------------------ rendering

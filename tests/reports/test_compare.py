@@ -376,3 +376,15 @@ def test_real_runs_same_code_pass_slowed_backend_fails(tmp_path, slowable_gemm, 
     assert [p["verdict"] for p in doc["pairs"]] == ["slower"] * 4, \
         [(p["verdict"], p["ratio"], p["ci_low"], p["p"], p["note"]) for p in doc["pairs"]]
     assert all(p["ratio"] > 2 and p["note"].startswith("5 vs 5 processes") for p in doc["pairs"])
+
+
+def test_a_code_generation_variable_that_differs_is_said_not_refused(tmp_path, capsys):
+    env_a = {**HEADER, "device": {**HEADER["device"], "env": {"TRITON_DEFAULT_FP_FUSION": "0", "OMP_NUM_THREADS": "2"}}}
+    env_b = {**HEADER, "device": {**HEADER["device"], "env": {"OMP_NUM_THREADS": "2"}}}
+    a = write_run(tmp_path / "a.jsonl", [rec(1, seed=1)], header=env_a)
+    b = write_run(tmp_path / "b.jsonl", [rec(1, seed=2)], header=env_b)
+    assert cli.main(["compare", a, b]) == 0
+    out = capsys.readouterr().out
+    assert "environment differs: TRITON_DEFAULT_FP_FUSION '0' in BASE, '(unset)' in HEAD" in out
+    assert "OMP_NUM_THREADS" not in out
+    assert cli.main(["compare", a, a]) == 0 and "environment differs" not in capsys.readouterr().out
