@@ -224,19 +224,7 @@ def _check(q, kv_cache, block_table, context_lens, kv_lora_rank):
     if not _pow2(kv_lora_rank) or kv_lora_rank < 16 or not _pow2(rope) or rope < 16:
         raise ValueError(f"kv_lora_rank {kv_lora_rank} and rope dim {rope} (= {qk_dim} - {kv_lora_rank}) "
                          f"must be powers of two >= 16 (DeepSeek-V3: 512 + 64)")
-    if not _pow2(page_size):
-        raise ValueError(f"page_size {page_size} must be a power of two")
-    for name, t in (("block_table", block_table), ("context_lens", context_lens)):
-        if t.device != q.device:
-            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
-        if t.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"{name} must be int32 or int64, got {t.dtype}")
-    if block_table.dim() != 2 or block_table.shape[0] != batch:
-        raise ValueError(f"block_table must be [batch={batch}, max_blocks], got {tuple(block_table.shape)}")
-    if block_table.stride(1) != 1:
-        raise ValueError(f"block_table must be contiguous along its rows, got strides {block_table.stride()}")
-    if context_lens.dim() != 1 or context_lens.shape[0] != batch:
-        raise ValueError(f"context_lens must be [batch={batch}], got {tuple(context_lens.shape)}")
+    paged.check_table_args(q, block_table, context_lens, batch, page_size)
     if batch == 0 or batch > _MAX_GRID_YZ or heads == 0 or heads > _MAX_GRID_YZ:
         raise ValueError(f"batch {batch}, heads {heads} outside the grid limits")
     if q.device.type == "cpu" and not interpreting():

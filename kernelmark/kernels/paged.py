@@ -50,6 +50,25 @@ def blocks_needed(context_len: int, page_size: int) -> int:
     return (context_len + page_size - 1) // page_size
 
 
+def check_table_args(q: torch.Tensor, block_table: torch.Tensor, context_lens: torch.Tensor,
+                     batch: int, page_size: int) -> None:
+    """The launch-time checks of a paged attention launcher's table arguments (shapes,
+    dtypes, devices, strides; not their contents: ``check_block_table`` reads those)."""
+    if page_size <= 0 or page_size & (page_size - 1):
+        raise ValueError(f"page_size {page_size} must be a power of two")
+    for name, t in (("block_table", block_table), ("context_lens", context_lens)):
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
+        if t.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"{name} must be int32 or int64, got {t.dtype}")
+    if block_table.dim() != 2 or block_table.shape[0] != batch:
+        raise ValueError(f"block_table must be [batch={batch}, max_blocks], got {tuple(block_table.shape)}")
+    if block_table.stride(1) != 1:
+        raise ValueError(f"block_table must be contiguous along its rows, got strides {block_table.stride()}")
+    if context_lens.dim() != 1 or context_lens.shape[0] != batch:
+        raise ValueError(f"context_lens must be [batch={batch}], got {tuple(context_lens.shape)}")
+
+
 def check_block_table(block_table: torch.Tensor, context_lens: torch.Tensor,
                       num_blocks: int, page_size: int) -> None:
     """Raise ValueError unless every page a sequence uses points inside the cache."""

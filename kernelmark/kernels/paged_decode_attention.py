@@ -191,19 +191,7 @@ def _check(q, k_cache, v_cache, block_table, context_lens):
     if q_heads % kv_heads:
         raise ValueError(f"q_heads = {q_heads} is not a multiple of kv_heads = {kv_heads} (GQA needs "
                          f"whole groups of q heads per kv head)")
-    if page_size <= 0 or page_size & (page_size - 1):
-        raise ValueError(f"page_size {page_size} must be a power of two")
-    for name, t in (("block_table", block_table), ("context_lens", context_lens)):
-        if t.device != q.device:
-            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
-        if t.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"{name} must be int32 or int64, got {t.dtype}")
-    if block_table.dim() != 2 or block_table.shape[0] != batch:
-        raise ValueError(f"block_table must be [batch={batch}, max_blocks], got {tuple(block_table.shape)}")
-    if block_table.stride(1) != 1:
-        raise ValueError(f"block_table must be contiguous along its rows, got strides {block_table.stride()}")
-    if context_lens.dim() != 1 or context_lens.shape[0] != batch:
-        raise ValueError(f"context_lens must be [batch={batch}], got {tuple(context_lens.shape)}")
+    paged.check_table_args(q, block_table, context_lens, batch, page_size)
     if batch == 0 or batch > 2 ** 31 - 1 or kv_heads > _MAX_GRID_YZ or q_heads > _MAX_GRID_YZ:
         raise ValueError(f"batch {batch}, q_heads {q_heads}, kv_heads {kv_heads} outside the grid limits")
     if q.device.type == "cpu" and not interpreting():

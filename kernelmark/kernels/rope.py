@@ -122,6 +122,26 @@ def _check_heads(name: str, t: torch.Tensor, tokens, head_dim, dtype, device) ->
         raise ValueError(f"{name}'s head_dim must be contiguous (stride 1), got strides {t.stride()}")
 
 
+def check_cos_sin_cache(cos_sin_cache: torch.Tensor, positions: torch.Tensor, other: str,
+                        device: torch.device, check_positions: bool) -> None:
+    """The cos/sin table's dtype, device and strides, and (when asked: it reads the positions
+    on the host, a device sync) that every position has a row in it. ``other`` names the
+    tensor whose device it must share."""
+    if cos_sin_cache.dtype != torch.float32:
+        raise ValueError(f"cos_sin_cache must be float32, got {cos_sin_cache.dtype}")
+    if cos_sin_cache.device != device:
+        raise ValueError(f"cos_sin_cache is on {cos_sin_cache.device} but {other} on {device}")
+    if cos_sin_cache.stride(1) != 1:
+        raise ValueError(f"cos_sin_cache's last dimension must be contiguous, got strides {cos_sin_cache.stride()}")
+    if check_positions and positions.numel():
+        pos = positions.detach().to("cpu", torch.int64)
+        bad = (pos < 0) | (pos >= cos_sin_cache.shape[0])
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"positions[{i}] = {int(pos[i])} is outside cos_sin_cache "
+                             f"(max_position = {cos_sin_cache.shape[0]})")
+
+
 def check_rope_args(q, k, positions, cos_sin_cache, check_positions: bool) -> int:
     """Validate a rope call before any launch; returns rotary_dim."""
     _check_heads("q", q, None, None, None, None)
@@ -141,19 +161,7 @@ def check_rope_args(q, k, positions, cos_sin_cache, check_positions: bool) -> in
     if rotary_dim < 2 or rotary_dim % 2 or rotary_dim > head_dim:
         raise ValueError(f"rotary_dim {rotary_dim} (cos_sin_cache's width) is not supported: "
                          f"an even number in 2..head_dim={head_dim}")
-    if cos_sin_cache.dtype != torch.float32:
-        raise ValueError(f"cos_sin_cache must be float32, got {cos_sin_cache.dtype}")
-    if cos_sin_cache.device != q.device:
-        raise ValueError(f"cos_sin_cache is on {cos_sin_cache.device} but q on {q.device}")
-    if cos_sin_cache.stride(1) != 1:
-        raise ValueError(f"cos_sin_cache's last dimension must be contiguous, got strides {cos_sin_cache.stride()}")
-    if check_positions and positions.numel():
-        pos = positions.detach().to("cpu", torch.int64)
-        bad = (pos < 0) | (pos >= cos_sin_cache.shape[0])
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            raise ValueError(f"positions[{i}] = {int(pos[i])} is outside cos_sin_cache "
-                             f"(max_position = {cos_sin_cache.shape[0]})")
+    check_cos_sin_cache(cos_sin_cache, positions, "q", q.device, check_positions)
     if q.device.type == "cpu" and not interpreting():
         raise ValueError("CPU tensors need the Triton interpreter (TRITON_INTERPRET=1 before importing triton)")
     return rotary_dim

@@ -23,6 +23,7 @@ import triton.language as tl
 from kernelmark.kernels import kv_validate as kv
 from kernelmark.kernels.tl_utils import token_head_rows
 from kernelmark.kernels.kv_append import cache_strides, check_append_args
+from kernelmark.kernels.rope import check_cos_sin_cache
 
 
 @triton.jit
@@ -79,19 +80,7 @@ def rope_kv_append(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor
         raise ValueError(f"positions has {positions.shape[0]} entries for {key.shape[0]} tokens")
     if cos_sin_cache.dim() != 2 or cos_sin_cache.shape[1] != d:
         raise ValueError(f"cos_sin_cache must be [max_position, head_dim={d}], got {tuple(cos_sin_cache.shape)}")
-    if cos_sin_cache.dtype != torch.float32:
-        raise ValueError(f"cos_sin_cache must be float32, got {cos_sin_cache.dtype}")
-    if cos_sin_cache.device != k_cache.device:
-        raise ValueError(f"cos_sin_cache is on {cos_sin_cache.device} but the cache on {k_cache.device}")
-    if cos_sin_cache.stride(1) != 1:
-        raise ValueError(f"cos_sin_cache's last dimension must be contiguous, got strides {cos_sin_cache.stride()}")
-    if check_indices and positions.numel():
-        pos = positions.detach().to("cpu", torch.int64)
-        bad = (pos < 0) | (pos >= cos_sin_cache.shape[0])
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0, 0])
-            raise ValueError(f"positions[{i}] = {int(pos[i])} is outside cos_sin_cache "
-                             f"(max_position = {cos_sin_cache.shape[0]})")
+    check_cos_sin_cache(cos_sin_cache, positions, "the cache", k_cache.device, check_indices)
     rows = key.shape[0] * h
     if rows == 0:
         return
