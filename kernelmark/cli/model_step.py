@@ -123,5 +123,10 @@ def cmd_model_step(args, load_runs, _emit) -> int:
             return 0
         raise UsageError("give --run RUN, --measure or --emit-suite FILE")
     built = modelstep.build(runs, [(k, s, needs(cs)) for k, s, cs in phases], dtype, args.price_per_hour)
-    _emit(modelstep.render(built, cfg.name, args.context, args.tp, args.price_per_hour, args.format), args.out)
+    if args.format == "html":
+        from kernelmark.reports import modelstep_html
+        text = modelstep_html.render(built, cfg.name, args.context, args.tp, args.price_per_hour)
+    else:
+        text = modelstep.render(built, cfg.name, args.context, args.tp, args.price_per_hour, args.format)
+    _emit(text, args.out)
     return 0

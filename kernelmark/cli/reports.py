@@ -48,7 +48,8 @@ def register(sub) -> None:
                                      "has most of the needed cases in)")
     mod.add_argument("--tp", type=int, default=1, help="tensor-parallel slice of the model (default 1)")
     mod.add_argument("--price-per-hour", type=float, metavar="USD", help="price of one GPU-hour, for $ per 1M tokens")
-    mod.add_argument("--format", choices=("table", "md", "json", "csv"), default="table")
+    mod.add_argument("--format", choices=("table", "md", "json", "csv", "html"), default="table",
+                     help="html: one page with the table and a stacked bar of each step by kernel family")
     mod.add_argument("--out", help="write here instead of standard output")
     mod.set_defaults(func=cmd_model)
 
@@ -149,8 +150,8 @@ def cmd_model(args) -> int:
         return cmd_model_step(args, load_runs, _emit)
     if not args.run:
         raise UsageError(f"--run RUN is required for {args.name} (or --measure / --emit-suite)")
-    if args.format == "csv":
-        raise UsageError("--format csv is for config-derived models (e.g. llama-3.1-8b)")
+    if args.format in ("csv", "html"):
+        raise UsageError(f"--format {args.format} is for config-derived models (e.g. llama-3.1-8b)")
     try:
         batches = [int(x) for x in args.batch.split(",") if x.strip()]
     except ValueError as e:

@@ -171,3 +171,43 @@ def test_measure_end_to_end_on_this_cpu(tmp_path, capsys):
     assert dec["complete"] and pre["complete"], [c for c in dec["components"] + pre["components"] if c["missing"]]
     assert dec["tokens_per_s"] > 0 and set(dec["families_us"]) >= {"gemm", "attention", "norm", "rope", "embedding"}
     assert results.load(str(out)).records      # the run file is kept where asked
+
+
+def test_html_page_has_a_bar_per_complete_phase_with_each_family_share(tmp_path, smoke_run, runlines, capsys):
+    """--format html: the stacked bar's segments are the families' shares of the step (widths add
+    up to the bar), an incomplete phase gets no bar, and run-file text is escaped."""
+    import re
+    cfgp = tmp_path / "tiny.json"
+    cfgp.write_text(json.dumps(TINY))
+    comps = step.components(tiny(), 1, 64, "fp32")
+    us = lambda op, shape: 1.0 + len(op)      # noqa: E731
+    run = _run_with(tmp_path, smoke_run, runlines, comps, us)       # decode complete; prefill's cases absent
+    argv = ["model", "--config", str(cfgp), "--run", run, "--batch", "1", "--context", "64", "--dtype", "fp32",
+            "--prefill-tokens", "64", "--format", "html"]
+    assert cli.main(argv) == 0
+    page = capsys.readouterr().out
+    assert page.startswith("<!DOCTYPE html>") and "Content-Security-Policy" in page and "<script" not in page
+    bars = re.findall(r"<svg class=\"stack\".*?</svg>", page)
+    assert len(bars) == 1                                             # decode only: prefill is incomplete
+    widths = [float(w) for w in re.findall(r'<rect x="[\d.]+" y="\d+" width="([\d.]+)"', bars[0])]
+    fams = modelstep.families(modelstep.build([results.load(run)], [("decode", 1, model_step.needs(comps))],
+                                              "fp32")[0][1][0])
+    assert len(widths) == len(fams) and sum(widths) == pytest.approx(560, abs=0.05)
+    total = sum(fams.values())
+    assert sorted(widths) == pytest.approx(sorted(560 * v / total for v in fams.values()), abs=0.01)
+    assert "INCOMPLETE" in page
+
+
+def test_html_escapes_the_device_name(tmp_path, smoke_run, runlines, capsys):
+    read, write = runlines
+    lines = read(smoke_run)
+    lines[0]["device"]["name"] = "<img src=x onerror=alert(1)>"
+    evil = write(tmp_path / "evil_smoke.jsonl", lines)
+    cfgp = tmp_path / "tiny.json"
+    cfgp.write_text(json.dumps(TINY))
+    comps = step.components(tiny(), 1, 64, "fp32")
+    run = _run_with(tmp_path, evil, runlines, comps, lambda op, s: 2.0)
+    assert cli.main(["model", "--config", str(cfgp), "--run", run, "--batch", "1", "--context", "64",
+                     "--dtype", "fp32", "--prefill-tokens", "64", "--format", "html"]) == 0
+    page = capsys.readouterr().out
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
