@@ -83,25 +83,43 @@ class Section:
     op: str
     backends: list                                  # column groups, in the order the run met them
     rows: list
+    title: str = ""                                 # the heading, when not the op's name
+    label_head: str = "label"                       # what the label column holds
+
+
+def _group(r: dict) -> tuple:
+    """(section key, title, label head, row label, row id) of a record. A FlashInfer-Trace
+    record is in its definition's section, one row per workload (by its whole uuid); any
+    other in its op's, by label."""
+    tr = table.trace_of(r)
+    if tr is None:
+        return r["op"], r["op"], "label", r.get("label") or "", None
+    model = tr.get("model") if isinstance(tr.get("model"), str) else None
+    title = " · ".join([tr["definition"]] + ([f"model {model}"] if model else []) + [f"op {r['op']}"])
+    return (("trace", tr["definition"], r["op"]), title, "workload", table.workload_text(tr),
+            str(tr.get("uuid")))
 
 
 def sections(records: list) -> list:
-    """One section per op, in run order. A backend gets a column only if some row of the op
-    shows it (a backend skipped everywhere is only in the summary under the table); a row
-    only if one of its backends ran (a case skipped by all of them is in the summary too)."""
-    ops: dict = {}
+    """One section per op, in run order; for a run of FlashInfer-Trace workloads, one per
+    definition (and op), its rows the workloads. A backend gets a column only if some row of
+    the section shows it (a backend skipped everywhere is only in the summary under the
+    table); a row only if one of its backends ran (a case skipped by all of them is in the
+    summary too)."""
+    groups: dict = {}
     for r in records:
-        rows = ops.setdefault(r["op"], {})
-        key = (r.get("label") or "", json.dumps(r["shape"], sort_keys=True), r["dtype"])
-        row = rows.setdefault(key, Row(key[0], r["shape"], r["dtype"]))
+        key, title, head, label, rid = _group(r)
+        sec = groups.setdefault(key, (r["op"], title, head, {}))
+        rkey = (label, rid, json.dumps(r["shape"], sort_keys=True), r["dtype"])
+        row = sec[3].setdefault(rkey, Row(label, r["shape"], r["dtype"]))
         row.cells[r["backend"]] = r
     out = []
-    for op, rows in ops.items():
+    for op, title, head, rows in groups.values():
         shown = [row for row in rows.values() if any(c["status"] not in table.FOLDED for c in row.cells.values())]
         backends = list(dict.fromkeys(b for row in shown for b, c in row.cells.items()
                                       if c["status"] not in table.FOLDED))
         if shown:
-            out.append(Section(op, backends, shown))
+            out.append(Section(op, backends, shown, title, head))
     return out
 
 
@@ -137,7 +155,7 @@ def cell_text(rec: dict | None, is_fastest: bool, md: bool = False) -> tuple:
 
 
 def _key_columns(sec: Section, with_label: bool) -> tuple:
-    heads = (["label"] if with_label else []) + ["shape", "dtype"]
+    heads = ([sec.label_head] if with_label else []) + ["shape", "dtype"]
     body = [([row.label] if with_label else []) + [compact_shape(row.shape), row.dtype] for row in sec.rows]
     return heads, body
 
@@ -219,7 +237,7 @@ def _labelled(lines: list, sec: Section, n_head: int) -> list:
     out, last = lines[:n_head], None
     for row, line in zip(sec.rows, lines[n_head:]):
         if row.label and row.label != last:
-            out.append(f"label: {row.label}")
+            out.append(f"{sec.label_head}: {row.label}")
         last = row.label
         out.append(line)
     return out
@@ -327,7 +345,8 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
             "(--long: one row per case and backend, every column)"
     out = []
     for sec in secs:
-        out += ([f"### {sec.op}", ""] + _md_section(sec)) if md else [sec.op] + section_text(sec)
+        out += ([f"### {sec.title or sec.op}", ""] + _md_section(sec)) if md else \
+            [sec.title or sec.op] + section_text(sec)
         out.append("")
     if not records:
         out = ["(no records: the run stopped before its first case finished)", ""]
@@ -364,4 +383,10 @@ def _escaped(rec: dict, clean) -> dict:
             r[k] = clean(r[k])
     if isinstance(r.get("shape"), dict):
         r["shape"] = {clean(str(k)): clean(v) if isinstance(v, str) else v for k, v in r["shape"].items()}
+    tr = table.trace_of(r)
+    if tr is not None:          # the definition's section heading and the workload column
+        tr = {k: clean(v) if isinstance(v, str) else v for k, v in tr.items()}
+        if isinstance(tr.get("axes"), dict):
+            tr["axes"] = {clean(str(k)): clean(v) if isinstance(v, str) else v for k, v in tr["axes"].items()}
+        r["trace"] = tr
     return r
