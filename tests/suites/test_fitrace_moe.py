@@ -72,9 +72,11 @@ def test_forms_fused_moe_does_not_compute_are_unsupported_naming_the_field(tmp_p
     assert field in cases[0].meta["unsupported"]
 
 
-def test_a_shape_the_op_rejects_is_unsupported_with_the_workload_line(tmp_path):
+def test_top_k_over_the_experts_or_no_tokens_is_unsupported_saying_why(tmp_path):
     spec = copy.deepcopy(BF16)
     spec["axes"]["top_k"] = const(9)                                    # more than the 8 experts
-    cases = _one(tmp_path, "moe_k9", spec)
-    assert "top_k 9 exceeds the 8 experts" in cases[0].meta["unsupported"]
-
+    assert "top_k 9 exceeds the 8 experts" in _one(tmp_path / "a", "moe_k9", spec)[0].meta["unsupported"]
+    spec = copy.deepcopy(BF16)
+    spec["workloads"] = [({"seq_len": 0}, {})]                         # the op's own check, with the line
+    why = _one(tmp_path / "b", "moe_t0", spec)[0].meta["unsupported"]
+    assert "moe_t0.jsonl:1:" in why and "tokens" in why

@@ -25,6 +25,8 @@ random weights neither changes the work done.
 
 from __future__ import annotations
 
+import re
+
 from kernelmark.suites.fitrace.mapping import Mapped, Unmappable, _mapped, tensor_shape
 
 # Input names by role, as the published definitions spell them.
@@ -87,6 +89,7 @@ def _routing(defn, dims, w, tokens: int, experts: int, reasons: list, notes: lis
     ids, wts, logits = _find(defn, IDS), _find(defn, WEIGHTS), _find(defn, LOGITS)
     if ids is None:
         if logits is not None:
+            # Only to say which rule: the dataset names its definitions after it.
             rule = " (DeepSeek's grouped sigmoid)" if "ds_routing" in defn.name else \
                 " (top-k softmax)" if "renorm" in defn.name else ""
             reasons.append(f"{logits}: routes inside the op{rule}; fused_moe takes routed ids and weights "
@@ -107,9 +110,10 @@ def _routing(defn, dims, w, tokens: int, experts: int, reasons: list, notes: lis
     if topk > experts:
         reasons.append(f"top_k {topk} exceeds the {experts} experts of the weights")
     captured = [n for n in (ids, wts) if n and w.inputs.get(n, {}).get("type") == "safetensors"]
-    notes.append("routing: kernelmark's own (top-k of softmax over N(0,1) logits seeded by the shape, renormalised); "
-                 + (f"the captured {' and '.join(captured)} are not fed, so the experts hit follow kernelmark's "
-                    "distribution" if captured else f"the workload's {ids}/{wts} are not fed"))
+    fed = (f"the captured {' and '.join(captured)} are not fed, so the experts hit follow kernelmark's "
+           "distribution") if captured else f"the workload's {ids}/{wts} are not fed"
+    notes.append("routing: kernelmark's own (top-k of softmax over N(0,1) logits seeded by the shape, "
+                 f"renormalised); {fed}")
     if logits is not None:
         notes.append(f"{logits} given beside {ids}: the ids and weights are taken as the routing")
     return topk
@@ -133,8 +137,8 @@ def map_moe(defn, w, dims) -> Mapped:
     offset = w.inputs.get("local_expert_offset", {})
     if offset.get("type") == "scalar" and offset.get("value") not in (0, None):
         reasons.append(f"local_expert_offset {offset['value']}: only some experts are local")
-    named = " ".join(reasons)
-    other = [n for n in defn.inputs if n not in KNOWN and n not in named]
+    named = " ".join(reasons)        # inputs a reason already names (hidden_states_scale) are not repeated
+    other = [n for n in defn.inputs if n not in KNOWN and not re.search(rf"\b{re.escape(n)}\b", named)]
     if other:
         reasons.append(f"{', '.join(other)}: no counterpart in fused_moe")
     if reasons:
