@@ -220,7 +220,8 @@ def test_run_dataset_end_to_end_records_trace_and_never_runs_the_reference(tmp_p
     moe = [r for r in run.records if r["op"] == "moe"]      # no expert weights: not an MoE fused_moe computes
     assert len(moe) == 1 and moe[0]["status"] == "unsupported"
     assert moe[0]["reason"].startswith("op_type moe (moe_fp8_e8_h64): no w1 or gemm1_weights")
-    assert "unsupported x1: op_type moe (moe_fp8_e8_h64)" in p.stdout and "gemm_n64_k32 (toy-llm)" in p.stdout
+    assert "unsupported x1: op_type moe (moe_fp8_e8_h64)" in p.stdout
+    assert "gemm_n64_k32 · model toy-llm · op gemm" in p.stdout      # the definition's section in the table
     fused = [r for r in run.records if r["op"] == "fused_moe"]
     assert [r["trace"]["uuid"] for r in fused] == ["moe_bf16_topk2_e8_h64_i32-0", "moe_bf16_topk2_e8_h64_i32-1"]
     assert all(r["status"] == "ok" and r["check"]["passed"] for r in fused)
