@@ -100,6 +100,12 @@ def _group(r: dict) -> tuple:
             str(tr.get("uuid")))
 
 
+def group_title(rec: dict) -> str:
+    """The heading of the section a record is in: its op, or for a FlashInfer-Trace workload
+    'definition · model m · op o'."""
+    return _group(rec)[1]
+
+
 def sections(records: list) -> list:
     """One section per op, in run order; for a run of FlashInfer-Trace workloads, one per
     definition (and op), its rows the workloads. A backend gets a column only if some row of

@@ -70,3 +70,12 @@ def test_run_file_text_in_headings_and_workloads_is_escaped():
     assert "### x\\|y*z fake heading · model m\\`1\\` · op gemm" in md
     text = wide.render(HEADER, evil)
     assert "x|y*z fake heading · model m`1` · op gemm" in text and "\x1b" not in text
+
+
+def test_html_long_table_heads_each_definition():
+    from kernelmark.reports import html
+    page = html.device_table(RECORDS, "t")
+    assert page.count('<tr class="op">') == 2
+    assert ">gemm_n64_k32 · model toy-llm · op gemm</th>" in page and "<th>workload</th>" in page
+    evil = html.device_table([_rec("gemm", "torch", 5.0, "<script>x</script>", U1, {"M": 1})], "t")
+    assert "<script>" not in evil and "&lt;script&gt;x&lt;/script&gt; · model toy-llm" in evil
