@@ -20,6 +20,7 @@ several tables that repeat the case columns.
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass, field
 
 from kernelmark.reports import table
@@ -127,6 +128,20 @@ def sections(records: list) -> list:
         if shown:
             out.append(Section(op, backends, shown, title, head))
     return out
+
+
+def section_notes(sec: Section) -> list:
+    """What a definition's runs differ from it in (a FlashInfer-Trace record's notes: the op's
+    own routing, synthesised index tensors, ...): the notes every workload of the section
+    shares, once, and how many more vary by workload. [] for other sections."""
+    per = []
+    for row in sec.rows:
+        tr = table.trace_of(next(iter(row.cells.values()))) or {}
+        per.append([n for n in tr.get("notes") or [] if isinstance(n, str)])
+    shared = [n for n in dict.fromkeys(per[0] if per else []) if all(n in p for p in per[1:])]
+    rest = len({n for p in per for n in p} - set(shared))
+    return [f"note: {n}" for n in shared] + \
+        ([f"note: {rest} more vary by workload (trace.notes in the run file)"] if rest else [])
 
 
 def fastest(row: Row) -> set:
@@ -353,6 +368,10 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
     for sec in secs:
         out += ([f"### {sec.title or sec.op}", ""] + _md_section(sec)) if md else \
             [sec.title or sec.op] + section_text(sec)
+        notes = section_notes(sec)
+        if notes:       # md: a list under the table; text: wrapped to the width
+            out += [""] + [f"- {n}" for n in notes] if md else \
+                [w for n in notes for w in textwrap.wrap(n, WIDTH, subsequent_indent="  ")]
         out.append("")
     if not records:
         out = ["(no records: the run stopped before its first case finished)", ""]
@@ -368,7 +387,6 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
         out += table.folded_summary(folded).splitlines()
     extra = table.notes(header, records)      # CPU threads, what % peak is measured against
     if extra:
-        import textwrap
         out += [""] + [w for line in extra.splitlines()
                        for w in (textwrap.wrap(line, WIDTH, subsequent_indent="  ") if not md else [line])]
     if md:      # the indented detail lines as a list, not one run-on paragraph
@@ -391,7 +409,8 @@ def _escaped(rec: dict, clean) -> dict:
         r["shape"] = {clean(str(k)): clean(v) if isinstance(v, str) else v for k, v in r["shape"].items()}
     tr = table.trace_of(r)
     if tr is not None:          # the definition's section heading and the workload column
-        tr = {k: clean(v) if isinstance(v, str) else v for k, v in tr.items()}
+        tr = {k: clean(v) if isinstance(v, str) else [clean(x) if isinstance(x, str) else x for x in v]
+              if isinstance(v, list) else v for k, v in tr.items()}
         if isinstance(tr.get("axes"), dict):
             tr["axes"] = {clean(str(k)): clean(v) if isinstance(v, str) else v for k, v in tr["axes"].items()}
         r["trace"] = tr

@@ -79,3 +79,22 @@ def test_html_long_table_heads_each_definition():
     assert ">gemm_n64_k32 · model toy-llm · op gemm</th>" in page and "<th>workload</th>" in page
     evil = html.device_table([_rec("gemm", "torch", 5.0, "<script>x</script>", U1, {"M": 1})], "t")
     assert "<script>" not in evil and "&lt;script&gt;x&lt;/script&gt; · model toy-llm" in evil
+
+
+def test_a_definitions_notes_are_under_its_section_shared_once_the_rest_counted():
+    recs = [_rec("gemm", "torch", 5.0, "gemm_n64_k32", U1, {"M": 1}), _rec("gemm", "torch", 6.0, "gemm_n64_k32", U2,
+                                                                          {"M": 2}),
+            _rec("gemm", "torch", 9.0, "gemm_n128_k32", U3, {"M": 8})]
+    recs[0]["trace"]["notes"] = ["routing: kernelmark's own", "contexts uniform at 12"]
+    recs[1]["trace"]["notes"] = ["routing: kernelmark's own", "contexts uniform at 20"]
+    secs = wide.sections(recs)
+    assert wide.section_notes(secs[0]) == ["note: routing: kernelmark's own",
+                                           "note: 2 more vary by workload (trace.notes in the run file)"]
+    assert wide.section_notes(secs[1]) == []
+    text = wide.render(HEADER, recs)
+    assert text.count("note: routing: kernelmark's own") == 1
+    assert text.index("note: routing") < text.index("gemm_n128_k32 · model")      # under its own section
+    md = wide.render(HEADER, recs, "md")
+    assert "\n- note: routing: kernelmark's own\n" in md
+    recs[0]["trace"]["notes"] = recs[1]["trace"]["notes"] = ["<b>x</b> [l](http://e)"]
+    assert "- note: \\<b\\>x\\</b\\> \\[l\\](http://e)" in wide.render(HEADER, recs, "md")   # escaped

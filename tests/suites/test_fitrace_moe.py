@@ -26,7 +26,8 @@ def test_pre_routed_bf16_experts_map_to_fused_moe_with_notes(tmp_path):
     assert c.meta["definition"] == "moe_bf16_topk2_e8_h64_i32" and c.meta["model"] == "toy-moe"
     notes = " | ".join(c.meta["notes"])
     # The captured routing is not fed, and the row says so; so is the absent blob.
-    assert "captured topk_ids are not fed" in notes and "safetensors blob/moe.safetensors absent" in notes
+    assert "captured topk_ids not fed" in notes and "safetensors blob/moe.safetensors absent" in notes
+    assert "routing: kernelmark's own" in notes
     assert "gating_output given beside topk_ids" in notes and "silu(gate)" in notes
     assert "captured" not in " ".join(cases[1].meta["notes"])       # random ids: nothing captured to skip
 

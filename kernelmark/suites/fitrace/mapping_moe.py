@@ -110,10 +110,12 @@ def _routing(defn, dims, w, tokens: int, experts: int, reasons: list, notes: lis
     if topk > experts:
         reasons.append(f"top_k {topk} exceeds the {experts} experts of the weights")
     captured = [n for n in (ids, wts) if n and w.inputs.get(n, {}).get("type") == "safetensors"]
-    fed = (f"the captured {' and '.join(captured)} are not fed, so the experts hit follow kernelmark's "
-           "distribution") if captured else f"the workload's {ids}/{wts} are not fed"
+    # The same words for every workload, so the table shows them once under the definition.
     notes.append("routing: kernelmark's own (top-k of softmax over N(0,1) logits seeded by the shape, "
-                 f"renormalised); {fed}")
+                 f"renormalised); the workload's {ids}/{wts} are not fed")
+    if captured:
+        notes.append(f"captured {' and '.join(captured)} not fed: the experts hit follow kernelmark's "
+                     "routing, not the captured one")
     if logits is not None:
         notes.append(f"{logits} given beside {ids}: the ids and weights are taken as the routing")
     return topk
