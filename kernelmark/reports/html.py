@@ -73,16 +73,18 @@ def _shape_cell(shape: dict) -> str:
 
 
 def device_table(records: list, table_id: str) -> str:
-    """The long table (a row per case and backend), the op as a row above its rows."""
+    """The long table (a row per case and backend), the op (for FlashInfer-Trace workloads,
+    the definition, its model and our op) as a row above its rows."""
     heads, body = table.cells(records)
     heads = heads[1:]                                       # op: a row of its own
     out = [f'<div class="wrap"><table class="km device-table" id="{esc(table_id)}"><thead><tr>']
     out += [f"<th>{esc(h)}</th>" for h in heads] + ["</tr></thead><tbody>"]
     last = None
     for rec, cells in zip(records, body):
-        if cells[0] != last:
-            out.append(_op_row(cells[0], len(heads)))
-            last = cells[0]
+        group = wide.group_title(rec)
+        if group != last:
+            out.append(_op_row(group, len(heads)))
+            last = group
         out.append("<tr>")
         for h, c in zip(heads, cells[1:]):
             if h == "shape":

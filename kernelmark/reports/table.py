@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from tabulate import tabulate
 
@@ -17,9 +18,9 @@ from kernelmark.reports import energy as energy_cols
 from kernelmark.results import strict_json
 from kernelmark.reports.escape import csv_cell, md_cell, md_text, one_line, plain
 
-COLUMNS = ("op", "label", "shape", "dtype", "backend", "median_us", "ci_pct", "tflops", "gbps",
+COLUMNS = ("op", "label", "workload", "shape", "dtype", "backend", "median_us", "ci_pct", "tflops", "gbps",
            "pct_of_peak", "pct_of_datasheet", "bound", "status")
-HEADERS = ("op", "label", "shape", "dtype", "backend", "median µs", "±95% CI", "TFLOP/s", "GB/s",
+HEADERS = ("op", "label", "workload", "shape", "dtype", "backend", "median µs", "±95% CI", "TFLOP/s", "GB/s",
            "% peak", "% datasheet", "bound", "status")
 
 
@@ -75,8 +76,26 @@ def status_text(rec: dict) -> str:
     return f"{st}: {rec.get('reason', '')}"
 
 
+def trace_of(rec: dict):
+    """The FlashInfer-Trace fields of a record read from a trace dataset, else None."""
+    tr = rec.get("trace")
+    return tr if isinstance(tr, dict) and isinstance(tr.get("definition"), str) else None
+
+
+def workload_text(tr: dict) -> str:
+    """'seq_len=7 #b8f4f012': a workload by its var axes and its uuid (two workloads of one
+    definition often have the same axes), a uuid4 by its first 8 hex digits."""
+    axes = tr.get("axes") if isinstance(tr.get("axes"), dict) else {}
+    uuid = tr.get("uuid") if isinstance(tr.get("uuid"), str) else ""
+    if re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", uuid):
+        uuid = uuid[:8]
+    return " ".join([f"{k}={v}" for k, v in axes.items()] + ([f"#{uuid}"] if uuid else []))
+
+
 def row(rec: dict) -> dict:
-    r = {"op": rec["op"], "label": rec.get("label", ""), "shape": shape_text(rec["shape"]),
+    tr = trace_of(rec)
+    r = {"op": rec["op"], "label": rec.get("label", ""), "workload": workload_text(tr) if tr else "",
+         "shape": shape_text(rec["shape"]),
          "dtype": rec["dtype"], "backend": rec["backend"], "status": status_text(rec)}
     if rec["status"] == "ok":
         t = rec["timing"]
@@ -117,12 +136,13 @@ def title(header: dict) -> str:
 
 def cells(records: list) -> tuple:
     """(column headers, rows of display strings) of the table, shared by every text format
-    and the HTML page. The label column appears only when some record has a label."""
+    and the HTML page. The label column appears only when some record has a label, the
+    workload column (a FlashInfer-Trace workload's axes and uuid) only when one has a trace."""
     rows = [{**row(r), **energy_cols.cells(r)} for r in records]
-    show_label = any(r["label"] for r in rows)
+    hidden = {c for c in ("label", "workload") if not any(r[c] for r in rows)}
     extra = energy_cols.has_energy(records)
     all_cols = COLUMNS + (energy_cols.COLUMNS if extra else ())
-    cols = [c for c in all_cols if c != "label" or show_label]
+    cols = [c for c in all_cols if c not in hidden]
     heads = [h for c, h in zip(all_cols, HEADERS + (energy_cols.HEADERS if extra else ())) if c in cols]
     body = []
     for r in rows:
@@ -223,7 +243,9 @@ def render(header: dict, records, fmt: str = "table") -> str:
     if fmt == "csv":
         buf = io.StringIO()
         extra = energy_cols.COLUMNS if energy_cols.has_energy(records) else ()
-        w = csv.DictWriter(buf, fieldnames=("device",) + COLUMNS + extra, extrasaction="ignore",
+        # The workload column only in a run of FlashInfer-Trace workloads: other runs' csv unchanged.
+        cols = tuple(c for c in COLUMNS if c != "workload" or any(trace_of(r) for r in records))
+        w = csv.DictWriter(buf, fieldnames=("device",) + cols + extra, extrasaction="ignore",
                            lineterminator="\n")
         w.writeheader()
         for r in records:

@@ -20,6 +20,7 @@ several tables that repeat the case columns.
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass, field
 
 from kernelmark.reports import table
@@ -83,26 +84,64 @@ class Section:
     op: str
     backends: list                                  # column groups, in the order the run met them
     rows: list
+    title: str = ""                                 # the heading, when not the op's name
+    label_head: str = "label"                       # what the label column holds
+
+
+def _group(r: dict) -> tuple:
+    """(section key, title, label head, row label, row id) of a record. A FlashInfer-Trace
+    record is in its definition's section, one row per workload (by its whole uuid); any
+    other in its op's, by label."""
+    tr = table.trace_of(r)
+    if tr is None:
+        return r["op"], r["op"], "label", r.get("label") or "", None
+    model = tr.get("model") if isinstance(tr.get("model"), str) else None
+    title = " · ".join([tr["definition"]] + ([f"model {model}"] if model else []) + [f"op {r['op']}"])
+    return (("trace", tr["definition"], r["op"]), title, "workload", table.workload_text(tr),
+            str(tr.get("uuid")))
+
+
+def group_title(rec: dict) -> str:
+    """The heading of the section a record is in: its op, or for a FlashInfer-Trace workload
+    'definition · model m · op o'."""
+    return _group(rec)[1]
 
 
 def sections(records: list) -> list:
-    """One section per op, in run order. A backend gets a column only if some row of the op
-    shows it (a backend skipped everywhere is only in the summary under the table); a row
-    only if one of its backends ran (a case skipped by all of them is in the summary too)."""
-    ops: dict = {}
+    """One section per op, in run order; for a run of FlashInfer-Trace workloads, one per
+    definition (and op), its rows the workloads. A backend gets a column only if some row of
+    the section shows it (a backend skipped everywhere is only in the summary under the
+    table); a row only if one of its backends ran (a case skipped by all of them is in the
+    summary too)."""
+    groups: dict = {}
     for r in records:
-        rows = ops.setdefault(r["op"], {})
-        key = (r.get("label") or "", json.dumps(r["shape"], sort_keys=True), r["dtype"])
-        row = rows.setdefault(key, Row(key[0], r["shape"], r["dtype"]))
+        key, title, head, label, rid = _group(r)
+        sec = groups.setdefault(key, (r["op"], title, head, {}))
+        rkey = (label, rid, json.dumps(r["shape"], sort_keys=True), r["dtype"])
+        row = sec[3].setdefault(rkey, Row(label, r["shape"], r["dtype"]))
         row.cells[r["backend"]] = r
     out = []
-    for op, rows in ops.items():
+    for op, title, head, rows in groups.values():
         shown = [row for row in rows.values() if any(c["status"] not in table.FOLDED for c in row.cells.values())]
         backends = list(dict.fromkeys(b for row in shown for b, c in row.cells.items()
                                       if c["status"] not in table.FOLDED))
         if shown:
-            out.append(Section(op, backends, shown))
+            out.append(Section(op, backends, shown, title, head))
     return out
+
+
+def section_notes(sec: Section) -> list:
+    """What a definition's runs differ from it in (a FlashInfer-Trace record's notes: the op's
+    own routing, synthesised index tensors, ...): the notes every workload of the section
+    shares, once, and how many more vary by workload. [] for other sections."""
+    per = []
+    for row in sec.rows:
+        tr = table.trace_of(next(iter(row.cells.values()))) or {}
+        per.append([n for n in tr.get("notes") or [] if isinstance(n, str)])
+    shared = [n for n in dict.fromkeys(per[0] if per else []) if all(n in p for p in per[1:])]
+    rest = len({n for p in per for n in p} - set(shared))
+    return [f"note: {n}" for n in shared] + \
+        ([f"note: {rest} more vary by workload (trace.notes in the run file)"] if rest else [])
 
 
 def fastest(row: Row) -> set:
@@ -137,7 +176,7 @@ def cell_text(rec: dict | None, is_fastest: bool, md: bool = False) -> tuple:
 
 
 def _key_columns(sec: Section, with_label: bool) -> tuple:
-    heads = (["label"] if with_label else []) + ["shape", "dtype"]
+    heads = ([sec.label_head] if with_label else []) + ["shape", "dtype"]
     body = [([row.label] if with_label else []) + [compact_shape(row.shape), row.dtype] for row in sec.rows]
     return heads, body
 
@@ -219,7 +258,7 @@ def _labelled(lines: list, sec: Section, n_head: int) -> list:
     out, last = lines[:n_head], None
     for row, line in zip(sec.rows, lines[n_head:]):
         if row.label and row.label != last:
-            out.append(f"label: {row.label}")
+            out.append(f"{sec.label_head}: {row.label}")
         last = row.label
         out.append(line)
     return out
@@ -327,7 +366,12 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
             "(--long: one row per case and backend, every column)"
     out = []
     for sec in secs:
-        out += ([f"### {sec.op}", ""] + _md_section(sec)) if md else [sec.op] + section_text(sec)
+        out += ([f"### {sec.title or sec.op}", ""] + _md_section(sec)) if md else \
+            [sec.title or sec.op] + section_text(sec)
+        notes = section_notes(sec)
+        if notes:       # md: a list under the table; text: wrapped to the width
+            out += [""] + [f"- {n}" for n in notes] if md else \
+                [w for n in notes for w in textwrap.wrap(n, WIDTH, subsequent_indent="  ")]
         out.append("")
     if not records:
         out = ["(no records: the run stopped before its first case finished)", ""]
@@ -343,7 +387,6 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
         out += table.folded_summary(folded).splitlines()
     extra = table.notes(header, records)      # CPU threads, what % peak is measured against
     if extra:
-        import textwrap
         out += [""] + [w for line in extra.splitlines()
                        for w in (textwrap.wrap(line, WIDTH, subsequent_indent="  ") if not md else [line])]
     if md:      # the indented detail lines as a list, not one run-on paragraph
@@ -364,4 +407,11 @@ def _escaped(rec: dict, clean) -> dict:
             r[k] = clean(r[k])
     if isinstance(r.get("shape"), dict):
         r["shape"] = {clean(str(k)): clean(v) if isinstance(v, str) else v for k, v in r["shape"].items()}
+    tr = table.trace_of(r)
+    if tr is not None:          # the definition's section heading and the workload column
+        tr = {k: clean(v) if isinstance(v, str) else [clean(x) if isinstance(x, str) else x for x in v]
+              if isinstance(v, list) else v for k, v in tr.items()}
+        if isinstance(tr.get("axes"), dict):
+            tr["axes"] = {clean(str(k)): clean(v) if isinstance(v, str) else v for k, v in tr["axes"].items()}
+        r["trace"] = tr
     return r

@@ -79,6 +79,50 @@ DEFS = {
 }
 
 
+# Pre-routed bf16 experts, spelled as flashinfer-bench's moe_bf16_topk8_e256_h2048_i256 is.
+MOE_BF16 = {
+    "op_type": "moe", "tags": ["model:toy-moe", "tp:2"],
+    "axes": {"seq_len": var(), "num_experts": const(8), "hidden_size": const(64), "intermediate_size": const(32),
+             "gemm1_out_size": const(64), "top_k": const(2)},
+    "inputs": {"hidden_states": t(["seq_len", "hidden_size"]),
+               "gating_output": t(["seq_len", "num_experts"], "float32"),
+               "w1": t(["num_experts", "gemm1_out_size", "hidden_size"]),
+               "w2": t(["num_experts", "hidden_size", "intermediate_size"]),
+               "topk_weights": t(["seq_len", "top_k"], "float32"), "topk_ids": t(["seq_len", "top_k"], "int32")},
+    "outputs": {"output": t(["seq_len", "hidden_size"])},
+    "constraints": ["gemm1_out_size == 2 * intermediate_size"],
+    "workloads": [({"seq_len": 3}, {"hidden_states": {"type": "random"}, "w1": {"type": "random"},
+                                    "w2": {"type": "random"}, "gating_output": {"type": "random"},
+                                    "topk_ids": {"type": "safetensors", "path": "blob/moe.safetensors",
+                                                 "tensor_key": "topk_ids"},
+                                    "topk_weights": {"type": "random"}}),
+                  ({"seq_len": 5}, {})],
+}
+
+# DeepSeek-V3's fp8 block-scale MoE with its routing inside, at EP 8 (as the dataset spells it).
+MOE_DS_FP8 = {
+    "op_type": "moe", "tags": ["model:deepseek-v3", "quantization:float8_e4m3fn", "ep:8"],
+    "axes": {"seq_len": var(), "num_experts": const(16), "num_local_experts": const(4), "hidden_size": const(256),
+             "intermediate_size": const(128), "gemm1_out_size": const(256), "num_hidden_blocks": const(2),
+             "num_intermediate_blocks": const(1), "num_gemm1_out_blocks": const(2)},
+    "inputs": {"routing_logits": t(["seq_len", "num_experts"], "float32"),
+               "routing_bias": t(["num_experts"]),
+               "hidden_states": t(["seq_len", "hidden_size"], "float8_e4m3fn"),
+               "hidden_states_scale": t(["num_hidden_blocks", "seq_len"], "float32"),
+               "gemm1_weights": t(["num_local_experts", "gemm1_out_size", "hidden_size"], "float8_e4m3fn"),
+               "gemm1_weights_scale": t(["num_local_experts", "num_gemm1_out_blocks", "num_hidden_blocks"], "float32"),
+               "gemm2_weights": t(["num_local_experts", "hidden_size", "intermediate_size"], "float8_e4m3fn"),
+               "gemm2_weights_scale": t(["num_local_experts", "num_hidden_blocks", "num_intermediate_blocks"],
+                                        "float32"),
+               "local_expert_offset": t(None, "int32"), "routed_scaling_factor": t(None, "float32")},
+    "outputs": {"output": t(["seq_len", "hidden_size"])},
+    "workloads": [({"seq_len": 7}, {"local_expert_offset": {"type": "scalar", "value": 4},
+                                    "routed_scaling_factor": {"type": "scalar", "value": 2.5}}),
+                  ({"seq_len": 1}, {"local_expert_offset": {"type": "scalar", "value": 4},
+                                    "routed_scaling_factor": {"type": "scalar", "value": 2.5}})],
+}
+
+
 def write_definition(root: Path, name: str, spec: dict, reference: str = REF) -> Path:
     d = {"name": name, "op_type": spec["op_type"], "axes": spec["axes"], "inputs": spec["inputs"],
          "outputs": spec["outputs"], "reference": reference, "tags": spec.get("tags", []),

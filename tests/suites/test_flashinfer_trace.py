@@ -15,7 +15,7 @@ from kernelmark.suites.fitrace import constraints as cons
 from kernelmark.suites.fitrace import mapping
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fitrace_data import DEFS, const, t, var, write_dataset, write_definition  # noqa: E402
+from fitrace_data import DEFS, MOE_BF16, const, t, var, write_dataset, write_definition  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -207,6 +207,7 @@ def test_run_dataset_end_to_end_records_trace_and_never_runs_the_reference(tmp_p
     root = write_dataset(tmp_path / "ds", ["gemm_n64_k32", "moe_fp8_e8_h64"])
     harm = tmp_path / "harm"
     write_definition(root, "gemm_n64_k32", DEFS["gemm_n64_k32"], reference=HARM.format(p=str(harm)))
+    write_definition(root, "moe_bf16_topk2_e8_h64_i32", MOE_BF16)      # a mapped MoE definition runs too
     out = tmp_path / "run.jsonl"
     p = _kernelmark("run", "--suite", str(root), "--out", str(out), "--budget", "0.01", "--backends", "torch")
     assert p.returncode == 0, p.stderr
@@ -216,9 +217,14 @@ def test_run_dataset_end_to_end_records_trace_and_never_runs_the_reference(tmp_p
     assert [r["trace"]["uuid"] for r in gemm] == ["gemm_n64_k32-0", "gemm_n64_k32-1"]
     assert all(r["status"] == "ok" and r["check"]["passed"] and r["trace"]["definition"] == "gemm_n64_k32"
                and len(r["trace"]["reference_sha256"]) == 64 for r in gemm)
-    moe = [r for r in run.records if r["op"] == "moe"]
-    assert len(moe) == 1 and moe[0]["status"] == "unsupported" and moe[0]["reason"] == "op_type moe (moe_fp8_e8_h64)"
-    assert "unsupported x1: op_type moe (moe_fp8_e8_h64)" in p.stdout and "gemm_n64_k32 (toy-llm)" in p.stdout
+    moe = [r for r in run.records if r["op"] == "moe"]      # no expert weights: not an MoE fused_moe computes
+    assert len(moe) == 1 and moe[0]["status"] == "unsupported"
+    assert moe[0]["reason"].startswith("op_type moe (moe_fp8_e8_h64): no w1 or gemm1_weights")
+    assert "unsupported x1: op_type moe (moe_fp8_e8_h64)" in p.stdout
+    assert "gemm_n64_k32 · model toy-llm · op gemm" in p.stdout      # the definition's section in the table
+    fused = [r for r in run.records if r["op"] == "fused_moe"]
+    assert [r["trace"]["uuid"] for r in fused] == ["moe_bf16_topk2_e8_h64_i32-0", "moe_bf16_topk2_e8_h64_i32-1"]
+    assert all(r["status"] == "ok" and r["check"]["passed"] for r in fused)
 
 
 def test_run_malformed_dataset_exits_2_with_one_line(tmp_path, capsys):

@@ -14,11 +14,15 @@ from pathlib import Path
 from kernelmark.suites.case import Case, Suite
 from kernelmark.suites.fitrace import constraints as cons
 from kernelmark.suites.fitrace.format import TraceFormatError, load_definition, load_workloads
-from kernelmark.suites.fitrace.mapping import INDEX_INPUTS, Unmappable, map_workload
+from kernelmark.suites.fitrace.mapping import INDEX_INPUTS, MAPPERS, Unmappable, map_workload
+from kernelmark.suites.fitrace.mapping_moe import map_moe
 from kernelmark.suites.fitrace.safetensors_inputs import check_blob
 
 # As for suite files: a dataset this large is to be run a definition at a time.
 MAX_CASES = 20000
+
+# The MoE mapper has a module of its own (it reads many definition forms).
+MAPPERS["moe"] = map_moe
 
 __all__ = ["is_trace_spec", "load_suite", "TraceFormatError"]
 
