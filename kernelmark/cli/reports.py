@@ -3,7 +3,8 @@ files. Reports read run files and nothing else.
 
     kernelmark report RUN... [--format table|md|csv|html|json] [--long] [--out PATH] [--baseline DEVICE]
     kernelmark model NAME --run RUN [--run RUN...] [--batch 1,8,32] [--context 4096]
-                     [--prefill-tokens 4096] [--dtype bf16] [--price-per-hour USD] [--format ...]
+                     [--prefill-tokens 4096] [--dtype bf16] [--price-per-hour USD] [--price-per-kwh USD]
+                     [--format ...]
     kernelmark publish RUN... [--dir published]      # add runs, regenerate tables and index
     kernelmark publish [--dir published] [--check]   # regenerate (or check) everything
 """
@@ -48,6 +49,9 @@ def register(sub) -> None:
                                      "has most of the needed cases in)")
     mod.add_argument("--tp", type=int, default=1, help="tensor-parallel slice of the model (default 1)")
     mod.add_argument("--price-per-hour", type=float, metavar="USD", help="price of one GPU-hour, for $ per 1M tokens")
+    mod.add_argument("--price-per-kwh", type=float, metavar="USD",
+                     help="price of electricity, for the energy $ per 1M tokens of runs measured with --energy "
+                          "(docs/energy.md)")
     mod.add_argument("--format", choices=("table", "md", "json", "csv"), default="table")
     mod.add_argument("--out", help="write here instead of standard output")
     mod.set_defaults(func=cmd_model)
@@ -157,13 +161,14 @@ def cmd_model(args) -> int:
         raise UsageError(f"--batch must be integers, e.g. 1,8,32 ({e})") from None
     try:        # before any run file is read: a bad option costs nothing
         rollup.check_options(args.name, batches, args.context, args.prefill_tokens, args.tp, args.dtype,
-                             args.price_per_hour)
+                             args.price_per_hour, args.price_per_kwh)
     except ValueError as e:
         raise UsageError(str(e)) from None
     runs, problems = load_runs(args.run)
     try:
         text = rollup.render(runs, args.name, batches, args.context, args.prefill_tokens, dtype=args.dtype,
-                             tp=args.tp, price_per_hour=args.price_per_hour, fmt=args.format)
+                             tp=args.tp, price_per_hour=args.price_per_hour, fmt=args.format,
+                             price_per_kwh=args.price_per_kwh)
     except ValueError as e:
         raise UsageError(str(e)) from None
     _emit(text, args.out)
