@@ -15,6 +15,7 @@ import io
 import json
 
 from kernelmark.reports import crossdevice, rollup, token_energy
+from kernelmark.reports.escape import md_cell, md_text, plain
 
 LABEL = ("sum of measured kernel times of every kernel of the step (framework and launch overhead "
          "not included)")
@@ -94,6 +95,7 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
     from tabulate import tabulate
     tf = "github" if fmt == "md" else "simple"
     with_energy = token_energy.any_shown(built)
+    cell, text = (md_cell, md_text) if fmt == "md" else (plain, plain)
     head = [f"{model}: {LABEL}.",
             f"context {context} tokens a sequence; tensor parallel {tp}"
             + (f"; ${price_per_hour:g} per GPU-hour" if price_per_hour else "; no price given (--price-per-hour)")]
@@ -124,11 +126,11 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
         out += ["", f"{dev.label}: by kernel family (µs a step; per 1k prompt tokens for prefill)", "",
                 tabulate(fam_rows, headers=["phase", "family", "µs", "share"], tablefmt=tf, disable_numparse=True),
                 "", f"{dev.label}: per component", "",
-                tabulate(rollup.breakdown_rows(ests, with_energy), headers=rollup.breakdown_headers(with_energy),
-                         tablefmt=tf, disable_numparse=True)]
-    lacking = token_energy.notes(built, rollup._phase)
+                tabulate([[cell(c) for c in r] for r in rollup.breakdown_rows(ests, with_energy)],
+                         headers=rollup.breakdown_headers(with_energy), tablefmt=tf, disable_numparse=True)]
+    lacking = token_energy.notes(built, rollup._phase)     # reasons from the run files: escaped
     if lacking:
-        out += ["", "Energy per token (never a partial sum):", ""] + [f"- {m}" for m in lacking]
+        out += ["", "Energy per token (never a partial sum):", ""] + [f"- {text(m)}" for m in lacking]
     miss = rollup.missing_lines(built)
     if miss:
         out += ["", "Cases not in the run (never guessed; --emit-suite FILE writes a suite that measures them):", ""]

@@ -120,10 +120,12 @@ def cells(records: list) -> tuple:
     and the HTML page. The label column appears only when some record has a label."""
     rows = [{**row(r), **energy_cols.cells(r)} for r in records]
     show_label = any(r["label"] for r in rows)
-    extra = energy_cols.has_energy(records)
-    all_cols = COLUMNS + (energy_cols.COLUMNS if extra else ())
+    # Energy (only for runs that have it): in words with its unit; the bare J per call is csv's.
+    extra = [(c, h) for c, h in zip(energy_cols.COLUMNS, energy_cols.HEADERS)
+             if c in energy_cols.SHOWN] if energy_cols.has_energy(records) else []
+    all_cols = COLUMNS + tuple(c for c, _ in extra)
     cols = [c for c in all_cols if c != "label" or show_label]
-    heads = [h for c, h in zip(all_cols, HEADERS + (energy_cols.HEADERS if extra else ())) if c in cols]
+    heads = [h for c, h in zip(all_cols, HEADERS + tuple(h for _, h in extra)) if c in cols]
     body = []
     for r in rows:
         out = []
