@@ -111,6 +111,8 @@ def cmd_model_step(args, load_runs, _emit) -> int:
                 argv += ["--device", args.device]
             if args.budget is not None:
                 argv += ["--budget", str(args.budget)]
+            if args.energy:
+                argv += ["--energy"]
             import contextlib
             with contextlib.redirect_stdout(sys.stderr):     # the run's own table is not the answer
                 rc = main(argv)

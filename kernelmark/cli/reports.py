@@ -39,6 +39,8 @@ def register(sub) -> None:
     mod.add_argument("--measure-out", metavar="RUN", help="with --measure: keep the run file here")
     mod.add_argument("--device", help="with --measure: cpu, cuda or cuda:N")
     mod.add_argument("--budget", type=float, help="with --measure: seconds of sampling per (case, backend)")
+    mod.add_argument("--energy", action="store_true",
+                     help="with --measure: measure with `run --energy`, for J per token (docs/energy.md)")
     mod.add_argument("--run", action="append", metavar="RUN",
                      help="run file (repeat for several; runs of one device are merged, several devices compared)")
     mod.add_argument("--batch", default="1,8,32", help="decode batch sizes, comma-separated (default 1,8,32)")
@@ -146,6 +148,8 @@ def cmd_model(args) -> int:
         raise UsageError("give a model NAME or --config FILE, not both")
     if not (args.config or args.name):
         raise UsageError("give a model NAME or --config FILE")
+    if args.energy and not args.measure:
+        raise UsageError("--energy goes with --measure (runs given with --run carry their own energy)")
     # every model but the legacy Llama-3 roll-up (projections and attention only) is derived
     # from its config, kernel by kernel (kernelmark.suites.step)
     if args.config or args.name not in models.MODELS or args.measure or args.emit_suite:

@@ -223,3 +223,24 @@ def test_bad_price_per_kwh_exits_2_naming_the_option(argv, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "kernelmark: error: --price-per-kwh must be a positive" in err and "Traceback" not in err
+
+
+def test_measure_energy_runs_the_missing_cases_with_energy(tmp_path, monkeypatch, capsys):
+    cfgp = tmp_path / "tiny.json"
+    cfgp.write_text(json.dumps(TINY))
+    real, seen = cli.main, []
+
+    def fake(argv):         # the `run` the roll-up starts: recorded, not run (its own tests run it)
+        if argv and argv[0] == "run":
+            seen.append(argv)
+            return 2
+        return real(argv)
+    monkeypatch.setattr(cli, "main", fake)
+    assert real(["model", "--config", str(cfgp), "--measure", "--energy", "--batch", "1", "--context", "64",
+                 "--dtype", "fp32", "--prefill-tokens", "64"]) == 2
+    assert len(seen) == 1 and "--energy" in seen[0]
+
+
+def test_energy_without_measure_exits_2(capsys):
+    assert cli.main(["model", "llama-3.1-8b", "--run", "x.jsonl", "--energy"]) == 2
+    assert "kernelmark: error: --energy goes with --measure" in capsys.readouterr().err
