@@ -15,6 +15,7 @@ import io
 import json
 
 from kernelmark.reports import crossdevice, rollup, token_energy
+from kernelmark.reports import energy as energy_cols
 from kernelmark.reports.escape import md_cell, md_text, plain
 
 LABEL = ("sum of measured kernel times of every kernel of the step (framework and launch overhead "
@@ -121,10 +122,16 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
         for e in ests:
             fam = families(e)
             total = sum(fam.values()) or 1.0
+            # where energy was measured: each family's J per token and its share of the energy
+            fj = token_energy.by_family(e, token_energy.of(e)) if with_energy else {}
+            j_total = sum(v for v, _ in fj.values()) or 1.0
             fam_rows += [[rollup._phase(e), k, f"{v:,.1f}", f"{100 * v / total:.1f}%"]
+                         + ([f"{energy_cols.fmt_joules(fj[k][0])} {fj[k][1]}", f"{100 * fj[k][0] / j_total:.1f}%"]
+                            if k in fj else ["", ""] if with_energy else [])
                          for k, v in sorted(fam.items(), key=lambda kv: -kv[1])]
+        fam_heads = ["phase", "family", "µs", "share"] + (["J per token", "energy share"] if with_energy else [])
         out += ["", f"{dev.label}: by kernel family (µs a step; per 1k prompt tokens for prefill)", "",
-                tabulate(fam_rows, headers=["phase", "family", "µs", "share"], tablefmt=tf, disable_numparse=True),
+                tabulate(fam_rows, headers=fam_heads, tablefmt=tf, disable_numparse=True),
                 "", f"{dev.label}: per component", "",
                 tabulate([[cell(c) for c in r] for r in rollup.breakdown_rows(ests, with_energy)],
                          headers=rollup.breakdown_headers(with_energy), tablefmt=tf, disable_numparse=True)]

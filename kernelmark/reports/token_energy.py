@@ -95,6 +95,21 @@ def of(est) -> PhaseEnergy:
     return out
 
 
+def by_family(est, pe: PhaseEnergy) -> dict:
+    """family -> (J per token, kind) of a complete phase, in the kind its cells show; {}
+    otherwise (shares of an incomplete sum would mislead as much as the sum)."""
+    t = _main(pe) if pe.complete else None
+    if t is None:
+        return {}
+    tokens = est.batch if est.kind == "decode" else 1
+    out: dict = {}
+    for f in est.found:
+        if f.rec:
+            j = energy.joules(f.rec, t.kind)[0]
+            out[f.need.family] = out.get(f.need.family, 0.0) + j * f.need.count / f.need.per / tokens
+    return {k: (v, t.kind) for k, v in out.items()}
+
+
 def figures(pe: PhaseEnergy, price_per_kwh=None) -> dict:
     """The JSON/CSV form: j_per_token (net), j_per_token_gross, their bounds, tokens per kWh
     and the energy $ per 1M tokens of each; or complete False with what lacks energy."""

@@ -244,3 +244,16 @@ def test_measure_energy_runs_the_missing_cases_with_energy(tmp_path, monkeypatch
 def test_energy_without_measure_exits_2(capsys):
     assert cli.main(["model", "llama-3.1-8b", "--run", "x.jsonl", "--energy"]) == 2
     assert "kernelmark: error: --energy goes with --measure" in capsys.readouterr().err
+
+
+def test_family_energy_adds_up_to_the_phase_and_is_withheld_when_incomplete(tmp_path):
+    comps = _tiny_comps("decode", batch=2)
+    run, idx = _tiny_run(tmp_path, comps)
+    _, e = _one(run, "decode", comps, 2)
+    fam = token_energy.by_family(e, token_energy.of(e))
+    assert sum(v for v, _ in fam.values()) == pytest.approx(token_energy.of(e).kinds["net"].j)
+    gemm = sum(_net(_index(idx, c)) * c.count for c in comps if c.family == "gemm") / 2
+    assert fam["gemm"] == (pytest.approx(gemm), "net")
+    run2, _ = _tiny_run(tmp_path, comps, lambda i: None if i == 0 else _energy(_net(i), 2 * _net(i)), "m2.jsonl")
+    _, e2 = _one(run2, "decode", comps, 2)
+    assert token_energy.by_family(e2, token_energy.of(e2)) == {}
