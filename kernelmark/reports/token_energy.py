@@ -68,7 +68,7 @@ def of(est) -> PhaseEnergy:
     """The energy per token of a rollup.Estimate (duck-typed: kind, batch, found, missing)."""
     used = [f for f in est.found if f.rec]
     shown = any("energy" in f.rec for f in used)
-    lacking = [(f.need.name, "not measured at all (no timing)") for f in est.missing]
+    lacking = [(f.need.name, f"not measured at all ({f.why})") for f in est.missing]
     lacking += [(f.need.name, energy.lack_reason(f.rec)) for f in used if not energy.measured(f.rec)]
     out = PhaseEnergy(shown, lacking)
     if lacking:
@@ -183,13 +183,16 @@ def intro(price_per_kwh=None) -> str:
 
 def notes(built: list, phase_name) -> list:
     """Lines under the table: what lacks energy per device and phase, and why a net is not given."""
+    if not any_shown(built):
+        return []
     out = []
     for dev, ests in built:
         for e in ests:
             pe = of(e)
-            if not pe.shown:
-                continue
             where = f"{dev.label}, {phase_name(e)}"
+            if not pe.shown:      # beside a device that has energy: one line, not one per component
+                out.append(f"{where}: energy INCOMPLETE: no record it uses was measured with --energy")
+                continue
             if pe.lacking:
                 out.append(f"{where}: energy INCOMPLETE, not summed: " +
                            "; ".join(f"{n}: {w}" for n, w in pe.lacking))

@@ -198,7 +198,7 @@ def test_legacy_rollup_json_has_energy_per_token_and_incomplete_prefill(tmp_path
     assert dec["energy"]["usd_energy_per_1m_tokens"] == pytest.approx(0.1 * want / 3.6)
     # the prefill cases are not in the run: no time, and no energy either
     assert pre["energy"]["complete"] is False and "j_per_token" not in pre["energy"]
-    assert {x["why"] for x in pre["energy"]["lacking"]} == {"not measured at all (no timing)"}
+    assert {x["why"] for x in pre["energy"]["lacking"]} == {"not measured at all (not in the run)"}
 
 
 def test_legacy_rollup_table_shows_incomplete_energy_without_a_number(tmp_path, capsys):
@@ -257,3 +257,20 @@ def test_family_energy_adds_up_to_the_phase_and_is_withheld_when_incomplete(tmp_
     run2, _ = _tiny_run(tmp_path, comps, lambda i: None if i == 0 else _energy(_net(i), 2 * _net(i)), "m2.jsonl")
     _, e2 = _one(run2, "decode", comps, 2)
     assert token_energy.by_family(e2, token_energy.of(e2)) == {}
+
+
+def test_a_device_without_energy_beside_one_with_energy_is_incomplete_in_one_line(tmp_path, capsys):
+    comps = _tiny_comps("decode")
+    with_e, _ = _tiny_run(tmp_path, comps)
+    cases = step.distinct_cases(comps)
+    h = json.loads(json.dumps(HEADER))
+    h["device"]["name"] = "Other GPU"
+    other = tmp_path / "o.jsonl"
+    other.write_text("".join(json.dumps(x) + "\n" for x in
+                             [h, *[_rec(op, dt, s, 3.0) for op, dt, s in cases], {"type": "footer", "wall_s": 1}]))
+    built = modelstep.build([results.load(with_e), results.load(str(other))],
+                            [("decode", 4, model_step.needs(comps))], "fp32")
+    text = modelstep.render(built, "tiny", 64, 1)
+    other_row = next(x for x in text.splitlines() if x.startswith("Other GPU") and "decode" in x)
+    assert "INCOMPLETE (" in other_row and " mJ" not in other_row
+    assert "Other GPU, decode, batch 4: energy INCOMPLETE: no record it uses was measured with --energy" in text
