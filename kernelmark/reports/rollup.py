@@ -28,6 +28,10 @@ built-in suites that have it, and the totals that need it are not given. The pro
 and attention are required; kv_append and lm_head are counted when measured and otherwise
 named with the ops never measured (norms, RoPE, activation, residual adds, embedding,
 sampling).
+
+Energy per token (J, tokens per kWh, energy $ with --price-per-kwh) is the same sum in
+joules, from the same records, where they were measured with `run --energy`
+(kernelmark.reports.token_energy); only then does it add columns.
 """
 
 from __future__ import annotations
