@@ -228,9 +228,13 @@ def _check_energy(r: dict, where: str) -> None:
         raise RunFileError(f"{w}: unknown status {e.get('status')!r}")
     for key in ("reason", "counter", "method"):
         _expect(e, key, _OPT_STR, w)
-    for key in ("gross_j_per_call", "net_j_per_call", "idle_w", "avg_w", "window_s", "uncertainty_rel",
-                "resolution_j", "temp_c_before", "temp_c_after"):
+    for key in ("gross_j_per_call", "net_j_per_call", "window_s", "energy_j", "temp_c_before", "temp_c_after"):
         _expect(e, key, _OPT_NUM, w)
+    # The reports add these up into per-token figures and their uncertainty: none may be
+    # negative (a net J per call may: a call that costs less than the idle noise).
+    for key in ("idle_w", "avg_w", "uncertainty_rel", "net_uncertainty_rel", "resolution_j", "update_interval_s",
+                "calls"):
+        _at_least(e, key, 0, w)
     if e["status"] == "ok":
         for key in ("gross_j_per_call", "window_s", "calls"):
             _expect(e, key, _NUM, w, required=True)

@@ -95,6 +95,13 @@ def _energy_record(energy):
     ({"status": "ok", "window_s": 2.0, "calls": 10}, "gross_j_per_call is missing"),
     ({"status": "ok", "gross_j_per_call": -1.0, "window_s": 2.0, "calls": 10}, "must be positive"),
     ({"status": "ok", "gross_j_per_call": "1", "window_s": 2.0, "calls": 10}, "wrong type"),
+    # fields the reports add up into per-token figures: a word or a negative bound is refused
+    ({"status": "ok", "gross_j_per_call": 1.0, "window_s": 2.0, "calls": 10, "net_uncertainty_rel": "5%"},
+     "net_uncertainty_rel has the wrong type"),
+    ({"status": "ok", "gross_j_per_call": 1.0, "window_s": 2.0, "calls": 10, "update_interval_s": -0.1},
+     "update_interval_s is -0.1, outside 0"),
+    ({"status": "ok", "gross_j_per_call": 1.0, "window_s": 2.0, "calls": 10, "idle_w": -3},
+     "idle_w is -3, outside 0"),
 ])
 def test_energy_field_is_validated(energy, message):
     with pytest.raises(results.RunFileError, match=message):

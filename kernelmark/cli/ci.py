@@ -84,6 +84,9 @@ def _compare_options(p) -> None:
                    help="exit 1 on: slower (slower, check-failed; default) or any (also faster, missing, noisy)")
     p.add_argument("--allow-device-mismatch", action="store_true",
                    help="compare runs from different devices or dtype sets anyway (said on top of the table)")
+    p.add_argument("--energy", action="store_true",
+                   help="also compare J per call where both runs were measured with --energy (a section of its "
+                        "own; never a regression: the exit status stays the timing's; docs/energy.md)")
 
 
 def register(sub) -> None:
@@ -173,7 +176,19 @@ def _compare_and_print(base, head, args) -> int:
         raise UsageError("refusing to compare: " + "; ".join(problems) +
                          " (pass --allow-device-mismatch to compare anyway)")
     c = compare.compare_runs(base, head, threshold, args.alpha)
-    print(compare.render(c, base.header, head.header, args.format, args.fail_on))
+    text = compare.render(c, base.header, head.header, args.format, args.fail_on)
+    if getattr(args, "energy", False):
+        # opt-in, and apart from the verdicts: an energy change never makes the exit status
+        from kernelmark import results
+        from kernelmark.reports import energy_compare
+        pairs = energy_compare.compare_runs(base.records, head.records, threshold)
+        if args.format == "json":
+            doc = json.loads(text)
+            doc["energy"] = energy_compare.as_json(pairs)
+            text = results.strict_json(doc, indent=1)
+        else:
+            text += "\n\n" + energy_compare.render(pairs, args.format)
+    print(text)
     return REGRESSION if c.regressions(args.fail_on) else 0
 
 

@@ -35,9 +35,9 @@ def _options(args, cfg) -> tuple:
     if not batches:
         raise UsageError("--batch must name at least one batch size, e.g. 1,8,32")
     dtype = args.dtype or "bf16"
-    price = args.price_per_hour
-    if price is not None and not (math.isfinite(price) and price > 0):
-        raise UsageError(f"--price-per-hour must be a positive, finite number of dollars (got {price:g})")
+    for name, price in (("--price-per-hour", args.price_per_hour), ("--price-per-kwh", args.price_per_kwh)):
+        if price is not None and not (math.isfinite(price) and price > 0):
+            raise UsageError(f"{name} must be a positive, finite number of dollars (got {price:g})")
     if args.prefill_tokens <= 0:
         raise UsageError(f"--prefill-tokens must be a positive integer (got {args.prefill_tokens})")
     try:
@@ -111,6 +111,8 @@ def cmd_model_step(args, load_runs, _emit) -> int:
                 argv += ["--device", args.device]
             if args.budget is not None:
                 argv += ["--budget", str(args.budget)]
+            if args.energy:
+                argv += ["--energy"]
             import contextlib
             with contextlib.redirect_stdout(sys.stderr):     # the run's own table is not the answer
                 rc = main(argv)
@@ -122,11 +124,13 @@ def cmd_model_step(args, load_runs, _emit) -> int:
         if args.emit_suite:
             return 0
         raise UsageError("give --run RUN, --measure or --emit-suite FILE")
-    built = modelstep.build(runs, [(k, s, needs(cs)) for k, s, cs in phases], dtype, args.price_per_hour)
+    built = modelstep.build(runs, [(k, s, needs(cs)) for k, s, cs in phases], dtype, args.price_per_hour,
+                            args.price_per_kwh)
     if args.format == "html":
         from kernelmark.reports import modelstep_html
         text = modelstep_html.render(built, cfg.name, args.context, args.tp, args.price_per_hour)
     else:
-        text = modelstep.render(built, cfg.name, args.context, args.tp, args.price_per_hour, args.format)
+        text = modelstep.render(built, cfg.name, args.context, args.tp, args.price_per_hour, args.format,
+                                args.price_per_kwh)
     _emit(text, args.out)
     return 0

@@ -3,7 +3,8 @@ files. Reports read run files and nothing else.
 
     kernelmark report RUN... [--format table|md|csv|html|json] [--long] [--out PATH] [--baseline DEVICE]
     kernelmark model NAME --run RUN [--run RUN...] [--batch 1,8,32] [--context 4096]
-                     [--prefill-tokens 4096] [--dtype bf16] [--price-per-hour USD] [--format ...]
+                     [--prefill-tokens 4096] [--dtype bf16] [--price-per-hour USD] [--price-per-kwh USD]
+                     [--format ...]
     kernelmark publish RUN... [--dir published]      # add runs, regenerate tables and index
     kernelmark publish [--dir published] [--check]   # regenerate (or check) everything
 """
@@ -38,6 +39,8 @@ def register(sub) -> None:
     mod.add_argument("--measure-out", metavar="RUN", help="with --measure: keep the run file here")
     mod.add_argument("--device", help="with --measure: cpu, cuda or cuda:N")
     mod.add_argument("--budget", type=float, help="with --measure: seconds of sampling per (case, backend)")
+    mod.add_argument("--energy", action="store_true",
+                     help="with --measure: measure with `run --energy`, for J per token (docs/energy.md)")
     mod.add_argument("--run", action="append", metavar="RUN",
                      help="run file (repeat for several; runs of one device are merged, several devices compared)")
     mod.add_argument("--batch", default="1,8,32", help="decode batch sizes, comma-separated (default 1,8,32)")
@@ -48,6 +51,9 @@ def register(sub) -> None:
                                      "has most of the needed cases in)")
     mod.add_argument("--tp", type=int, default=1, help="tensor-parallel slice of the model (default 1)")
     mod.add_argument("--price-per-hour", type=float, metavar="USD", help="price of one GPU-hour, for $ per 1M tokens")
+    mod.add_argument("--price-per-kwh", type=float, metavar="USD",
+                     help="price of electricity, for the energy $ per 1M tokens of runs measured with --energy "
+                          "(docs/energy.md)")
     mod.add_argument("--format", choices=("table", "md", "json", "csv", "html"), default="table",
                      help="html: one page with the table and a stacked bar of each step by kernel family")
     mod.add_argument("--out", help="write here instead of standard output")
@@ -143,6 +149,8 @@ def cmd_model(args) -> int:
         raise UsageError("give a model NAME or --config FILE, not both")
     if not (args.config or args.name):
         raise UsageError("give a model NAME or --config FILE")
+    if args.energy and not args.measure:
+        raise UsageError("--energy goes with --measure (runs given with --run carry their own energy)")
     # every model but the legacy Llama-3 roll-up (projections and attention only) is derived
     # from its config, kernel by kernel (kernelmark.suites.step)
     if args.config or args.name not in models.MODELS or args.measure or args.emit_suite:
@@ -158,13 +166,14 @@ def cmd_model(args) -> int:
         raise UsageError(f"--batch must be integers, e.g. 1,8,32 ({e})") from None
     try:        # before any run file is read: a bad option costs nothing
         rollup.check_options(args.name, batches, args.context, args.prefill_tokens, args.tp, args.dtype,
-                             args.price_per_hour)
+                             args.price_per_hour, args.price_per_kwh)
     except ValueError as e:
         raise UsageError(str(e)) from None
     runs, problems = load_runs(args.run)
     try:
         text = rollup.render(runs, args.name, batches, args.context, args.prefill_tokens, dtype=args.dtype,
-                             tp=args.tp, price_per_hour=args.price_per_hour, fmt=args.format)
+                             tp=args.tp, price_per_hour=args.price_per_hour, fmt=args.format,
+                             price_per_kwh=args.price_per_kwh)
     except ValueError as e:
         raise UsageError(str(e)) from None
     _emit(text, args.out)

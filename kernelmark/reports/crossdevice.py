@@ -25,7 +25,7 @@ from typing import Optional
 from tabulate import tabulate
 
 from kernelmark import results
-from kernelmark.reports import table
+from kernelmark.reports import energy, table
 from kernelmark.reports.escape import csv_cell, md_cell, md_text, plain
 
 
@@ -63,6 +63,13 @@ class CrossTable:
     baseline: str
     rows: list
     notes: list
+
+    @property
+    def energy_devices(self) -> list:
+        """Labels of the devices with measured energy, when at least two have it (only then
+        is there an energy comparison; one device's energy is in its own table)."""
+        labs = [d.label for d in self.devices if any(energy.measured(r) for r in d.records.values())]
+        return labs if len(labs) >= 2 else []
 
 
 def case_key(rec: dict) -> tuple:
@@ -201,18 +208,32 @@ def speedup(base_rec: dict | None, rec: dict | None):
     return b / t if t > 0 else None
 
 
+def _spread(values: list) -> dict:
+    if not values:
+        return {"rows": 0, "geomean": None, "min": None, "max": None}
+    gm = math.exp(sum(math.log(s) for s in values) / len(values))
+    return {"rows": len(values), "geomean": gm, "min": min(values), "max": max(values)}
+
+
+def energy_ratio(base_rec: dict | None, rec: dict | None):
+    """Baseline J per call / device J per call (net against net, else gross against gross)."""
+    got = energy.efficiency_vs(base_rec, rec)
+    return got[0] if got else None
+
+
 def summary(ct: CrossTable) -> list:
-    """Per non-baseline device: geometric mean, min and max speed-up over rows timed on both."""
+    """Per non-baseline device: geometric mean, min and max speed-up over rows timed on both;
+    where both have energy, the same of the energy ratio under "energy"."""
     out = []
+    with_energy = ct.baseline in ct.energy_devices
     for d in ct.devices:
         if d.label == ct.baseline:
             continue
         sp = [s for row in ct.rows if (s := speedup(row.cells.get(ct.baseline), row.cells.get(d.label)))]
-        if sp:
-            gm = math.exp(sum(math.log(s) for s in sp) / len(sp))
-            out.append({"device": d.label, "rows": len(sp), "geomean": gm, "min": min(sp), "max": max(sp)})
-        else:
-            out.append({"device": d.label, "rows": 0, "geomean": None, "min": None, "max": None})
+        out.append({"device": d.label, **_spread(sp)})
+        if with_energy and d.label in ct.energy_devices:
+            out[-1]["energy"] = _spread([x for row in ct.rows
+                                         if (x := energy_ratio(row.cells.get(ct.baseline), row.cells.get(d.label)))])
     return out
 
 
@@ -226,12 +247,25 @@ def short_status(rec: dict | None) -> str:
 def cell_values(row: Row, rec: dict | None, base_rec: dict | None) -> dict:
     """Display strings of one device's cell group."""
     if rec is None or rec["status"] != "ok":
-        return {"median": short_status(rec), "rate": "", "pct": "", "speedup": ""}
+        return {"median": short_status(rec), "rate": "", "pct": "", "speedup": "", "per_j": "", "energy_vs": ""}
     rate = rec.get("tflops") if row.unit == "TFLOP/s" else rec.get("gbps")
     sp = speedup(base_rec, rec)
+    wj = energy.work_per_j(rec, row.unit)
+    ev = energy.efficiency_vs(base_rec, rec)
     return {"median": table._num(rec["timing"]["median_us"], 2) + (" (noisy)" if rec.get("noisy") else ""),
             "rate": table._num(rate, 1), "pct": table._num(rec.get("pct_of_peak"), 1),
-            "speedup": f"×{sp:.2f}" if sp else ""}
+            "speedup": f"×{sp:.2f}" if sp else "",
+            "per_j": "" if wj is None else f"{wj:.3g}" + ("" if energy.preferred(rec) == "net" else " g"),
+            "energy_vs": "" if ev is None else f"×{ev[0]:.2f}" + ("" if ev[1] == "net" else " g")}
+
+
+def _energy_heads(ct: CrossTable, d: Device) -> list:
+    """The energy columns of one device's group: work per joule where it has energy, and the
+    energy ratio against the baseline where both have it."""
+    if d.label not in ct.energy_devices:
+        return []
+    vs = d.label != ct.baseline and ct.baseline in ct.energy_devices
+    return ["work/J"] + ([f"energy vs {ct.baseline}"] if vs else [])
 
 
 def headed_rows(ct: CrossTable) -> tuple:
@@ -240,7 +274,7 @@ def headed_rows(ct: CrossTable) -> tuple:
     groups = []
     for d in ct.devices:
         hs = ["median µs", "rate", "% peak"] + ([] if d.label == ct.baseline else [f"vs {ct.baseline}"])
-        groups.append((d.label, hs))
+        groups.append((d.label, hs + _energy_heads(ct, d)))
     body = []
     for row in ct.rows:
         cells = [row.op, row.label, table.shape_text(row.shape), row.dtype, row.backend, row.unit]
@@ -248,6 +282,7 @@ def headed_rows(ct: CrossTable) -> tuple:
         for d in ct.devices:
             v = cell_values(row, row.cells.get(d.label), base_rec)
             cells += [v["median"], v["rate"], v["pct"]] + ([] if d.label == ct.baseline else [v["speedup"]])
+            cells += [v["per_j"], v["energy_vs"]][:len(_energy_heads(ct, d))]
         body.append(cells)
     return keys, groups, body
 
@@ -275,6 +310,16 @@ def summary_lines(ct: CrossTable) -> list:
                        f"{s['rows']} rows timed on both (×{s['min']:.2f} to ×{s['max']:.2f})")
         else:
             out.append(f"{s['device']} vs {ct.baseline}: no row timed on both")
+        e = s.get("energy")
+        if e and e["rows"]:
+            out.append(f"{s['device']} vs {ct.baseline}: geometric-mean energy efficiency ×{e['geomean']:.2f} "
+                       f"(baseline J per call / device J per call; above 1: less energy) over {e['rows']} rows "
+                       f"with energy on both (×{e['min']:.2f} to ×{e['max']:.2f})")
+        elif e:
+            out.append(f"{s['device']} vs {ct.baseline}: no row with energy measured on both")
+    if ct.energy_devices:
+        out.append("work/J: GFLOP/J for TFLOP/s rows, GB/J for GB/s rows, from the --energy window's J per call "
+                   "(net of idle; g: gross, where a side has no positive net: compared gross with gross)")
     return out
 
 
@@ -318,6 +363,12 @@ def _cell_json(rec: dict, base_rec: dict | None) -> dict:
         out.update({"median_us": rec["timing"]["median_us"], "ci_rel": rec["timing"].get("ci_rel"),
                     "tflops": rec.get("tflops"), "gbps": rec.get("gbps"), "pct_of_peak": rec.get("pct_of_peak"),
                     "speedup_vs_baseline": speedup(base_rec, rec)})
+        if energy.measured(rec):
+            kind = energy.preferred(rec)
+            ev = energy.efficiency_vs(base_rec, rec)
+            out.update({"j_per_call": energy.joules(rec, kind)[0], "energy_kind": kind,
+                        "energy_vs_baseline": ev[0] if ev else None,
+                        "energy_vs_baseline_kind": ev[1] if ev else None})
     else:
         out["reason"] = rec.get("reason", "")
     return out
@@ -325,12 +376,14 @@ def _cell_json(rec: dict, base_rec: dict | None) -> dict:
 
 CSV_COLUMNS = ("device", "op", "label", "shape", "dtype", "backend", "status", "median_us", "tflops", "gbps",
                "pct_of_peak", "baseline", "speedup_vs_baseline")
+CSV_ENERGY = ("j_per_call", "energy_kind", "energy_vs_baseline", "energy_vs_baseline_kind")
 
 
 def as_csv(ct: CrossTable) -> str:
     """Long form: one line per (row, device) that has a record."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    extra = CSV_ENERGY if ct.energy_devices else ()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS + extra, lineterminator="\n")
     w.writeheader()
     for r in ct.rows:
         for d in ct.devices:
@@ -342,6 +395,6 @@ def as_csv(ct: CrossTable) -> str:
                    "dtype": r.dtype, "backend": r.backend, "status": rec["status"],
                    "median_us": c.get("median_us"), "tflops": c.get("tflops"), "gbps": c.get("gbps"),
                    "pct_of_peak": c.get("pct_of_peak"), "baseline": ct.baseline,
-                   "speedup_vs_baseline": c.get("speedup_vs_baseline")}
+                   "speedup_vs_baseline": c.get("speedup_vs_baseline"), **{k: c.get(k) for k in extra}}
             w.writerow({k: csv_cell(v) for k, v in row.items()})
     return buf.getvalue().rstrip("\n")

@@ -14,13 +14,15 @@ import csv
 import io
 import json
 
-from kernelmark.reports import crossdevice, rollup
+from kernelmark.reports import crossdevice, rollup, token_energy
+from kernelmark.reports import energy as energy_cols
+from kernelmark.reports.escape import md_cell, md_text, plain
 
 LABEL = ("sum of measured kernel times of every kernel of the step (framework and launch overhead "
          "not included)")
 
 
-def build(runs: list, plans: list, dtype: str, price_per_hour=None) -> list:
+def build(runs: list, plans: list, dtype: str, price_per_hour=None, price_per_kwh=None) -> list:
     """[(device, [Estimate...])]; ``plans`` = [(kind, size, [Need...])], one per phase."""
     out = []
     for dev in crossdevice.group_by_device(runs):
@@ -28,7 +30,8 @@ def build(runs: list, plans: list, dtype: str, price_per_hour=None) -> list:
         ests = []
         for kind, size, needs in plans:
             found = [rollup.find(n, recs, dtype) for n in needs]
-            ests.append(rollup.Estimate(dev.label, dtype, kind, size, found, price_per_hour))
+            ests.append(rollup.Estimate(dev.label, dtype, kind, size, found, price_per_hour,
+                                        price_per_kwh=price_per_kwh))
         out.append((dev, ests))
     return out
 
@@ -59,11 +62,18 @@ def rows(built: list) -> list:
                          prompt_tokens_per_s=fig["prompt_tokens_per_s"])
             if fig and "usd_per_1m_tokens" in fig:
                 r["usd_per_1m_tokens"] = fig["usd_per_1m_tokens"]
+            pe = token_energy.of(e)
+            if pe.shown:        # flat for csv: the lacking components by name
+                en = token_energy.figures(pe, e.price_per_kwh)
+                r["energy_complete"] = en.pop("complete")
+                r["energy_lacking"] = "; ".join(f"{x['component']}: {x['why']}" for x in en.pop("lacking"))
+                r.update(en)
             out.append(r)
     return out
 
 
-def render(built: list, model: str, context: int, tp: int, price_per_hour=None, fmt: str = "table") -> str:
+def render(built: list, model: str, context: int, tp: int, price_per_hour=None, fmt: str = "table",
+           price_per_kwh=None) -> str:
     if fmt == "json":
         doc = rollup.as_json(built, model, context, tp)
         doc["label"] = LABEL
@@ -85,11 +95,15 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
         return buf.getvalue()
     from tabulate import tabulate
     tf = "github" if fmt == "md" else "simple"
+    with_energy = token_energy.any_shown(built)
+    cell, text = (md_cell, md_text) if fmt == "md" else (plain, plain)
     head = [f"{model}: {LABEL}.",
             f"context {context} tokens a sequence; tensor parallel {tp}"
             + (f"; ${price_per_hour:g} per GPU-hour" if price_per_hour else "; no price given (--price-per-hour)")]
+    head += [token_energy.intro(price_per_kwh)] if with_energy else []
     summary = []
-    for r in rows(built):
+    phases = [e for _, ests in built for e in ests]
+    for r, e in zip(rows(built), phases):
         dec = r["phase"] == "decode"
         summary.append([r["device"], r["dtype"], f"decode, batch {r['batch']}" if dec
                         else f"prefill, {r['prefill_tokens']}-token chunk",
@@ -98,24 +112,32 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
                         f"{r['tokens_per_s_per_seq']:,.4g}" if "tokens_per_s_per_seq" in r else "",
                         f"{r.get('tokens_per_s', r.get('prompt_tokens_per_s', 0)):,.4g}" if r["complete"] else "n/a",
                         rollup._fmt_money(r.get("usd_per_1m_tokens")),
-                        "complete" if r["complete"] else f"INCOMPLETE: {r['missing']} case(s) not measured"])
-    out = ["\n".join(head), "", tabulate(summary, headers=["device", "dtype", "phase", "time per token",
-                                                          "tokens/s per sequence", "tokens/s (aggregate)",
-                                                          "$ per 1M tokens", "status"],
-                                         tablefmt=tf, disable_numparse=True)]
+                        "complete" if r["complete"] else f"INCOMPLETE: {r['missing']} case(s) not measured"]
+                       + (token_energy.cells(token_energy.of(e), price_per_kwh) if with_energy else []))
+    heads = ["device", "dtype", "phase", "time per token", "tokens/s per sequence", "tokens/s (aggregate)",
+             "$ per 1M tokens", "status"] + (list(token_energy.HEADERS) if with_energy else [])
+    out = ["\n".join(head), "", tabulate(summary, headers=heads, tablefmt=tf, disable_numparse=True)]
     for dev, ests in built:
         fam_rows = []
         for e in ests:
             fam = families(e)
             total = sum(fam.values()) or 1.0
+            # where energy was measured: each family's J per token and its share of the energy
+            fj = token_energy.by_family(e, token_energy.of(e)) if with_energy else {}
+            j_total = sum(v for v, _ in fj.values()) or 1.0
             fam_rows += [[rollup._phase(e), k, f"{v:,.1f}", f"{100 * v / total:.1f}%"]
+                         + ([f"{energy_cols.fmt_joules(fj[k][0])} {fj[k][1]}", f"{100 * fj[k][0] / j_total:.1f}%"]
+                            if k in fj else ["", ""] if with_energy else [])
                          for k, v in sorted(fam.items(), key=lambda kv: -kv[1])]
+        fam_heads = ["phase", "family", "µs", "share"] + (["J per token", "energy share"] if with_energy else [])
         out += ["", f"{dev.label}: by kernel family (µs a step; per 1k prompt tokens for prefill)", "",
-                tabulate(fam_rows, headers=["phase", "family", "µs", "share"], tablefmt=tf, disable_numparse=True),
+                tabulate(fam_rows, headers=fam_heads, tablefmt=tf, disable_numparse=True),
                 "", f"{dev.label}: per component", "",
-                tabulate(rollup.breakdown_rows(ests), headers=["phase", "component", "case used", "backend",
-                                                               "median µs", "count", "µs in total"],
-                         tablefmt=tf, disable_numparse=True)]
+                tabulate([[cell(c) for c in r] for r in rollup.breakdown_rows(ests, with_energy)],
+                         headers=rollup.breakdown_headers(with_energy), tablefmt=tf, disable_numparse=True)]
+    lacking = token_energy.notes(built, rollup._phase)     # reasons from the run files: escaped
+    if lacking:
+        out += ["", "Energy per token (never a partial sum):", ""] + [f"- {text(m)}" for m in lacking]
     miss = rollup.missing_lines(built)
     if miss:
         out += ["", "Cases not in the run (never guessed; --emit-suite FILE writes a suite that measures them):", ""]

@@ -28,6 +28,10 @@ built-in suites that have it, and the totals that need it are not given. The pro
 and attention are required; kv_append and lm_head are counted when measured and otherwise
 named with the ops never measured (norms, RoPE, activation, residual adds, embedding,
 sampling).
+
+Energy per token (J, tokens per kWh, energy $ with --price-per-kwh) is the same sum in
+joules, from the same records, where they were measured with `run --energy`
+(kernelmark.reports.token_energy); only then does it add columns.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from kernelmark.reports import crossdevice, table
+from kernelmark.reports import crossdevice, table, token_energy
+from kernelmark.reports import energy as energy_cols
 from kernelmark.reports.escape import md_cell, md_text, plain
 from kernelmark.results import strict_json
 from kernelmark.suites import models
@@ -80,6 +85,7 @@ class Estimate:
     found: list
     price_per_hour: float | None = None
     extra_unmeasured: list = field(default_factory=list)
+    price_per_kwh: float | None = None
 
     @property
     def missing(self) -> list:
@@ -111,7 +117,8 @@ class Estimate:
 
 
 def check_options(model: str, batches: list, context: int, prefill_tokens: int, tp: int = 1,
-                  dtype: str | None = None, price_per_hour: float | None = None) -> None:
+                  dtype: str | None = None, price_per_hour: float | None = None,
+                  price_per_kwh: float | None = None) -> None:
     """ValueError naming the option (as `kernelmark model` spells it) that the roll-up cannot use."""
     import math
     mdl = models.get_model(model)
@@ -130,8 +137,9 @@ def check_options(model: str, batches: list, context: int, prefill_tokens: int, 
                          f"or {ok[-1]}")
     if dtype is not None and dtype not in DTYPE_ORDER:
         raise ValueError(f"--dtype {dtype}: the roll-up uses one of {', '.join(DTYPE_ORDER)}")
-    if price_per_hour is not None and not (math.isfinite(price_per_hour) and price_per_hour > 0):
-        raise ValueError(f"--price-per-hour must be a positive, finite number of dollars (got {price_per_hour:g})")
+    for name, price in (("--price-per-hour", price_per_hour), ("--price-per-kwh", price_per_kwh)):
+        if price is not None and not (math.isfinite(price) and price > 0):
+            raise ValueError(f"{name} must be a positive, finite number of dollars (got {price:g})")
 
 
 def decode_needs(model: str, batch: int, context: int, tp: int = 1) -> list:
@@ -230,16 +238,16 @@ def choose_dtype(records: list, needs: list) -> str:
 
 
 def estimate(dev: crossdevice.Device, model: str, kind: str, size: int, context: int, dtype: str,
-             tp: int = 1, price_per_hour: float | None = None) -> Estimate:
+             tp: int = 1, price_per_hour: float | None = None, price_per_kwh: float | None = None) -> Estimate:
     needs = decode_needs(model, size, context, tp) if kind == "decode" else prefill_needs(model, size, context, tp)
     recs = list(dev.records.values())
     found = [find(n, recs, dtype) for n in needs]
     extra = [f.need.name for f in found if f.rec is None and not f.need.required]
-    return Estimate(dev.label, dtype, kind, size, found, price_per_hour, extra)
+    return Estimate(dev.label, dtype, kind, size, found, price_per_hour, extra, price_per_kwh)
 
 
 def build(runs: list, model: str, batches: list, context: int, prefill_tokens: int, dtype: str | None = None,
-          tp: int = 1, price_per_hour: float | None = None) -> list:
+          tp: int = 1, price_per_hour: float | None = None, price_per_kwh: float | None = None) -> list:
     """[(device, [Estimate...])]: decode at each batch, then one prefill, per device. Without
     ``dtype``, each device uses the one dtype in which its runs have the most needed cases."""
     models.get_model(model)
@@ -248,8 +256,8 @@ def build(runs: list, model: str, batches: list, context: int, prefill_tokens: i
         needs = [n for b in batches for n in decode_needs(model, b, context, tp)]
         needs += prefill_needs(model, prefill_tokens, context, tp)
         dt = dtype or choose_dtype(list(dev.records.values()), needs)
-        ests = [estimate(dev, model, "decode", b, context, dt, tp, price_per_hour) for b in batches]
-        ests.append(estimate(dev, model, "prefill", prefill_tokens, context, dt, tp, price_per_hour))
+        ests = [estimate(dev, model, "decode", b, context, dt, tp, price_per_hour, price_per_kwh) for b in batches]
+        ests.append(estimate(dev, model, "prefill", prefill_tokens, context, dt, tp, price_per_hour, price_per_kwh))
         out.append((dev, ests))
     return out
 
@@ -272,6 +280,7 @@ def _phase(e: Estimate) -> str:
 
 def summary_rows(built: list) -> list:
     rows = []
+    with_energy = token_energy.any_shown(built)
     for dev, ests in built:
         for e in ests:
             f = e.figures()
@@ -288,11 +297,13 @@ def summary_rows(built: list) -> list:
                 status = (f"INCOMPLETE: {len(e.missing)} needed case(s) not measured "
                           f"(measured part ≥ {_fmt_time(e.total_us)})")
             rows.append([dev.label, e.dtype, _phase(e), t or "n/a", rate or "n/a",
-                         _fmt_money(f.get("usd_per_1m_tokens")) if f else "", status])
+                         _fmt_money(f.get("usd_per_1m_tokens")) if f else "", status]
+                        + (token_energy.cells(token_energy.of(e), e.price_per_kwh) if with_energy else []))
     return rows
 
 
-def breakdown_rows(ests: list) -> list:
+def breakdown_rows(ests: list, with_energy: bool = False) -> list:
+    """One row per component; ``with_energy`` adds its energy per call (or why there is none)."""
     rows = []
     for e in ests:
         for f in e.found:
@@ -301,11 +312,20 @@ def breakdown_rows(ests: list) -> list:
             if f.rec:
                 contrib = f.us * n.count / n.per * (1000 if e.kind == "prefill" else 1)
                 rows.append([_phase(e), n.name, f"{f.rec['op']} {table.shape_text(f.rec['shape'])} {f.rec['dtype']}",
-                             f.rec["backend"], table._num(f.us, 2), times, table._num(contrib, 2)])
+                             f.rec["backend"], table._num(f.us, 2), times, table._num(contrib, 2)]
+                            + ([energy_cols.cells(f.rec).get("energy", "no --energy")] if with_energy else []))
             else:
                 rows.append([_phase(e), n.name, case_text(n, e.dtype), "", "", times,
-                             ("MISSING: " if n.required else "not counted: ") + f.why])
+                             ("MISSING: " if n.required else "not counted: ") + f.why]
+                            + ([""] if with_energy else []))
     return rows
+
+
+BREAKDOWN_HEADERS = ["phase", "component", "case used", "backend", "median µs", "count", "µs in total"]
+
+
+def breakdown_headers(with_energy: bool) -> list:
+    return BREAKDOWN_HEADERS + (["energy/call"] if with_energy else [])
 
 
 def missing_lines(built: list) -> list:
@@ -324,9 +344,11 @@ def missing_lines(built: list) -> list:
 
 
 def render(runs: list, model: str, batches: list, context: int, prefill_tokens: int, dtype: str | None = None,
-           tp: int = 1, price_per_hour: float | None = None, fmt: str = "table") -> str:
+           tp: int = 1, price_per_hour: float | None = None, fmt: str = "table",
+           price_per_kwh: float | None = None) -> str:
     from tabulate import tabulate
-    built = build(runs, model, batches, context, prefill_tokens, dtype, tp, price_per_hour)
+    built = build(runs, model, batches, context, prefill_tokens, dtype, tp, price_per_hour, price_per_kwh)
+    with_energy = token_energy.any_shown(built)
     if fmt == "json":
         return strict_json(as_json(built, model, context, tp), indent=1)
     tf = "github" if fmt == "md" else "simple"
@@ -335,9 +357,10 @@ def render(runs: list, model: str, batches: list, context: int, prefill_tokens: 
              f"{prefill_tokens}-token chunks of {context}-token sequences; tensor parallel {tp}"
              + (f"; ${price_per_hour:g} per GPU-hour" if price_per_hour else "; no price given (--price-per-hour)"),
              "Each case matched exactly; the fastest backend that passed its check is used (named below). "
-             "Nothing is interpolated."]
+             "Nothing is interpolated."] + ([token_energy.intro(price_per_kwh)] if with_energy else [])
     heads = ["device", "dtype", "phase", "time (lower bound)", "throughput (upper bound)",
-             "$ per 1M tokens (output; prompt for prefill)", "status"]
+             "$ per 1M tokens (output; prompt for prefill)", "status"] + \
+        (list(token_energy.HEADERS) if with_energy else [])
     # Device names, shapes, backends and reasons come from run files: escaped for the format.
     cell, text = (md_cell, md_text) if fmt == "md" else (plain, plain)
 
@@ -348,13 +371,21 @@ def render(runs: list, model: str, batches: list, context: int, prefill_tokens: 
     for dev, ests in built:
         head = f"{text(dev.label)}: per component (µs of the case × its count = µs a step, or per 1k prompt tokens)"
         out += ["", f"**{head}**" if fmt == "md" else head, "",
-                tab(breakdown_rows(ests), ["phase", "component", "case used", "backend", "median µs", "count",
-                                           "µs in total"])]
+                tab(breakdown_rows(ests, with_energy), breakdown_headers(with_energy))]
+    lacking = token_energy.notes(built, _phase)
+    if lacking:
+        out += ["", "Energy per token (never a partial sum):", ""] + [f"- {text(m)}" for m in lacking]
     miss = missing_lines(built)
     if miss:
         out += ["", "Cases not in the run (never guessed):", ""] + [f"- {text(m)}" for m in miss]
     out += ["", "Never measured by kernelmark, not in any total: " + "; ".join(NOT_MEASURED) + "."]
     return "\n".join(out)
+
+
+def energy_json(e: Estimate) -> dict:
+    """{"energy": {...}} where a record used carries energy (token_energy.figures), else {}."""
+    pe = token_energy.of(e)
+    return {"energy": token_energy.figures(pe, e.price_per_kwh)} if pe.shown else {}
 
 
 def as_json(built: list, model: str, context: int, tp: int) -> dict:
@@ -364,7 +395,7 @@ def as_json(built: list, model: str, context: int, tp: int) -> dict:
         for e in ests:
             items.append({
                 "phase": e.kind, "batch" if e.kind == "decode" else "prefill_tokens": e.batch, "dtype": e.dtype,
-                "complete": e.complete, "measured_us": e.total_us, **e.figures(),
+                "complete": e.complete, "measured_us": e.total_us, **e.figures(), **energy_json(e),
                 "components": [{"name": f.need.name, "op": f.need.op, "count": f.need.count, "per": f.need.per,
                                 "required": f.need.required, "wanted": {**f.need.fixed},
                                 "shape": f.rec["shape"] if f.rec else None,

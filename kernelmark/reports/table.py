@@ -140,10 +140,12 @@ def cells(records: list) -> tuple:
     workload column (a FlashInfer-Trace workload's axes and uuid) only when one has a trace."""
     rows = [{**row(r), **energy_cols.cells(r)} for r in records]
     hidden = {c for c in ("label", "workload") if not any(r[c] for r in rows)}
-    extra = energy_cols.has_energy(records)
-    all_cols = COLUMNS + (energy_cols.COLUMNS if extra else ())
+    # Energy (only for runs that have it): in words with its unit; the bare J per call is csv's.
+    extra = [(c, h) for c, h in zip(energy_cols.COLUMNS, energy_cols.HEADERS)
+             if c in energy_cols.SHOWN] if energy_cols.has_energy(records) else []
+    all_cols = COLUMNS + tuple(c for c, _ in extra)
     cols = [c for c in all_cols if c not in hidden]
-    heads = [h for c, h in zip(all_cols, HEADERS + (energy_cols.HEADERS if extra else ())) if c in cols]
+    heads = [h for c, h in zip(all_cols, HEADERS + tuple(h for _, h in extra)) if c in cols]
     body = []
     for r in rows:
         out = []

@@ -23,7 +23,7 @@ import json
 import textwrap
 from dataclasses import dataclass, field
 
-from kernelmark.reports import table
+from kernelmark.reports import energy, table
 from kernelmark.reports.escape import md_cell, md_text, one_line, plain
 
 WIDTH = 160
@@ -86,6 +86,17 @@ class Section:
     rows: list
     title: str = ""                                 # the heading, when not the op's name
     label_head: str = "label"                       # what the label column holds
+
+    @property
+    def with_energy(self) -> bool:
+        """Whether a record of the section has measured energy: only then do its backend
+        groups get the energy columns (a run without --energy looks as it always did)."""
+        return any(energy.measured(c) for row in self.rows for c in row.cells.values())
+
+    @property
+    def sub(self) -> tuple:
+        """The columns of each backend's group."""
+        return ("µs", "% peak") + (energy.WIDE_SUB if self.with_energy else ())
 
 
 def _group(r: dict) -> tuple:
@@ -182,12 +193,14 @@ def _key_columns(sec: Section, with_label: bool) -> tuple:
 
 
 def _group_cells(sec: Section, md: bool = False) -> dict:
-    """backend -> [(median cell, % peak cell)] aligned with sec.rows."""
+    """backend -> [(median cell, % peak cell[, J per call, per J])] aligned with sec.rows."""
     out = {b: [] for b in sec.backends}
+    with_energy = sec.with_energy
     for row in sec.rows:
         best = fastest(row)
         for b in sec.backends:
-            out[b].append(cell_text(row.cells.get(b), b in best, md))
+            c = cell_text(row.cells.get(b), b in best, md)
+            out[b].append(c + energy.wide_cells(row.cells.get(b)) if with_energy else c)
     return out
 
 
@@ -214,37 +227,40 @@ def _suffix_aligned(column: list) -> list:
     return [body + s.ljust(w) if body and (body[0].isdigit() or body[0] == "~") else body for body, s in parts]
 
 
-def _text_table(key_heads: list, key_body: list, groups: list, wrap: bool = False) -> list:
-    """Lines of one table: the case columns left-aligned, then per backend a group of two
-    right-aligned columns under its name (broken after hyphens where the group is narrower
-    than the name, if ``wrap``). ``groups``: [(backend, [(median, % peak)])]."""
-    sub = ("µs", "% peak")
+def _text_table(key_heads: list, key_body: list, groups: list, wrap: bool = False,
+                sub: tuple = ("µs", "% peak")) -> list:
+    """Lines of one table: the case columns left-aligned, then per backend a group of
+    right-aligned columns (``sub``: µs and % peak, and energy where measured) under its name
+    (broken after hyphens where the group is narrower than the name, if ``wrap``).
+    ``groups``: [(backend, [(median, % peak, ...)])], one cell per column of ``sub``."""
     kw = [max([len(h)] + [len(r[i]) for r in key_body]) for i, h in enumerate(key_heads)]
     cols, names = [], []
     for name, cells in groups:
-        us = _suffix_aligned([c[0] for c in cells])
-        pk = [c[1] for c in cells]
-        w_us = max([len(sub[0])] + [len(c) for c in us])
-        w_pk = max([len(sub[1])] + [len(c) for c in pk])
-        lines = _wrap_name(name, w_us + 1 + w_pk) if wrap else [name]
-        w_us += max(0, max(len(x) for x in lines) - (w_us + 1 + w_pk))    # a piece wider than the group
-        cols.append((us, pk, w_us, w_pk))
+        columns = [_suffix_aligned([c[0] for c in cells])] + [[c[j] for c in cells] for j in range(1, len(sub))]
+        widths = [max([len(h)] + [len(c) for c in col]) for h, col in zip(sub, columns)]
+        group_w = sum(widths) + len(widths) - 1
+        lines = _wrap_name(name, group_w) if wrap else [name]
+        widths[0] += max(0, max(len(x) for x in lines) - group_w)    # a piece wider than the group
+        cols.append((columns, widths))
         names.append(lines)
+
+    def group(texts, widths):
+        return " ".join(f"{t:>{w}}" for t, w in zip(texts, widths))
     depth = max((len(n) for n in names), default=1)
     head_rows = []
     for level in range(depth):       # backend names sit right above their columns
         parts = [" " * w for w in kw]
-        for lines, (_, _, w_us, w_pk) in zip(names, cols):
+        for lines, (_, widths) in zip(names, cols):
             i = level - (depth - len(lines))
-            parts.append((lines[i] if i >= 0 else "").center(w_us + 1 + w_pk))
+            parts.append((lines[i] if i >= 0 else "").center(sum(widths) + len(widths) - 1))
         head_rows.append("  ".join(parts).rstrip())
     head_rows.append("  ".join([h.ljust(w) for h, w in zip(key_heads, kw)]
-                               + [f"{sub[0]:>{w_us}} {sub[1]:>{w_pk}}" for _, _, w_us, w_pk in cols]).rstrip())
-    head_rows.append("  ".join(["-" * w for w in kw] + ["-" * (w_us + 1 + w_pk) for _, _, w_us, w_pk in cols]))
+                               + [group(sub, widths) for _, widths in cols]).rstrip())
+    head_rows.append("  ".join(["-" * w for w in kw] + ["-" * (sum(ws) + len(ws) - 1) for _, ws in cols]))
     body = []
     for i, keys in enumerate(key_body):
         parts = [k.ljust(w) for k, w in zip(keys, kw)]
-        parts += [f"{us[i]:>{w_us}} {pk[i]:>{w_pk}}" for us, pk, w_us, w_pk in cols]
+        parts += [group([col[i] for col in columns], widths) for columns, widths in cols]
         body.append("  ".join(parts).rstrip())
     return head_rows + body
 
@@ -273,20 +289,20 @@ def section_text(sec: Section, width: int = WIDTH) -> list:
     # on lines of their own; then the backends over several tables.
     for labels in ((True, False) if has_label else (False,)):
         for wrap in (False, True):
-            lines = _text_table(*_key_columns(sec, labels), groups, wrap)
+            lines = _text_table(*_key_columns(sec, labels), groups, wrap, sec.sub)
             if _width(lines) <= width:
                 return _labelled(lines, sec, len(lines) - len(sec.rows)) if has_label and not labels else lines
     heads, keys = _key_columns(sec, False)
     chunks, start = [], 0
     while start < len(groups):
         end = len(groups)
-        while end > start + 1 and _width(_text_table(heads, keys, groups[start:end], True)) > width:
+        while end > start + 1 and _width(_text_table(heads, keys, groups[start:end], True, sec.sub)) > width:
             end -= 1
         chunks.append(groups[start:end])
         start = end
     out, first = [], 1
     for i, chunk in enumerate(chunks):
-        t = _text_table(heads, keys, chunk, True)
+        t = _text_table(heads, keys, chunk, True, sec.sub)
         if len(chunks) > 1:       # the names are in the table's own header
             out.append(f"({i + 1}/{len(chunks)}: backends {first}-{first + len(chunk) - 1} of {len(groups)})")
             first += len(chunk)
@@ -299,13 +315,13 @@ def _md_section(sec: Section) -> list:
     cells = _group_cells(sec, md=True)
     has_label = any(row.label for row in sec.rows)
     heads, keys = _key_columns(sec, has_label)
-    heads = heads + [h for b in sec.backends for h in (f"{b} µs", f"{b} % peak")]
+    heads = heads + [f"{b} {h}" for b in sec.backends for h in sec.sub]
     body = [k + [c for b in sec.backends for c in cells[b][i]] for i, k in enumerate(keys)]
 
     def line(cs):
         return "| " + " | ".join(c.replace("\\", "\\\\").replace("|", "\\|") for c in cs) + " |"
-    right = len(heads) - 2 * len(sec.backends)
-    return [line(heads), "|" + "|".join(["---"] * right + ["---:"] * (2 * len(sec.backends))) + "|"] + \
+    right = len(heads) - len(sec.sub) * len(sec.backends)
+    return [line(heads), "|" + "|".join(["---"] * right + ["---:"] * (len(sec.sub) * len(sec.backends))) + "|"] + \
         [line(r) for r in body]
 
 
@@ -362,8 +378,9 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
     md = fmt == "md"
     secs = sections(records)
     folded = [r for r in records if r["status"] in table.FOLDED]
-    intro = "one row per case; per backend: median µs of one call and % of the measured peak " \
-            "(--long: one row per case and backend, every column)"
+    intro = "one row per case; per backend: median µs of one call and % of the measured peak" + \
+        ("; energy per call and work per joule where --energy measured it" if any(s.with_energy for s in secs)
+         else "") + " (--long: one row per case and backend, every column)"
     out = []
     for sec in secs:
         out += ([f"### {sec.title or sec.op}", ""] + _md_section(sec)) if md else \
@@ -377,7 +394,8 @@ def render(header: dict, records: list, fmt: str = "table", long: bool = False) 
         out = ["(no records: the run stopped before its first case finished)", ""]
     elif not secs:
         out = ["(no case ran here: every backend was skipped or unsupported)", ""]
-    notes = legend(secs, md)
+    # the energy notes carry the counters' reasons, text from the run file
+    notes = legend(secs, md) + [(md_text if md else plain)(x) for x in energy.wide_notes(records)]
     if notes:
         out += ["; ".join(notes)] if md else _pack(notes, WIDTH)      # md: one paragraph anyway
         out.append("")
