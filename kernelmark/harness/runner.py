@@ -352,6 +352,7 @@ class Runner:
         try:
             inputs = b.setup(op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed)))
             stage = "running"
+            mark = b.tuning_mark()
             out = b.run(inputs)
             _sync(self.target)
             stage = "checking"
@@ -364,6 +365,11 @@ class Runner:
             self._cleanup()
             return {"status": _failure_status(e), "reason": self._describe(e, stage)}
         rec: dict = {"check": check.as_dict()}
+        pruned = b.left_out_since(mark)
+        # On a GPU a Triton record always says what tuning left out ([]: nothing); on the CPU
+        # the interpreter tunes nothing, so only a list with something in it is kept.
+        if pruned is not None and (pruned or self.target.is_gpu):
+            rec["pruned"] = pruned
         if b.detail is not None:
             try:
                 rec["detail"] = b.detail()

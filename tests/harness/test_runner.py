@@ -232,3 +232,45 @@ def test_only_a_failing_reference_is_called_the_reference_failing(toy_runner, mo
     monkeypatch.setattr(runner, "get_op", lambda name: bad)
     rec = next(iter(r.run_case(_case())))
     assert rec["status"] == "error" and rec["reason"] == "making the inputs failed: RuntimeError: kernel exploded"
+
+
+def test_a_triton_record_names_the_autotune_configs_left_out(monkeypatch):
+    # A Triton backend whose autotuned kernel has a config over the (made-up) target's limit;
+    # on the CPU the interpreter runs the config that is kept, and the record says which was not.
+    import triton
+    import triton.language as tl
+
+    from kernelmark import gpu_limits
+    from kernelmark.kernels import autotune_prune
+
+    @autotune_prune.autotune(configs=[triton.Config({"BLOCK": 32}, num_warps=1),
+                                      triton.Config({"BLOCK": 64}, num_warps=1)],
+                             key=["n"], shared_bytes=lambda cfg, args: cfg.kwargs["BLOCK"] * 64)
+    @triton.jit
+    def _double_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(y_ptr + offs, 2 * tl.load(x_ptr + offs, mask=offs < n), mask=offs < n)
+
+    small = gpu_limits.Target("cuda:1", "cuda", 1, 32, "test GPU", 3000, 255, None, "test")
+    _double_kernel.limit_prune.target_of = lambda named_args: small
+
+    def _run(x):
+        y = torch.empty_like(x["x"])
+        _double_kernel[lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),)](x["x"], y, y.numel())
+        return y
+
+    op = Op(name="toy_scale", description="y = 2x", params=("n",), dtypes=("fp32",), make_inputs=_make,
+            reference=lambda x: x["x"].double() * 2, flops=lambda s: s["n"], nbytes=lambda s, d: 8 * s["n"],
+            backends=(Backend("triton", _run, triton=True), Backend("triton-plain", lambda x: x["x"] * 2, triton=True)))
+    monkeypatch.setattr(runner, "get_op", lambda name: op)
+    cfg = runner.RunConfig(timing=timing.TimingConfig(budget_s=0.05, min_samples=5), seed=1)
+    out = []
+    r = runner.Runner(device.resolve("cpu"), {"l2_bytes": 1 << 20, "datasheet": None},
+                      {"copy_gbps": 10.0, "tflops": {"fp32": 0.1}}, cfg, out.append)
+    r.run([Case("toy_scale", {"n": 100}, "fp32", ("triton", "triton-plain"), (), "", None, 1, 3)])
+    by = {rec["backend"]: rec for rec in out}
+    assert by["triton"]["status"] == "checked", by["triton"]
+    assert by["triton"]["pruned"] == [{"kernel": "_double_kernel", "config": "BLOCK=64 w1 s3",
+                                       "why": "shared memory 4096 B > 3000 B per block on cuda:1 "
+                                              "(estimated from the config's tiles, before compiling)"}]
+    assert "pruned" not in by["triton-plain"]       # no autotuned kernel launched: nothing to say
