@@ -1,6 +1,8 @@
 """Which autotune configs were left out of tuning, per kernel, for the launch each kernel made
-last: what a run's record names (`pruned`). Imports nothing (not even Triton), so that the op
-definitions can read it before the runner has decided whether Triton runs interpreted.
+last: what a run's record names (`pruned`); and which configs a compile check asks tuning to
+leave out for the call being made (`kernelmark run --compile-check FILE`). Imports nothing
+(not even Triton), so that the op definitions can use it before the runner has decided
+whether Triton runs interpreted.
 
 The autotuners of kernelmark/kernels/autotune_prune.py write here on every launch, also on
 the launches that reuse a tuning result (Triton prunes and tunes only at the first launch of
@@ -12,6 +14,19 @@ from __future__ import annotations
 
 _calls = 0
 _last: dict = {}        # kernel name -> (call number, [(config, why), ...] or None: not known)
+_asked: dict = {}       # target name -> {kernel name: {config name: why}}: the compile check's word
+
+
+def ask(table: dict) -> None:
+    """Leave these configs out when tuning from now on: {target: {kernel: {config: why}}}
+    (the compile check's findings for the case about to run; {} for none)."""
+    global _asked
+    _asked = table or {}
+
+
+def asked(target: str, kernel: str) -> dict:
+    """{config name: why} that tuning `kernel` on `target` is asked to leave out."""
+    return _asked.get(target, {}).get(kernel, {})
 
 
 def note(kernel: str, left_out) -> None:

@@ -8,7 +8,10 @@ kernel's own prune by shape, then compares each config's shared-memory need (the
 estimate from its tiles) with the limit of the GPU the arguments are on: the target-limits
 table (kernelmark/gpu_limits.py, the numbers `kernelmark compile` checks against), with the
 limit the device itself reports where it gives one. Only on that GPU: the same config is kept
-on a GPU where it fits. What was left out, and why, is written to autotune_log for the record.
+on a GPU where it fits. With `kernelmark run --compile-check FILE`, the configs that compile
+file found failing or over a limit on this GPU's target, for the case being run, are left out
+too (that is where registers come in). What was left out, and why, is written to
+autotune_log for the record.
 
 Registers are not estimated here: a kernel's register count is known only once it is
 compiled (`kernelmark compile` reports it per target), and Triton caps registers at compile
@@ -32,22 +35,26 @@ from kernelmark.kernels import autotune_log
 SharedBytes = Callable[[object, dict], Optional[int]]      # (config, named args) -> bytes, None: unknown
 
 
-def split(configs, shared_bytes: Optional[SharedBytes], target, named_args=None) -> tuple:
-    """(kept, left_out): the configs that fit `target`'s per-block shared memory, and
-    [(config name, why), ...] for those that do not. Keeps at least one (Triton needs one): if
-    none fits, the one needing least stays, and its launch then fails saying so."""
-    if target is None or shared_bytes is None:
+def split(configs, shared_bytes: Optional[SharedBytes], target, named_args=None, asked=None) -> tuple:
+    """(kept, left_out): the configs that fit `target`'s per-block shared memory and that the
+    compile check did not rule out (`asked`: {config name: why}), and [(config name, why), ...]
+    for the others. Keeps at least one (Triton needs one): if none is left, the one needing
+    least shared memory stays, and its launch then fails saying so."""
+    if target is None:
         return list(configs), []
-    need = {id(c): shared_bytes(c, named_args or {}) for c in configs}
+    need = {id(c): shared_bytes(c, named_args or {}) if shared_bytes else None for c in configs}
     kept, out = [], []
     for c in configs:
+        name = gpu_limits.config_name(c)
         ok, why = gpu_limits.fits(target, need[id(c)], None)
-        if ok:
+        if asked and name in asked:
+            out.append((c, asked[name]))
+        elif ok:
             kept.append(c)
         else:
             out.append((c, f"{why} (estimated from the config's tiles, before compiling)"))
     if not kept and out:
-        least = min(out, key=lambda p: need[id(p[0])])
+        least = min(out, key=lambda p: need[id(p[0])] or 0)
         out.remove(least)
         kept = [least[0]]
     return kept, [(gpu_limits.config_name(c), why) for c, why in out]
@@ -117,7 +124,9 @@ class LimitPrune:
     def __call__(self, configs, named_args, **kwargs):
         if self.inner is not None:
             configs = self.inner(configs, named_args, **kwargs)
-        kept, out = split(configs, self.shared_bytes, self.target_of(named_args), named_args)
+        target = self.target_of(named_args)
+        asked = autotune_log.asked(target.name, self.kernel) if target is not None else None
+        kept, out = split(configs, self.shared_bytes, target, named_args, asked)
         self.left_out[self.key] = out
         return kept
 

@@ -68,6 +68,12 @@ class Backend:
     def setup(self, inputs):
         return inputs if self.prepare is None else self.prepare(inputs)
 
+    def leave_out_of_tuning(self, table: dict) -> None:
+        """From now on, tuning on target T leaves out table[T][kernel] ({config: why}): what
+        the compile check found failing or over a limit for the case about to run."""
+        from kernelmark.kernels import autotune_log
+        autotune_log.ask(table)
+
     def tuning_mark(self):
         """Where the autotune log stands before a call of a Triton backend (None for others):
         left_out_since(mark) after the call says what tuning left out for it."""

@@ -94,6 +94,19 @@ def left_out(records: list) -> dict:
     return out
 
 
+def tuning_exclusions(records: list, source: str) -> list:
+    """[{target, op, backend, case, kernel, config, why}, ...]: each autotune config that failed
+    to compile or is over a limit, for the case it was compiled for; what `kernelmark run
+    --compile-check` has tuning leave out (`why` names `source`, the compile file)."""
+    out = []
+    for r in records:
+        if r["config"] and r["status"] in BAD:
+            out.append({"target": r["target"], "op": str(r.get("op", "")), "backend": str(r.get("backend", "")),
+                        "case": str(r.get("case", "")), "kernel": r["kernel"], "config": r["config"],
+                        "why": f"compile check {source}: {r['status']}: {r.get('error') or 'no reason given'}"})
+    return out
+
+
 def title(header: dict) -> str:
     """'compile check | triton 3.9.0 | suite smoke | targets cuda:90, hip:gfx942 | started ...'."""
     h = header or {}
