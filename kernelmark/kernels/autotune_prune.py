@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Callable, Optional
 
 import triton
@@ -133,12 +134,32 @@ class LimitPrune:
 
 def tuning_key(at, args, kwargs) -> tuple:
     """The key Triton's Autotuner.run caches a tuning result under: the values of its `key`
-    arguments, then the dtypes of the arguments that have one."""
-    all_args = {**dict(zip(at.arg_names, args)), **kwargs}
-    named = {k: v for k, v in all_args.items() if k in at.arg_names}
-    key = [named[k] for k in at.keys if k in named]
+    arguments, then the dtypes of the arguments that have one. None if this Triton's
+    Autotuner lacks the attributes (the record then names the last key tuned)."""
+    arg_names, keys = getattr(at, "arg_names", None), getattr(at, "keys", None)
+    if arg_names is None or keys is None:
+        return None
+    all_args = {**dict(zip(arg_names, args)), **kwargs}
+    named = {k: v for k, v in all_args.items() if k in arg_names}
+    key = [named[k] for k in keys if k in named]
     key += [str(v.dtype) for v in named.values() if hasattr(v, "dtype")]
     return tuple(key)
+
+
+FAILED_WHILE_TUNING = ("failed to compile or launch on this GPU while tuning (Triton timed it as inf: out of "
+                       "resources, or a compile error)")
+
+
+def failed_while_tuning(configs_timings) -> list:
+    """[(config name, why), ...]: the configs Triton's autotuner tried and could not run (it
+    catches OutOfResources and compile errors and times them as inf): left out too, and said
+    so, where no estimate caught them first."""
+    out = []
+    for cfg, t in (configs_timings or {}).items():
+        first = t[0] if isinstance(t, (list, tuple)) and t else t
+        if isinstance(first, float) and math.isinf(first):
+            out.append((gpu_limits.config_name(cfg), FAILED_WHILE_TUNING))
+    return out
 
 
 def autotune(configs, key, shared_bytes: Optional[SharedBytes] = None, early_config_prune=None, **kw):
@@ -156,9 +177,13 @@ def autotune(configs, key, shared_bytes: Optional[SharedBytes] = None, early_con
             # An instance attribute, calling the class's run as it is at call time: the compile
             # check (kernelmark/harness/aot.py) replaces Autotuner.run to record launches.
             hook.key = tuning_key(at, args, kwargs)
+            before = getattr(at, "configs_timings", None)
             try:
                 return type(at).run(at, *args, **kwargs)
             finally:
+                after = getattr(at, "configs_timings", None)
+                if after is not before and hook.key in hook.left_out:      # this call tuned: add what failed
+                    hook.left_out[hook.key] = hook.left_out[hook.key] + failed_while_tuning(after)
                 autotune_log.note(name, hook.left_out.get(hook.key))
 
         at.run = run

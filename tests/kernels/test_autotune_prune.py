@@ -116,3 +116,36 @@ def test_an_amd_gpu_is_found_by_its_gfx_name(fake_gpu, monkeypatch):
 
 def _on(kind, index):
     return types.SimpleNamespace(device=torch.device(kind, index), data_ptr=lambda: 0)
+
+
+def test_configs_triton_could_not_run_while_tuning_are_named_too():
+    ok, bad = triton.Config({"BLOCK": 32}, num_warps=4), triton.Config({"BLOCK": 256}, num_warps=8, num_stages=4)
+    inf = float("inf")
+    assert autotune_prune.failed_while_tuning({ok: [1.5, 1.4, 1.6], bad: [inf, inf, inf]}) == \
+        [("BLOCK=256 w8 s4", autotune_prune.FAILED_WHILE_TUNING)]
+    assert autotune_prune.failed_while_tuning({ok: 2.0, bad: inf}) == [("BLOCK=256 w8 s4", autotune_prune.FAILED_WHILE_TUNING)]
+    assert autotune_prune.failed_while_tuning(None) == []
+
+
+def test_a_tuning_that_timed_a_config_as_inf_puts_it_in_the_log(monkeypatch):
+    # What Autotuner.run does on a GPU, in short: prune, time each config kept (a config that
+    # cannot run is timed as inf), keep the fastest. Timing needs a GPU, so it is stood in for.
+    from triton.runtime import autotuner
+    inf = float("inf")
+
+    def tune(self, *args, **kwargs):
+        self.nargs = dict(zip(self.arg_names, args))
+        kept = self.prune_configs(kwargs)
+        self.configs_timings = {c: [inf if c.kwargs["BLOCK"] == 64 else 1.0] for c in kept}
+
+    monkeypatch.setattr(autotuner.Autotuner, "run", tune)
+    big = gpu_limits.Target("cuda:1", "cuda", 1, 32, "test GPU", 1 << 20, 255, None, "test")
+    kernel = _kernel(lambda named_args: big)
+    m = autotune_log.mark()
+    kernel[(1,)](torch.empty(64), torch.empty(64), 64)
+    assert autotune_log.since(m) == [{"kernel": "_copy_kernel", "config": "BLOCK=64 w1 s3",
+                                      "why": autotune_prune.FAILED_WHILE_TUNING}]
+    m = autotune_log.mark()
+    monkeypatch.setattr(autotuner.Autotuner, "run", lambda self, *a, **k: None)     # a cached key: no tuning
+    kernel[(1,)](torch.empty(64), torch.empty(64), 64)
+    assert [x["config"] for x in autotune_log.since(m)] == ["BLOCK=64 w1 s3"]
