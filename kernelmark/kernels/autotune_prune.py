@@ -154,8 +154,10 @@ def failed_while_tuning(configs_timings) -> list:
     """[(config name, why), ...]: the configs Triton's autotuner tried and could not run (it
     catches OutOfResources and compile errors and times them as inf): left out too, and said
     so, where no estimate caught them first."""
+    if not isinstance(configs_timings, dict):   # a result read from Triton's disk cache is a list of pairs
+        return []
     out = []
-    for cfg, t in (configs_timings or {}).items():
+    for cfg, t in configs_timings.items():
         first = t[0] if isinstance(t, (list, tuple)) and t else t
         if isinstance(first, float) and math.isinf(first):
             out.append((gpu_limits.config_name(cfg), FAILED_WHILE_TUNING))

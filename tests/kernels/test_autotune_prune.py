@@ -149,3 +149,8 @@ def test_a_tuning_that_timed_a_config_as_inf_puts_it_in_the_log(monkeypatch):
     monkeypatch.setattr(autotuner.Autotuner, "run", lambda self, *a, **k: None)     # a cached key: no tuning
     kernel[(1,)](torch.empty(64), torch.empty(64), 64)
     assert [x["config"] for x in autotune_log.since(m)] == ["BLOCK=64 w1 s3"]
+
+
+def test_a_tuning_result_from_tritons_disk_cache_is_not_read_as_failures():
+    # Triton's check_disk_cache sets configs_timings to the JSON it read: a list of pairs.
+    assert autotune_prune.failed_while_tuning([[{"kwargs": {"BLOCK": 32}}, [1.0]]]) == []
