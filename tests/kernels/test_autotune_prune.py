@@ -25,10 +25,18 @@ def _shape_prune(configs, named_args, **kwargs):
     return [c for c in configs if c.kwargs["BLOCK"] <= max(named_args["n"], 32)]
 
 
+def run_once(kernel_call, quantiles):
+    """A stand-in for Triton's benchmarker (which needs a GPU): runs the config once, in the
+    interpreter, and gives every config the same time. triton 3.6 benchmarks even a single
+    config left after pruning (3.9 does not), so the tests tune through this."""
+    kernel_call()
+    return [1.0, 1.0, 1.0]
+
+
 def _kernel(target_of):
     @autotune_prune.autotune(configs=[triton.Config({"BLOCK": 32}, num_warps=1),
                                       triton.Config({"BLOCK": 64}, num_warps=1)],
-                             key=["n"], shared_bytes=_need, early_config_prune=_shape_prune)
+                             key=["n"], shared_bytes=_need, early_config_prune=_shape_prune, do_bench=run_once)
     @triton.jit
     def _copy_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
