@@ -14,8 +14,9 @@ too (that is where registers come in). What was left out, and why, is written to
 autotune_log for the record.
 
 Registers are not estimated here: a kernel's register count is known only once it is
-compiled (`kernelmark compile` reports it per target), and Triton caps registers at compile
-time rather than failing, so a config never fails to launch for registers alone.
+compiled. `kernelmark compile` reports it per target, and `--compile-check` brings its
+verdict in; a config that still cannot launch while Triton tunes (it times it as inf) is
+named from Triton's own timings (failed_while_tuning).
 
 On the CPU (the Triton interpreter, or meta tensors in the compile check) there is no GPU
 limit: nothing is left out.
