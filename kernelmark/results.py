@@ -18,7 +18,10 @@ Schema version 1::
      "tflops", "gbps", "bound", "pct_of_peak", "pct_of_datasheet",
      "roof_dtype": the dtype whose matmul rate was the compute roof, where not the record's own,
      "noisy": CI target missed or stalls, "case_index", "suite_line",
-     "detail": what the backend chose (an autotuned Triton kernel's config), "health": {NVML state
+     "detail": what the backend chose (an autotuned Triton kernel's config),
+     "pruned": [{kernel, config, why}, ...] the autotune configs tuning left out on this device
+     before compiling (over its shared-memory limit; kernelmark/kernels/autotune_prune.py): on a
+     GPU in every Triton record ([]: none), elsewhere only when not empty, "health": {NVML state
      before and after, "during": what the sampler saw while timing, throttled, throttle_reasons,
      below_app_clocks},
      "inputs": what the byte count rests on beyond the shape (fused_moe: {experts_hit, ...}), optional}

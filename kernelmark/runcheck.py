@@ -162,6 +162,7 @@ def check_record(r: dict, where: str) -> None:
     _fields(r, _RECORD_FIELDS, where)
     _expect(r, "inputs", _OPT_DICT, where)
     _check_energy(r, where)
+    _check_pruned(r, where)
     if r["status"] not in STATUSES:
         raise RunFileError(f"{where}: unknown status {r['status']!r}")
     for k, v in r["shape"].items():
@@ -185,6 +186,23 @@ def check_record(r: dict, where: str) -> None:
         raise RunFileError(f"{where}: timing is missing")
     if t is not None:
         _check_timing(t, r["status"] == "ok", f"{where} timing")
+
+
+def _check_pruned(r: dict, where: str) -> None:
+    """"pruned": the autotune configs left out of tuning, each {kernel, config, why} in words
+    (reports print them in the notes under the table)."""
+    if "pruned" not in r:
+        return
+    p = r["pruned"]
+    if type(p) is not list:
+        raise RunFileError(f"{where}: pruned has the wrong type ({type(p).__name__}); a list of "
+                           "{kernel, config, why}")
+    for i, x in enumerate(p):
+        if type(x) is not dict:
+            raise RunFileError(f"{where}: pruned[{i}] has the wrong type ({type(x).__name__})")
+        for key in ("kernel", "config", "why"):
+            if type(x.get(key)) is not str or not x[key].strip():
+                raise RunFileError(f"{where}: pruned[{i}].{key} must be a non-empty string")
 
 
 def _check_timing(t: dict, timed: bool, where: str) -> None:

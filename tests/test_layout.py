@@ -87,5 +87,15 @@ def test_layering(pkg, forbidden):
     assert not bad, "\n".join(bad)
 
 
+def test_kernels_import_only_kernels_and_the_limits_leaf():
+    # The target-limits table is the one thing of kernelmark the kernels read (autotune
+    # pruning), and it imports nothing of kernelmark itself.
+    allowed = {"kernels", "gpu_limits"}
+    bad = sorted(f"{m} imports {i}" for m, imps in GRAPH.items() if _package(m) == "kernels"
+                 for i in imps if _package(i) not in allowed)
+    assert not bad, "\n".join(bad)
+    assert GRAPH["kernelmark.gpu_limits"] == set()
+
+
 def test_every_package_is_in_the_graph():
     assert {"cli", "harness", "ops", "kernels", "suites", "reports", "multi"} <= {_package(m) for m in MODULES}

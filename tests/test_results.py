@@ -114,6 +114,27 @@ def test_energy_field_valid_forms_pass():
                                           "window_s": 2.0, "calls": 20, "counter": "rapl"}), "x")
 
 
+PRUNED = {"kernel": "_gemm_kernel", "config": "BLOCK_M=16 BLOCK_N=64 BLOCK_K=256 GROUP_M=1 w4 s4",
+          "why": "shared memory 245760 B > 232448 B per block on cuda:90"}
+
+
+@pytest.mark.parametrize("pruned, message", [
+    ({"kernel": "k"}, "pruned has the wrong type"),
+    (["BLOCK=64"], r"pruned\[0\] has the wrong type"),
+    ([{**PRUNED, "why": ""}], r"pruned\[0\]\.why must be a non-empty string"),
+    ([PRUNED, {"kernel": "k", "config": 64, "why": "w"}], r"pruned\[1\]\.config must be"),
+])
+def test_pruned_field_is_validated(pruned, message):
+    with pytest.raises(results.RunFileError, match=message):
+        results.check_record({**_energy_record({"status": "unavailable", "reason": "x"}), "pruned": pruned}, "x")
+
+
+def test_pruned_field_valid_forms_pass():
+    for pruned in ([], [PRUNED]):
+        results.check_record({"op": "gemm", "dtype": "fp32", "backend": "triton", "status": "checked", "shape": {},
+                              "pruned": pruned}, "x")
+
+
 # ---------------------------------------------------------------- crafted files are refused
 
 def _write_lines(p, objs, raw_record=None):

@@ -2,6 +2,7 @@
 files. Reports read run files and nothing else.
 
     kernelmark report RUN... [--format table|md|csv|html|json] [--long] [--out PATH] [--baseline DEVICE]
+    kernelmark report COMPILE_RUN... [--format table|md|csv|json]   # files of `kernelmark compile --out`
     kernelmark model NAME --run RUN [--run RUN...] [--batch 1,8,32] [--context 4096]
                      [--prefill-tokens 4096] [--dtype bf16] [--price-per-hour USD] [--price-per-kwh USD]
                      [--format ...]
@@ -136,7 +137,35 @@ def render_report(runs: list, fmt: str, baseline: str | None = None, problems=()
     return text
 
 
+def _report_compile_files(args):
+    """The text of `report` when the files are compile runs (kernelmark compile --out); None
+    when none is. A mix of compile and timing runs is refused: they have nothing in common."""
+    from kernelmark.reports import compile_table as ct
+    kinds = [ct.file_kind(p) for p in args.runs]
+    if ct.KIND not in kinds:
+        return None
+    if set(kinds) != {ct.KIND}:
+        timing = next(p for p, k in zip(args.runs, kinds) if k != ct.KIND)
+        raise UsageError(f"cannot report compile runs and timing runs together ({timing} is not a compile run)")
+    if args.format == "html":
+        raise UsageError("--format html: a compile run has a table, csv and json (and md), not a page")
+    if args.baseline:
+        raise UsageError("--baseline: a compile run has no device to compare against")
+    parts = []
+    for path in args.runs:
+        try:
+            header, records = ct.load(path)
+        except ct.CompileFileError as e:
+            raise UsageError(str(e)) from None
+        parts.append(ct.render(records, args.format, header))
+    return "\n".join(parts).rstrip("\n")
+
+
 def cmd_report(args) -> int:
+    text = _report_compile_files(args)
+    if text is not None:
+        _emit(text, args.out)
+        return 0
     runs, problems = load_runs(args.runs)
     _emit(render_report(runs, args.format, args.baseline, problems, long=args.long), args.out)
     return 0

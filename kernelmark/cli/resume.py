@@ -20,7 +20,8 @@ import warnings
 from kernelmark.errors import UsageError
 
 # Which cases run and how they are measured: always the run's own, never the command line's.
-FROM_HEADER = ("suite", "ops", "backends", "dtypes", "device", "budget", "target_ci", "seed", "threads")
+FROM_HEADER = ("suite", "ops", "backends", "dtypes", "device", "budget", "target_ci", "seed", "threads",
+               "compile_check")
 # How cases are run (a worker per case, a time limit): the run's, unless given again now.
 OVERRIDABLE = ("isolation", "timeout")
 # Meaningless with --resume: the run file is the one resumed, its peaks are in its header.

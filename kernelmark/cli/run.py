@@ -64,6 +64,9 @@ def register(sub):
                    help=f"with --energy: seconds of each energy window and of the idle window "
                         f"(default {options.DEFAULT_ENERGY_WINDOW_S:g}; the NVML counter's 100 ms update is "
                         "5%% of 2 s)")
+    r.add_argument("--compile-check", metavar="FILE",
+                   help="a run file of `kernelmark compile --out`: autotuning leaves out the configs it found failing "
+                        "or over a limit on this GPU's target for the same case (each record names them)")
     r.add_argument("--resume", metavar="RUN", help="continue an interrupted run file where it stopped")
     r.add_argument("--force", action="store_true", help="with --resume: continue even if the environment changed")
 
@@ -192,6 +195,7 @@ def cmd_run(args) -> int:
     prior = None
     if args.resume:
         args, prior = resume.resume_args(args, RUN_PARSER)
+    args.left_out = _compile_check(args.compile_check)      # a bad file fails before any work
     suite, target, cases, prof, done = _plan(args, prior)
     out = args.out or str(Path("kernelmark-runs") /
                           f"{time.strftime('%Y%m%d-%H%M%S')}_{slug(prof['name'])}_{slug(suite.name)}.jsonl")
@@ -204,6 +208,20 @@ def cmd_run(args) -> int:
         raise UsageError(f"{e}" + (f" ({kept} records of this run were written before it)" if kept else "")) from None
     finally:
         writer.close()
+
+
+def _compile_check(path):
+    """(entries, about): the configs a compile run file says tuning must leave out, and what
+    the run header records of that file; ((), None) without --compile-check."""
+    if not path:
+        return (), None
+    from kernelmark.reports import compile_table as ct
+    try:
+        header, records = ct.load(path)
+    except ct.CompileFileError as e:
+        raise UsageError(f"--compile-check: {e}") from None
+    entries = ct.tuning_exclusions(records, Path(path).name)
+    return tuple(entries), {"path": path, "triton": header.get("triton"), "left_out": len(entries)}
 
 
 def _not_started(case, backends) -> list:
@@ -228,10 +246,13 @@ def _run(args, prior, suite, target, cases, prof, done, out, writer, stop_at=Non
     else:
         pk = peaks.get(target, prof, remeasure=args.remeasure, log=log)
     cfg = runner.RunConfig(timing=timing.TimingConfig(target_ci_rel=args.target_ci),
-                           budget_override=args.budget, seed=args.seed, energy_window_s=energy_window_s)
+                           budget_override=args.budget, seed=args.seed, energy_window_s=energy_window_s,
+                           left_out=args.left_out[0])
     if prior is None:
         header = runner.header(args.command, suite, prof, pk, cfg)
         header["isolation"] = args.isolation
+        if args.left_out[1] is not None:
+            header["compile_check"] = args.left_out[1]
         writer.header(header)
     records = list(prior.records) if prior is not None else []
 

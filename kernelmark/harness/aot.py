@@ -29,6 +29,7 @@ from typing import Optional
 
 import torch
 
+from kernelmark.gpu_limits import config_name
 from kernelmark.harness.targets import Target, fits
 
 COMPILED, FAILED, UNSUPPORTED, OVER_LIMIT = "compiled", "failed", "unsupported", "over_limit"
@@ -70,11 +71,6 @@ class Result:
         return d
 
 
-def _config_name(cfg) -> str:
-    kw = " ".join(f"{k}={v}" for k, v in cfg.kwargs.items())
-    return f"{kw} w{cfg.num_warps} s{cfg.num_stages}".strip()
-
-
 def _size(cfg) -> int:
     """How big a config's tiles are (product of its int constexprs x stages): the smallest
     compiles fastest, which is what a bounded check wants."""
@@ -108,7 +104,7 @@ def intercept_launches(out: list, max_configs: Optional[int] = None):
         kwargs.pop("warmup", None)
         grid = kwargs.pop("grid")
         for cfg in configs:
-            current["config"] = _config_name(cfg)
+            current["config"] = config_name(cfg)
             try:
                 self.fn.run(*args, grid=grid, warmup=False, **kwargs, **cfg.all_kwargs())
             finally:

@@ -25,7 +25,7 @@ from kernelmark.harness import nvml_sampler
 from kernelmark.harness import peaks as peaks_mod
 from kernelmark.harness import timing
 from kernelmark.suites.loader import Case
-from kernelmark.ops.base import Unsupported
+from kernelmark.ops.base import Unsupported, shape_str
 from kernelmark.ops.registry import get_op
 
 # Above these, a Triton kernel under the CPU interpreter would take minutes: skipped.
@@ -50,6 +50,9 @@ class RunConfig:
     budget_override: Optional[float] = None   # --budget: replaces every case's budget_s
     seed: Optional[int] = None                # fixed seed for every case (default: fresh per case)
     energy_window_s: Optional[float] = None   # --energy: seconds of each energy window (None: off)
+    # --compile-check FILE: [{target, op, backend, case, kernel, config, why}, ...], the configs
+    # that compile file found failing or over a limit; tuning leaves them out for that case.
+    left_out: tuple = ()
 
 
 def prepare_triton(target: dev.Target) -> Optional[str]:
@@ -346,12 +349,25 @@ class Runner:
                 return "skipped", "too large for the Triton interpreter (CPU); checked on small cases only"
         return None
 
+    def _asked(self, op: str, backend: str, case: Case) -> dict:
+        """{target: {kernel: {config: why}}}: what the compile check found failing or over a
+        limit for this very case (op, backend, shape and dtype, as `kernelmark compile` names it)."""
+        name = f"{shape_str(case.shape)} {case.dtype}"
+        table: dict = {}
+        for e in self.cfg.left_out:
+            if (e["op"], e["backend"], e["case"]) == (op, backend, name):
+                table.setdefault(e["target"], {}).setdefault(e["kernel"], {})[e["config"]] = e["why"]
+        return table
+
     def _measure(self, op, b, case: Case, ref, seed: int) -> dict:
         dev_ = self.target.torch_device
         stage = "making inputs"
         try:
             inputs = b.setup(op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed)))
             stage = "running"
+            if b.triton and self.cfg.left_out:
+                b.leave_out_of_tuning(self._asked(op.name, b.name, case))
+            mark = b.tuning_mark()
             out = b.run(inputs)
             _sync(self.target)
             stage = "checking"
@@ -364,6 +380,11 @@ class Runner:
             self._cleanup()
             return {"status": _failure_status(e), "reason": self._describe(e, stage)}
         rec: dict = {"check": check.as_dict()}
+        pruned = b.left_out_since(mark)
+        # On a GPU a Triton record always says what tuning left out ([]: nothing); on the CPU
+        # the interpreter tunes nothing, so only a list with something in it is kept.
+        if pruned is not None and (pruned or self.target.is_gpu):
+            rec["pruned"] = pruned
         if b.detail is not None:
             try:
                 rec["detail"] = b.detail()
@@ -436,7 +457,7 @@ def worker_init(target: dev.Target, profile: dict, pk: dict, cfg: RunConfig) -> 
     """The message that sets up a worker process (kernelmark.harness.worker) like this runner."""
     return {"device": str(target.torch_device), "profile": profile, "peaks": pk, "timing": cfg.timing.__dict__,
             "budget_override": cfg.budget_override, "seed": cfg.seed, "threads": torch.get_num_threads(),
-            "energy_window_s": cfg.energy_window_s}
+            "energy_window_s": cfg.energy_window_s, "left_out": list(cfg.left_out)}
 
 
 def header(command: list, suite, profile: dict, pk: dict, cfg: RunConfig) -> dict:

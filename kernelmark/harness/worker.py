@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     target = dev.resolve(init["device"])
     cfg = runner.RunConfig(timing=timing.TimingConfig(**init["timing"]),
                            budget_override=init.get("budget_override"), seed=init.get("seed"),
-                           energy_window_s=init.get("energy_window_s"))
+                           energy_window_s=init.get("energy_window_s"), left_out=tuple(init.get("left_out") or ()))
     r = runner.Runner(target, init["profile"], init["peaks"], cfg, emit=lambda rec: None)
     send({"event": "ready", "pid": os.getpid()})
     for line in sys.stdin:

@@ -25,6 +25,7 @@ import triton.language as tl
 from kernelmark.kernels import tl_utils  # noqa: F401  (the triton 3.6 interpreter work-around)
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.kv_validate import next_pow2
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -70,8 +71,7 @@ def _act_and_mul_kernel(x_ptr, out_ptr, M, I, stride_x, stride_o,
     tl.store(out_ptr + rows * stride_o + cols[None, :], (act * b).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-_act_and_mul = triton.autotune(configs=_configs(), key=["M", "I"],
-                               prune_configs_by={"early_config_prune": prune})(_act_and_mul_kernel)
+_act_and_mul = autotune(configs=_configs(), key=["M", "I"], early_config_prune=prune)(_act_and_mul_kernel)
 
 
 def act_and_mul(x: torch.Tensor, activation: str = "silu", out: torch.Tensor | None = None) -> torch.Tensor:

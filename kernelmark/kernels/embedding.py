@@ -18,6 +18,7 @@ import triton.language as tl
 from kernelmark.kernels import tl_utils  # noqa: F401  (the triton 3.6 interpreter work-around)
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.kv_validate import next_pow2
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -58,8 +59,7 @@ def _embedding_kernel(ids_ptr, table_ptr, out_ptr, M, N, VOCAB, stride_table, st
     tl.store(dst, vals, mask=row_ok[:, None] & col_ok)
 
 
-_embedding = triton.autotune(configs=_configs(), key=["M", "N"],
-                             prune_configs_by={"early_config_prune": prune})(_embedding_kernel)
+_embedding = autotune(configs=_configs(), key=["M", "N"], early_config_prune=prune)(_embedding_kernel)
 
 
 def embedding(ids: torch.Tensor, table: torch.Tensor, out: torch.Tensor | None = None, *,

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.tl_utils import round_to_e4m3_grid
 
 FP8_MAX = 448.0
@@ -42,7 +43,7 @@ def _configs():
             for r, w in ((4, 1), (8, 2), (16, 4), (32, 4), (32, 8), (64, 8))]
 
 
-@triton.autotune(configs=_configs(), key=["rows", "GROUP"])
+@autotune(configs=_configs(), key=["rows", "GROUP"])
 @triton.jit
 def _group_quant_kernel(x_ptr, q_ptr, s_ptr, rows, groups, stride_xt, stride_qt, stride_st,
                         GROUP: tl.constexpr, BLOCK_R: tl.constexpr):

@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.tl_utils import round_to_e4m3_grid
 from kernelmark.kernels.tl_utils import dot
 
@@ -76,7 +77,7 @@ def _configs():
 
 
 # Keyed on the pairs (a power-of-two bucket), the GEMM's N and K and the layout's block.
-@triton.autotune(configs=_configs(), key=["m_key", "I", "H", "BLOCK_M", "FP8"])
+@autotune(configs=_configs(), key=["m_key", "I", "H", "BLOCK_M", "FP8"])
 @triton.jit
 def _gate_up_kernel(x_ptr, w_ptr, h_ptr, sorted_ptr, expert_ids_ptr, npp_ptr, xs_ptr, ws_ptr,
                     n_pairs, m_key, I, H, topk, stride_xt, stride_we, stride_wn, stride_ht,
@@ -107,7 +108,7 @@ def _gate_up_kernel(x_ptr, w_ptr, h_ptr, sorted_ptr, expert_ids_ptr, npp_ptr, xs
     tl.store(out, act.to(h_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
 
 
-@triton.autotune(configs=_configs(), key=["m_key", "H", "I", "BLOCK_M", "FP8"])
+@autotune(configs=_configs(), key=["m_key", "H", "I", "BLOCK_M", "FP8"])
 @triton.jit
 def _down_kernel(h_ptr, w_ptr, y_ptr, tw_ptr, sorted_ptr, expert_ids_ptr, npp_ptr, hs_ptr, ws_ptr,
                  n_pairs, m_key, H, I, stride_ht, stride_we, stride_wn, stride_yt,

@@ -17,7 +17,6 @@ torch.matmul computes by default; fp16/bf16/fp8 use the tensor cores natively.
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -25,6 +24,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.tl_utils import dot
 
 _SUPPORTED = (torch.float32, torch.float16, torch.bfloat16)
@@ -79,35 +79,15 @@ def shared_memory_bytes(cfg, element_size: int) -> int:
     return max(cfg.num_stages - 1, 1) * tile * element_size
 
 
-@functools.lru_cache(maxsize=None)
-def shared_memory_limit(device_index: int) -> Optional[int]:
-    """Shared memory one block may use on this GPU (opt-in maximum), or None if unknown."""
-    try:
-        v = getattr(torch.cuda.get_device_properties(device_index), "shared_memory_per_block_optin", None)
-        if v:
-            return int(v)
-        from triton.runtime import driver
-        return int(driver.active.utils.get_device_properties(device_index)["max_shared_mem"])
-    except Exception:
-        return None
+def needs_shared_bytes(cfg, named_args) -> Optional[int]:
+    """The autotuner's estimate of what `cfg` needs for these arguments (their A's dtype):
+    configs over the GPU's per-block limit are left out before compiling, on that GPU only
+    (kernelmark/kernels/autotune_prune.py)."""
+    a = named_args.get("a_ptr")
+    return None if a is None else shared_memory_bytes(cfg, a.element_size())
 
 
-def prune_by_shared_memory(configs, named_args, **kwargs):
-    """Autotuner hook (early_config_prune): drop the configs whose tiles cannot fit in this
-    device's shared memory for this dtype, before any is compiled. Keeps at least one."""
-    a = named_args["a_ptr"]
-    if a.device.type != "cuda":
-        return configs
-    limit = shared_memory_limit(a.device.index if a.device.index is not None else torch.cuda.current_device())
-    if not limit:
-        return configs
-    size = a.element_size()
-    fits = [c for c in configs if shared_memory_bytes(c, size) <= limit]
-    return fits or [min(configs, key=lambda c: shared_memory_bytes(c, size))]
-
-
-@triton.autotune(configs=_configs(), key=["M", "N", "K", "stride_am", "stride_bk"],
-                 prune_configs_by={"early_config_prune": prune_by_shared_memory})
+@autotune(configs=_configs(), key=["M", "N", "K", "stride_am", "stride_bk"], shared_bytes=needs_shared_bytes)
 @triton.jit
 def _gemm_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
                  stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,

@@ -29,6 +29,7 @@ import triton.language as tl
 from kernelmark.kernels import tl_utils  # noqa: F401  (the triton 3.6 interpreter work-around)
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.autotune_prune import autotune
 
 GROUP_K = 128        # scale group along K (A and B) and along N (B)
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -63,7 +64,7 @@ def _configs():
             for bm, bn, g, w, s in tiles]
 
 
-@triton.autotune(configs=_configs(), key=["M", "N", "K"])
+@autotune(configs=_configs(), key=["M", "N", "K"])
 @triton.jit
 def _block_fp8_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, M, N, K,
                            stride_am, stride_ak, stride_bn, stride_bk, stride_cm, stride_cn,

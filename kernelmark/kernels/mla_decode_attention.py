@@ -45,6 +45,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting, paged
+from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.tl_utils import dot
 
 KV_LORA_RANK = 512
@@ -87,7 +88,7 @@ def _configs():
     return [triton.Config({"BLOCK_H": h, "BLOCK_N": n}, num_warps=w, num_stages=s) for h, n, w, s in tiles]
 
 
-@triton.autotune(configs=_configs(), key=["heads", "split_tokens", "PAGE_SIZE", "SPLIT", "RANK", "ROPE"])
+@autotune(configs=_configs(), key=["heads", "split_tokens", "PAGE_SIZE", "SPLIT", "RANK", "ROPE"])
 @triton.jit
 def _mla_decode_split_kernel(
         Q, KV, block_table, context_lens, O, LSE, Part_O, Part_M, Part_L, qk_scale,

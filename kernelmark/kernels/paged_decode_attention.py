@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting, paged
+from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.tl_utils import dot
 
 HEAD_DIMS = (16, 32, 64, 128)
@@ -66,7 +67,7 @@ def _configs():
     return [triton.Config({"BLOCK_N": bn}, num_warps=w, num_stages=s) for bn, w, s in tiles]
 
 
-@triton.autotune(configs=_configs(), key=["split_tokens", "HEAD_DIM", "GROUP_PAD", "PAGE_SIZE", "SPLIT"])
+@autotune(configs=_configs(), key=["split_tokens", "HEAD_DIM", "GROUP_PAD", "PAGE_SIZE", "SPLIT"])
 @triton.jit
 def _paged_decode_split_kernel(
         Q, K_cache, V_cache, block_table, context_lens, O, Part_O, Part_M, Part_L, qk_scale,

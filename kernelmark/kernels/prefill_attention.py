@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.tl_utils import dot
 
 HEAD_DIMS = (16, 32, 64, 128)
@@ -104,7 +105,7 @@ def _attend_tiles(acc, l_i, m_i, q, k_base, v_base, stride_ks, stride_vs, offs_m
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=_configs(), key=["MAX_SEQLEN", "HEAD_DIM", "CAUSAL", "VARLEN", "GROUP"])
+@autotune(configs=_configs(), key=["MAX_SEQLEN", "HEAD_DIM", "CAUSAL", "VARLEN", "GROUP"])
 @triton.jit(do_not_specialize=["MAX_SEQLEN"])
 def _prefill_attention_kernel(
         Q, K, V, O, cu_seqlens, qk_scale,

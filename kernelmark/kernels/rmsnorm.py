@@ -32,6 +32,7 @@ import triton.language as tl
 from kernelmark.kernels import tl_utils  # noqa: F401  (the triton 3.6 interpreter work-around)
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.kv_validate import next_pow2
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -122,12 +123,10 @@ def _rmsnorm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, M, N, eps,
             tl.store(o_row + offs, (x * rstd * w).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-_rmsnorm = triton.autotune(configs=_configs(), key=["M", "N"],
-                           prune_configs_by={"early_config_prune": prune})(_rmsnorm_kernel)
+_rmsnorm = autotune(configs=_configs(), key=["M", "N"], early_config_prune=prune)(_rmsnorm_kernel)
 # Writes x (when out is x) and r: the tuner must put them back after every trial.
-_fused_add_rmsnorm = triton.autotune(configs=_configs(), key=["M", "N"],
-                                     prune_configs_by={"early_config_prune": prune},
-                                     restore_value=["x_ptr", "res_ptr"])(_rmsnorm_kernel)
+_fused_add_rmsnorm = autotune(configs=_configs(), key=["M", "N"], early_config_prune=prune,
+                              restore_value=["x_ptr", "res_ptr"])(_rmsnorm_kernel)
 
 
 def _check_rows(name: str, t: torch.Tensor, like: torch.Tensor | None = None) -> None:

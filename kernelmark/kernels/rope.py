@@ -32,6 +32,7 @@ import triton.language as tl
 from kernelmark.kernels import tl_utils  # noqa: F401  (the triton 3.6 interpreter work-around)
 
 from kernelmark.kernels import interpreting
+from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.kv_validate import next_pow2
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -100,9 +101,8 @@ def _rope_kernel(q_ptr, k_ptr, pos_ptr, cache_ptr, T, HQ, HK,
                       HALF, BLOCK_H, HALF_BLOCK, NEOX)
 
 
-_rope = triton.autotune(configs=_configs(), key=["T", "HQ", "HK", "ROT_BLOCK", "NEOX"],
-                        prune_configs_by={"early_config_prune": prune},
-                        restore_value=["q_ptr", "k_ptr"])(_rope_kernel)
+_rope = autotune(configs=_configs(), key=["T", "HQ", "HK", "ROT_BLOCK", "NEOX"], early_config_prune=prune,
+                 restore_value=["q_ptr", "k_ptr"])(_rope_kernel)
 
 
 def _check_heads(name: str, t: torch.Tensor, tokens, head_dim, dtype, device) -> None:

@@ -68,6 +68,29 @@ class Backend:
     def setup(self, inputs):
         return inputs if self.prepare is None else self.prepare(inputs)
 
+    def leave_out_of_tuning(self, table: dict) -> None:
+        """From now on, tuning on target T leaves out table[T][kernel] ({config: why}): what
+        the compile check found failing or over a limit for the case about to run."""
+        from kernelmark.kernels import autotune_log
+        autotune_log.ask(table)
+
+    def tuning_mark(self):
+        """Where the autotune log stands before a call of a Triton backend (None for others):
+        left_out_since(mark) after the call says what tuning left out for it."""
+        if not self.triton:
+            return None
+        from kernelmark.kernels import autotune_log
+        return autotune_log.mark()
+
+    def left_out_since(self, mark):
+        """[{"kernel", "config", "why"}, ...]: the autotune configs that the autotuned kernels
+        launched since `mark` left out on this device (kernelmark/kernels/autotune_prune.py);
+        [] when none; None when no autotuned kernel was launched (nothing to say)."""
+        if mark is None:
+            return None
+        from kernelmark.kernels import autotune_log
+        return autotune_log.since(mark) if autotune_log.launched_since(mark) else None
+
 
 def positive_ints(shape: Shape, names) -> None:
     for k in names:

@@ -7,7 +7,12 @@ record per kernel × config × target, a footer. Timing runs have no ``kind`` (t
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+
+from kernelmark.reports.escape import csv_cell, md_cell, md_text, plain
+from kernelmark.results import strict_json
 
 KIND = "compile"
 GOOD = ("compiled",)
@@ -65,22 +70,89 @@ def _cell(v, unit=""):
     return "-" if v is None else f"{v}{unit}"
 
 
-def render(records: list) -> str:
-    """One row per kernel × config × target, then a count per target and status."""
-    cols = ("target", "op", "kernel", "config", "status", "time", "shared", "regs", "spills", "note")
-    rows = [(r["target"], r.get("op", ""), r["kernel"], r["config"] or "-", r["status"],
-             _cell(r.get("compile_s"), " s"), _cell(r.get("shared_bytes"), " B"), _cell(r.get("registers")),
-             _cell(r.get("spills")), (r.get("error") or "")[:120]) for r in records]
-    widths = [max([len(c)] + [len(str(row[i])) for row in rows]) for i, c in enumerate(cols)]
-    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
-    out += ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+COLUMNS = ("target", "op", "kernel", "config", "status", "time", "shared", "regs", "spills", "note")
+FIELDS = ("target", "op", "backend", "case", "kernel", "config", "status", "error", "compile_s", "shared_bytes",
+          "registers", "spills", "fits")
+
+
+def _row(r: dict) -> tuple:
+    return (r["target"], r.get("op", ""), r["kernel"], r["config"] or "-", r["status"],
+            _cell(r.get("compile_s"), " s"), _cell(r.get("shared_bytes"), " B"), _cell(r.get("registers")),
+            _cell(r.get("spills")), (r.get("error") or "")[:120])
+
+
+def left_out(records: list) -> dict:
+    """{target: ["kernel config: why", ...]}: the autotune configs that failed to compile or
+    are over a limit on each target (what tuning there must leave out); plain kernels (no
+    config) are not tuning choices. The same rule as the compile check's footer."""
+    out: dict = {}
+    for r in records:
+        if r["config"] and r["status"] in BAD:
+            line = f"{r['kernel']} {r['config']}: {r.get('error')}"
+            if line not in out.setdefault(r["target"], []):
+                out[r["target"]].append(line)
+    return out
+
+
+def tuning_exclusions(records: list, source: str) -> list:
+    """[{target, op, backend, case, kernel, config, why}, ...]: each autotune config that failed
+    to compile or is over a limit, for the case it was compiled for; what `kernelmark run
+    --compile-check` has tuning leave out (`why` names `source`, the compile file)."""
+    out = []
+    for r in records:
+        if r["config"] and r["status"] in BAD:
+            out.append({"target": r["target"], "op": str(r.get("op", "")), "backend": str(r.get("backend", "")),
+                        "case": str(r.get("case", "")), "kernel": r["kernel"], "config": r["config"],
+                        "why": f"compile check {source}: {r['status']}: {r.get('error') or 'no reason given'}"})
+    return out
+
+
+def title(header: dict) -> str:
+    """'compile check | triton 3.9.0 | suite smoke | targets cuda:90, hip:gfx942 | started ...'."""
+    h = header or {}
+    targets = ", ".join(str(t.get("name")) for t in h.get("targets") or () if isinstance(t, dict))
+    suite = (h.get("suite") or {}).get("name") if isinstance(h.get("suite"), dict) else None
+    parts = ["compile check", f"triton {h.get('triton', '?')}"]
+    parts += [f"suite {suite}"] if suite else []
+    parts += [f"targets {targets}"] if targets else []
+    parts += [f"started {h['started']}"] if h.get("started") else []
+    return " | ".join(str(p) for p in parts)
+
+
+def render(records: list, fmt: str = "table", header=None) -> str:
+    """One row per kernel × config × target, then a count per target and status and the
+    configs each target's tuning must leave out; with `header`, a title line first. Text from
+    the file is escaped for the format (kernelmark/reports/escape.py)."""
+    if fmt == "json":
+        return strict_json({"header": header, "records": records, "left_out": left_out(records)}, indent=1) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in records:
+            w.writerow({k: csv_cell(r.get(k)) for k in FIELDS})
+        return buf.getvalue()
+    md = fmt == "md"
+    text = md_text if md else plain
+    rows = [tuple((md_cell if md else plain)(v) for v in _row(r)) for r in records]
+    if md:
+        out = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(COLUMNS)]
+        out = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)).rstrip()]
+        out += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
     counts: dict = {}
     for r in records:
         counts.setdefault(r["target"], {}).setdefault(r["status"], 0)
         counts[r["target"]][r["status"]] += 1
     out.append("")
     for t, c in counts.items():
-        out.append(f"{t}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items())))
+        out.append(text(f"{t}: " + ", ".join(f"{n} {s}" for s, n in sorted(c.items()))))
+    for t, lines in left_out(records).items():
+        out.append(text(f"left out of autotuning on {t}: " + "; ".join(lines)))
+    if header is not None:
+        out = [text(title(header)), ""] + out
     return "\n".join(out) + "\n"
 
 
@@ -106,4 +178,4 @@ def render_compare(diff: dict) -> str:
     out += [f"new: {name(k)}" for k in diff["new"]] + [f"missing: {name(k)}" for k in diff["missing"]]
     out.append(f"{len(diff['regressions'])} regression(s), {len(diff['fixed'])} fixed, "
                f"{len(diff['new'])} new, {len(diff['missing'])} missing")
-    return "\n".join(out) + "\n"
+    return "\n".join(plain(line) for line in out) + "\n"      # names from the files: no terminal controls

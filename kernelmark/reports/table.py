@@ -216,9 +216,25 @@ def peak_notes(header: dict, records: list) -> list:
     return lines
 
 
+def pruned_notes(records: list) -> list:
+    """One line per autotune config that tuning left out on this device (a record's
+    `pruned`), with the reason and the rows it applies to: the times of those rows are of
+    the best of the configs that were left in."""
+    seen: dict = {}
+    for r in records:
+        for p in r.get("pruned") or ():
+            rows = seen.setdefault((p["kernel"], p["config"], p["why"]), {})
+            rows[(r["op"], r["dtype"])] = rows.get((r["op"], r["dtype"]), 0) + 1
+    lines = []
+    for (kernel, config, why), rows in seen.items():
+        where = ", ".join(f"{op} {dt}" + (f" x{n}" if n > 1 else "") for (op, dt), n in rows.items())
+        lines.append(f"left out of autotuning here: {kernel} {config}: {why} ({where})")
+    return lines
+
+
 def notes(header: dict, records: list) -> str:
     """The notes under the table, one per line ('' when there are none)."""
-    lines = [x for x in [threads_note(header)] if x] + peak_notes(header, records)
+    lines = [x for x in [threads_note(header)] if x] + peak_notes(header, records) + pruned_notes(records)
     return "\n".join(lines)
 
 

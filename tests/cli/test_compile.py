@@ -117,3 +117,83 @@ def test_bad_input_is_one_line_exit_2(args, needle, capsys):
     status, _, err = _main(capsys, "compile", *args)
     assert status == 2 and needle in err
     assert err.startswith("kernelmark: error:") and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- report of a compile file (no compiling)
+
+def _compile_file(path, records, targets=("cuda:90", "hip:gfx942")):
+    header = {"type": "header", "kind": "compile", "triton": "3.9.0", "suite": {"name": "smoke"},
+              "targets": [{"name": t} for t in targets], "started": "2026-12-01T12:00:00Z"}
+    lines = [header, *({"type": "record", **r} for r in records), {"type": "footer", "records": len(records)}]
+    Path(path).write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return str(path)
+
+
+CRAFTED = [
+    {"op": "gemm", "backend": "triton", "case": "m=32 fp32", "kernel": "_gemm_kernel",
+     "config": "BLOCK_M=64 BLOCK_N=64 BLOCK_K=64 GROUP_M=8 w4 s4", "target": "cuda:90", "status": "compiled",
+     "compile_s": 0.5, "shared_bytes": 98304, "registers": 128, "spills": 0, "fits": True},
+    {"op": "gemm", "backend": "triton", "case": "m=32 fp32", "kernel": "_gemm_kernel",
+     "config": "BLOCK_M=32 BLOCK_N=128 BLOCK_K=128 GROUP_M=4 w4 s4", "target": "cuda:90", "status": "over_limit",
+     "error": "shared memory 245760 B > 232448 B per block on cuda:90", "compile_s": 0.7,
+     "shared_bytes": 245760, "registers": 168, "spills": 0, "fits": False},
+    {"op": "rmsnorm", "backend": "triton", "case": "t=4 bf16", "kernel": "_rmsnorm_kernel", "config": "ROWS=4 w4 s3",
+     "target": "hip:gfx942", "status": "failed", "error": "CompilationError: at 3:4: boom\x1b[31m|x"},
+]
+
+
+def test_report_prints_a_compile_files_table_and_what_tuning_leaves_out(tmp_path, capsys):
+    path = _compile_file(tmp_path / "c.jsonl", CRAFTED)
+    status, out, err = _main(capsys, "report", path)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "compile check | triton 3.9.0 | suite smoke | targets cuda:90, hip:gfx942 | " \
+                       "started 2026-12-01T12:00:00Z"
+    row = next(ln for ln in lines if "BLOCK_M=32" in ln)
+    assert row.split()[:2] == ["cuda:90", "gemm"] and "over_limit" in row and "245760 B" in row
+    assert "cuda:90: 1 compiled, 1 over_limit" in lines and "hip:gfx942: 1 failed" in lines
+    assert ("left out of autotuning on cuda:90: _gemm_kernel BLOCK_M=32 BLOCK_N=128 BLOCK_K=128 GROUP_M=4 w4 s4: "
+            "shared memory 245760 B > 232448 B per block on cuda:90") in lines
+    assert "\x1b" not in out                       # text from the file cannot drive the terminal
+    status, md, _ = _main(capsys, "report", path, "--format", "md")
+    assert status == 0 and "| target | op | kernel |" in md and "boom \\[31m\\|x" in md
+    status, js, _ = _main(capsys, "report", path, "--format", "json")
+    assert status == 0 and json.loads(js)["left_out"]["hip:gfx942"][0].startswith("_rmsnorm_kernel ROWS=4 w4 s3")
+    status, csv_text, _ = _main(capsys, "report", path, "--format", "csv")
+    assert status == 0 and csv_text.splitlines()[0].startswith("target,op,backend,case,kernel,config,status")
+
+
+def test_report_refuses_compile_and_timing_runs_together_and_an_html_page(tmp_path, capsys):
+    path = _compile_file(tmp_path / "c.jsonl", CRAFTED)
+    timing = tmp_path / "t.jsonl"
+    timing.write_text(json.dumps({"type": "header", "schema": 1}) + "\n")
+    for args, needle in (((path, str(timing)), "cannot report compile runs and timing runs together"),
+                         ((path, "--format", "html"), "--format html: a compile run has"),
+                         ((path, "--baseline", "H100"), "--baseline: a compile run has no device")):
+        status, _, err = _main(capsys, "report", *args)
+        assert status == 2 and err.startswith("kernelmark: error:") and needle in err, err
+        assert len(err.strip().splitlines()) == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"type": "header", "kind": "compile"}) + "\n" + '{"type": "record"}\n')
+    status, _, err = _main(capsys, "report", str(bad))
+    assert status == 2 and "bad.jsonl:2: record has no 'kernel' string" in err
+
+
+def test_compare_of_compile_files_a_config_that_stops_fitting_is_a_regression(tmp_path, capsys):
+    base = _compile_file(tmp_path / "base.jsonl", CRAFTED)
+    head = [dict(r) for r in CRAFTED]
+    head[0].update(status="over_limit", fits=False, shared_bytes=262144,
+                   error="shared memory 262144 B > 232448 B per block on cuda:90")
+    head[1].update(status="compiled", fits=True, shared_bytes=196608, error=None)
+    status, out, _ = _main(capsys, "compare", base, _compile_file(tmp_path / "head.jsonl", head))
+    assert status == 1
+    assert "REGRESSION: cuda:90 gemm/triton [m=32 fp32] _gemm_kernel BLOCK_M=64" in out
+    assert "compiled -> over_limit" in out and "fixed: cuda:90" in out and "1 regression(s), 1 fixed" in out
+
+
+def test_compare_of_compile_files_prints_no_terminal_controls_from_the_files(tmp_path, capsys):
+    recs = [{**CRAFTED[0], "kernel": "k\x1b]0;owned\x07"}]
+    head = [{**recs[0], "status": "failed", "error": "CompilationError: \x1b[2J"}]
+    status, out, _ = _main(capsys, "compare", _compile_file(tmp_path / "b.jsonl", recs),
+                           _compile_file(tmp_path / "h.jsonl", head))
+    assert status == 1 and "REGRESSION" in out and "\x1b" not in out and "\x07" not in out

@@ -75,3 +75,26 @@ def test_a_second_run_to_the_same_out_is_refused_while_the_first_writes(tmp_path
     assert first.returncode == 130, err
     lines = out.read_text().splitlines()        # the first run's lines and nothing of the others
     assert [json.loads(line)["type"] for line in lines] == ["header", "record"]
+
+
+def test_compile_check_file_is_read_before_any_work(tmp_path, capsys):
+    from kernelmark.cli import run
+    bad = tmp_path / "timing.jsonl"
+    bad.write_text(json.dumps({"type": "header", "schema": 1}) + "\n")
+    out = tmp_path / "r.jsonl"
+    assert cli.main([*QUICK, "--backends", "torch", "--compile-check", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kernelmark: error: --compile-check: ") and "not a compile run file" in err
+    assert err.count("\n") == 1 and not out.exists()
+    check = tmp_path / "c.jsonl"
+    recs = [{"type": "record", "op": "gemm", "backend": "triton", "case": "m=32 n=48 k=64 layout=nn fp32",
+             "kernel": "_gemm_kernel", "config": "BLOCK_M=32 BLOCK_N=128 BLOCK_K=128 GROUP_M=4 w4 s4",
+             "target": "cuda:90", "status": s, "error": "shared memory 245760 B > 232448 B per block"}
+            for s in ("over_limit", "compiled")]
+    check.write_text("\n".join(json.dumps(x) for x in ({"type": "header", "kind": "compile", "triton": "3.9.0"},
+                                                       *recs)) + "\n")
+    entries, about = run._compile_check(str(check))
+    assert about == {"path": str(check), "triton": "3.9.0", "left_out": 1}     # what the run header records
+    assert entries == ({"target": "cuda:90", "op": "gemm", "backend": "triton", "case": "m=32 n=48 k=64 layout=nn fp32",
+                        "kernel": "_gemm_kernel", "config": "BLOCK_M=32 BLOCK_N=128 BLOCK_K=128 GROUP_M=4 w4 s4",
+                        "why": "compile check c.jsonl: over_limit: shared memory 245760 B > 232448 B per block"},)

@@ -232,3 +232,78 @@ def test_only_a_failing_reference_is_called_the_reference_failing(toy_runner, mo
     monkeypatch.setattr(runner, "get_op", lambda name: bad)
     rec = next(iter(r.run_case(_case())))
     assert rec["status"] == "error" and rec["reason"] == "making the inputs failed: RuntimeError: kernel exploded"
+
+
+def _run_once(kernel_call, quantiles):
+    """Triton's benchmarker needs a GPU: run the config once, the same time for every one."""
+    kernel_call()
+    return [1.0, 1.0, 1.0]
+
+
+def _tuned_op_runner(monkeypatch, max_shared, left_out=()):
+    """A runner on the CPU for an op whose Triton backend launches an autotuned kernel with
+    two configs (BLOCK=32 needs 2048 B of shared memory by its estimate, BLOCK=64 4096 B), on
+    a made-up GPU target 'cuda:1' whose blocks may use `max_shared` bytes."""
+    import triton
+    import triton.language as tl
+
+    from kernelmark import gpu_limits
+    from kernelmark.kernels import autotune_prune
+
+    @autotune_prune.autotune(configs=[triton.Config({"BLOCK": 32}, num_warps=1),
+                                      triton.Config({"BLOCK": 64}, num_warps=1)],
+                             key=["n"], shared_bytes=lambda cfg, args: cfg.kwargs["BLOCK"] * 64, do_bench=_run_once)
+    @triton.jit
+    def _double_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(y_ptr + offs, 2 * tl.load(x_ptr + offs, mask=offs < n), mask=offs < n)
+
+    small = gpu_limits.Target("cuda:1", "cuda", 1, 32, "test GPU", max_shared, 255, None, "test")
+    _double_kernel.limit_prune.target_of = lambda named_args: small
+
+    def _run(x):
+        y = torch.empty_like(x["x"])
+        _double_kernel[lambda meta: (triton.cdiv(y.numel(), meta["BLOCK"]),)](x["x"], y, y.numel())
+        return y
+
+    op = Op(name="toy_scale", description="y = 2x", params=("n",), dtypes=("fp32",), make_inputs=_make,
+            reference=lambda x: x["x"].double() * 2, flops=lambda s: s["n"], nbytes=lambda s, d: 8 * s["n"],
+            backends=(Backend("triton", _run, triton=True), Backend("triton-plain", lambda x: x["x"] * 2, triton=True)))
+    monkeypatch.setattr(runner, "get_op", lambda name: op)
+    cfg = runner.RunConfig(timing=timing.TimingConfig(budget_s=0.05, min_samples=5), seed=1, left_out=left_out)
+    out = []
+    r = runner.Runner(device.resolve("cpu"), {"l2_bytes": 1 << 20, "datasheet": None},
+                      {"copy_gbps": 10.0, "tflops": {"fp32": 0.1}}, cfg, out.append)
+    return r, out
+
+
+def _toy_case(n=100):
+    return Case("toy_scale", {"n": n}, "fp32", ("triton", "triton-plain"), (), "", None, 1, 3)
+
+
+def test_a_triton_record_names_the_autotune_configs_left_out(monkeypatch):
+    r, out = _tuned_op_runner(monkeypatch, 3000)
+    r.run([_toy_case()])
+    by = {rec["backend"]: rec for rec in out}
+    assert by["triton"]["status"] == "checked", by["triton"]
+    assert by["triton"]["pruned"] == [{"kernel": "_double_kernel", "config": "BLOCK=64 w1 s3",
+                                       "why": "shared memory 4096 B > 3000 B per block on cuda:1 "
+                                              "(estimated from the config's tiles, before compiling)"}]
+    assert "pruned" not in by["triton-plain"]       # no autotuned kernel launched: nothing to say
+
+
+ASKED = {"target": "cuda:1", "op": "toy_scale", "backend": "triton", "case": "n=100 fp32", "kernel": "_double_kernel",
+         "config": "BLOCK=64 w1 s3", "why": "compile check c.jsonl: over_limit: 300 registers > 255 per thread on cuda:1"}
+
+
+def test_what_the_compile_check_found_is_left_out_for_that_case_on_that_target_only(monkeypatch):
+    r, out = _tuned_op_runner(monkeypatch, 1 << 20, left_out=(ASKED,))       # both fit by the estimate
+    r.run([_toy_case()])
+    rec = next(x for x in out if x["backend"] == "triton")
+    assert rec["status"] == "checked" and rec["pruned"] == [{"kernel": "_double_kernel", "config": "BLOCK=64 w1 s3",
+                                                             "why": ASKED["why"]}]
+    # Only the very case (op, backend, shape and dtype) the compile check compiled, per target.
+    assert r._asked("toy_scale", "triton", _toy_case()) == {"cuda:1": {"_double_kernel": {"BLOCK=64 w1 s3": ASKED["why"]}}}
+    for op, backend, case in (("toy_scale", "triton", _toy_case(200)), ("toy_scale", "triton-plain", _toy_case()),
+                              ("other", "triton", _toy_case())):
+        assert r._asked(op, backend, case) == {}

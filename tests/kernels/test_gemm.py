@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from kernelmark.kernels import gemm
+from kernelmark import gpu_limits
+from kernelmark.kernels import autotune_prune, gemm
 from kernelmark.ops.base import compare
 from kernelmark.dtypes import TOLERANCE
 
@@ -72,9 +73,12 @@ def test_unsupported_dtype_is_named():
 
 
 # ---------------------------------------------------------------- config pruning
+# The target-limits table decides (kernelmark/gpu_limits.py), per target only; the hook
+# itself is tested in tests/kernels/test_autotune_prune.py.
+
 
 def _a(element_size):
-    # What the hook reads of A: its device and element size (no GPU needed).
+    # What the estimate reads of A: its element size (no GPU needed).
     import types
     return types.SimpleNamespace(device=torch.device("cuda", 0), element_size=lambda: element_size)
 
@@ -83,31 +87,46 @@ def _tiles(configs):
     return {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages) for c in configs}
 
 
-HOPPER_OPTIN = 232448      # 227 KiB: what an H100 block may opt in to
+def _split(target, element_size):
+    return autotune_prune.split(gemm.tile_configs(), gemm.needs_shared_bytes, gpu_limits.TARGETS[target],
+                                {"a_ptr": _a(element_size)})
 
 
-def test_the_fp32_configs_that_cannot_launch_on_hopper_are_pruned_before_compiling(monkeypatch):
-    monkeypatch.setattr(gemm, "shared_memory_limit", lambda index: HOPPER_OPTIN)
+def test_on_sm90_the_two_fp32_configs_needing_240_kib_are_left_out_and_the_rest_kept():
     configs = gemm.tile_configs()
-    kept = gemm.prune_by_shared_memory(configs, {"a_ptr": _a(4)})
-    # The two fp32 configs that need 240 KiB, and only they.
+    kept, left_out = _split("cuda:90", 4)
     assert _tiles(configs) - _tiles(kept) == {(16, 64, 256, 4), (32, 128, 128, 4)}
+    assert len(kept) == len(configs) - 2
     big = [c for c in configs if _tiles([c]) <= {(16, 64, 256, 4), (32, 128, 128, 4)}]
     assert all(gemm.shared_memory_bytes(c, 4) == 240 << 10 for c in big)
-    # Half-precision tiles are half the size: all fit.
-    assert gemm.prune_by_shared_memory(configs, {"a_ptr": _a(2)}) == configs
+    assert [c for c, _ in left_out] == ["BLOCK_M=16 BLOCK_N=64 BLOCK_K=256 GROUP_M=1 w4 s4",
+                                        "BLOCK_M=32 BLOCK_N=128 BLOCK_K=128 GROUP_M=4 w4 s4"]
+    assert all("shared memory 245760 B > 232448 B per block on cuda:90" in why for _, why in left_out)
+    # Half-precision tiles are half the size: all fit on sm_90.
+    assert _split("cuda:90", 2) == (configs, [])
 
 
-def test_pruning_keeps_one_config_and_leaves_cpu_runs_alone(monkeypatch):
-    monkeypatch.setattr(gemm, "shared_memory_limit", lambda index: 16 << 10)
+def test_the_same_configs_are_judged_per_target():
+    # B200 has Hopper's per-block limit; A100 (163 KiB) and MI300X (64 KiB LDS) have less.
+    assert [c for c, _ in _split("cuda:100", 4)[1]] == [c for c, _ in _split("cuda:90", 4)[1]]
+    a100 = _split("cuda:80", 4)[1]
+    assert len(a100) > 2 and all("on cuda:80" in why for _, why in a100)
+    mi300_kept, mi300_out = _split("hip:gfx942", 2)
+    assert mi300_out and all("LDS" in why and "per workgroup on hip:gfx942" in why for _, why in mi300_out)
+    assert all(gemm.shared_memory_bytes(c, 2) <= 64 << 10 for c in mi300_kept)
+
+
+def test_pruning_keeps_one_config_when_none_fits():
+    tiny = gpu_limits.Target("cuda:1", "cuda", 1, 32, "test", 16 << 10, 255, None, "test")
     configs = gemm.tile_configs()
-    kept = gemm.prune_by_shared_memory(configs, {"a_ptr": _a(4)})
+    kept, left_out = autotune_prune.split(configs, gemm.needs_shared_bytes, tiny, {"a_ptr": _a(4)})
     assert len(kept) == 1 and gemm.shared_memory_bytes(kept[0], 4) == \
         min(gemm.shared_memory_bytes(c, 4) for c in configs)
-    assert gemm.prune_by_shared_memory(configs, {"a_ptr": torch.empty(1)}) == configs
-    monkeypatch.setattr(gemm, "shared_memory_limit", lambda index: None)     # unknown limit
-    assert gemm.prune_by_shared_memory(configs, {"a_ptr": _a(4)}) == configs
+    assert len(left_out) == len(configs) - 1
 
 
-def test_the_autotuner_uses_the_pruning_hook():
-    assert gemm._gemm_kernel.early_config_prune is gemm.prune_by_shared_memory
+def test_the_autotuner_uses_the_limit_hook_with_the_gemm_estimate():
+    hook = gemm._gemm_kernel.early_config_prune
+    assert hook is gemm._gemm_kernel.limit_prune and hook.shared_bytes is gemm.needs_shared_bytes
+    # CPU tensors: no GPU limit, nothing left out.
+    assert hook(gemm.tile_configs(), {"a_ptr": torch.empty(1)}) == gemm.tile_configs()

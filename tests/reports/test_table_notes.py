@@ -47,3 +47,20 @@ def test_no_notes_where_nothing_needs_saying():
     assert table.notes(gpu, [_rec()]) == ""
     stalled = {**gpu, "peaks": {**gpu["peaks"], "stalled": {"tflops.bf16": "stalls: ..."}}}
     assert table.notes(stalled, [_rec()]).startswith("WARNING: peaks measured while the machine was busy (tflops.bf16)")
+
+
+PRUNED = [{"kernel": "_gemm_kernel", "config": "BLOCK_M=16 BLOCK_N=64 BLOCK_K=256 GROUP_M=1 w4 s4",
+           "why": "shared memory 245760 B > 232448 B per block on cuda:90"}]
+
+
+def test_the_configs_left_out_of_tuning_are_named_in_the_notes_of_both_views():
+    from kernelmark.reports import wide
+    gpu = {**HEADER, "device": {**HEADER["device"], "kind": "cuda", "name": "NVIDIA H100", "cpu": {}}}
+    recs = [{**_rec(), "backend": "triton", "pruned": PRUNED}, {**_rec(), "backend": "triton", "pruned": PRUNED},
+            {**_rec("bf16"), "backend": "triton", "pruned": []}, _rec()]
+    note = ("left out of autotuning here: _gemm_kernel BLOCK_M=16 BLOCK_N=64 BLOCK_K=256 GROUP_M=1 w4 s4: "
+            "shared memory 245760 B > 232448 B per block on cuda:90 (gemm fp32 x2)")
+    assert note in table.notes(gpu, recs).splitlines()
+    assert note in table.render(gpu, recs)
+    assert "left out of autotuning here: _gemm_kernel" in " ".join(wide.render(gpu, recs, "table").split())
+    assert "left out" not in table.notes(gpu, [{**r, "pruned": []} for r in recs])
