@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from array import array
 
 from tabulate import tabulate
 
@@ -221,14 +222,7 @@ def render(header: dict, records, fmt: str = "table") -> str:
     if fmt == "json":
         return strict_json({"header": header, "records": records}, indent=1)
     if fmt == "csv":
-        buf = io.StringIO()
-        extra = energy_cols.COLUMNS if energy_cols.has_energy(records) else ()
-        w = csv.DictWriter(buf, fieldnames=("device",) + COLUMNS + extra, extrasaction="ignore",
-                           lineterminator="\n")
-        w.writeheader()
-        for r in records:
-            w.writerow({k: csv_cell(v) for k, v in {"device": header["device"].get("name"), **row(r), **energy_cols.cells(r)}.items()})
-        return buf.getvalue().rstrip("\n")
+        return _csv(header, records)
     # Rows a backend could not run here (a library not installed, a dtype it lacks) are
     # counted under the table rather than shown one by one; csv and json keep them all.
     shown = [r for r in records if r["status"] not in FOLDED]
@@ -249,3 +243,45 @@ def render(header: dict, records, fmt: str = "table") -> str:
     if fmt == "md":
         return "\n".join(f"> {line}" if line else ">" for line in lines) + "\n\n" + table
     return "\n".join(lines) + "\n\n" + table
+
+
+def _csv(header: dict, records) -> str:
+    """The csv of ``records``, gone through once. The energy columns are there only when some
+    record has energy, which is known only at the end: each row's other columns are written
+    as it comes, with where it ends, and the energy cells kept only for the rows that have
+    them; they are joined in at the end if there were any."""
+    device = header["device"].get("name")
+    main = io.StringIO()
+    w = csv.DictWriter(main, fieldnames=("device",) + COLUMNS, extrasaction="ignore", lineterminator="\n")
+    ends, energy = array("q"), {}
+    for i, r in enumerate(records):
+        w.writerow({k: csv_cell(v) for k, v in {"device": device, **row(r)}.items()})
+        ends.append(main.tell())
+        cells = energy_cols.cells(r)
+        if cells:
+            energy[i] = {k: csv_cell(v) for k, v in cells.items()}
+    fields = ("device",) + COLUMNS + (energy_cols.COLUMNS if energy else ())
+    head = io.StringIO()
+    csv.writer(head, lineterminator="\n").writerow(fields)
+    head = head.getvalue()
+    body = main.getvalue()
+    if not energy:
+        return (head + body).rstrip("\n")
+    # Each row is "cells\n" (a quoted cell may hold a newline, hence the ends and not lines):
+    # the energy cells go before its newline, as DictWriter writes them, or empty.
+    tail = io.StringIO()
+    ew = csv.DictWriter(tail, fieldnames=("_",) + energy_cols.COLUMNS, lineterminator="\n")
+    out, start, empty = [head], 0, "," * len(energy_cols.COLUMNS)
+    for i, end in enumerate(ends):
+        out.append(body[start:end - 1])
+        if i in energy:
+            tail.seek(0)
+            tail.truncate()
+            ew.writerow({"_": "", **energy[i]})
+            out.append(tail.getvalue()[:-1])      # ",e1,e2,e3" (the empty "_" cell is nothing)
+        else:
+            out.append(empty)
+        out.append("\n")
+        start = end
+    return "".join(out).rstrip("\n")
+
