@@ -67,7 +67,7 @@ from typing import Optional
 
 import numpy as np
 
-from kernelmark.reports import ranktest, resample, sides
+from kernelmark.reports import pairstats, ranktest, resample, sides
 from kernelmark.reports.escape import md_cell, md_text, plain
 from kernelmark.results import strict_json
 
@@ -329,6 +329,13 @@ def mismatch_reasons(base_header: dict, head_header: dict, ta=None, tb=None) -> 
     return out
 
 
+def _one_process(groups, n: int) -> bool:
+    """Whether a side is plain samples (no per-process blocks to weigh or resample): what
+    pairstats.Batch computes; a pooled side goes through compare_samples."""
+    g = valid_groups(groups, n)
+    return g is None or len(g) == 1
+
+
 def _samples(t: dict) -> tuple:
     s = t.get("samples_us") or []
     g = t.get("groups")
@@ -338,7 +345,10 @@ def _samples(t: dict) -> tuple:
 
 
 def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alpha: float,
-                    rng: np.random.Generator) -> Pair:
+                    rng: np.random.Generator, later: Optional[pairstats.Batch] = None) -> Pair:
+    """The pair of BASE record ``a`` and HEAD record ``b`` (either may be None) with its verdict.
+    ``later``: a timed pair's statistics may wait in this batch (compare_runs flushes it
+    before it reads the verdicts); the generator is drawn from in the same order either way."""
     r = a or b
     pair = Pair(r["op"], r["shape"], r["dtype"], r["backend"], r.get("label", ""), "unchanged")
     sa, sb = (a or {}).get("status"), (b or {}).get("status")
@@ -350,16 +360,11 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
         pair.verdict = "check-failed"
         pair.note = f"HEAD {sb}: {b.get('reason', '')}"[:160]
     elif sa == "ok" and sb == "ok":
-        (xa, ga), (xb, gb) = _samples(a["timing"]), _samples(b["timing"])
-        if xa and xb:
-            st = compare_samples(xa, xb, threshold, alpha, ga, gb, rng=rng)
-            pair.base_n, pair.head_n = len(xa), len(xb)
-        else:
-            st = _from_intervals(a["timing"], b["timing"], threshold, alpha)
+        ta, tb = a["timing"], b["timing"]
+        (xa, ga), (xb, gb) = _samples(ta), _samples(tb)
+        if not (xa and xb):
             pair.note = "no stored samples: interval from the stored CIs"
-        pair.ratio, pair.ci_low, pair.ci_high, pair.p, pair.verdict = \
-            st.ratio, st.ci_low, st.ci_high, st.p, st.verdict
-        ma, mb = a["timing"].get("method"), b["timing"].get("method")
+        ma, mb = ta.get("method"), tb.get("method")
         if ma != mb:
             pair.note = f"timed differently: {ma} vs {mb}"
         if len(ga or []) >= MIN_GROUPS or len(gb or []) >= MIN_GROUPS:
@@ -367,7 +372,23 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
         elif len(ga or []) > 1 or len(gb or []) > 1:
             pair.note = pair.note or (f"{len(ga or [1])} vs {len(gb or [1])} processes: too few to resample "
                                       "processes; the interval holds no between-process spread")
-        _stalls_make_noisy(pair, a["timing"], b["timing"])
+
+        def finish(st: Stat) -> None:
+            pair.ratio, pair.ci_low, pair.ci_high, pair.p, pair.verdict = \
+                st.ratio, st.ci_low, st.ci_high, st.p, st.verdict
+            _stalls_make_noisy(pair, ta, tb)       # after the notes above: it adds to them
+
+        if not (xa and xb):
+            finish(_from_intervals(ta, tb, threshold, alpha))
+            return pair
+        pair.base_n, pair.head_n = len(xa), len(xb)
+        if later is not None and _one_process(ga, len(xa)) and _one_process(gb, len(xb)):
+            later.add(xa, xb, lambda ratio, lo, hi, p: finish(
+                Stat(ratio, lo, hi, p, decide(ratio, lo, hi, p, threshold, alpha))))
+            return pair
+        if later is not None:
+            later.flush()          # the draws of the pairs before this one come first
+        finish(compare_samples(xa, xb, threshold, alpha, ga, gb, rng=rng))
     elif sa == "ok":
         pair.verdict = "missing"
         pair.note = "not in HEAD" if b is None else f"HEAD {sb}: {b.get('reason', '')}"[:160]
@@ -403,6 +424,7 @@ def compare_runs(base, head, threshold: float = 0.05, alpha: float = 0.01,
     give the same table.
     """
     rng = np.random.default_rng(seed)
+    later = pairstats.Batch(alpha, N_BOOT, rng)         # many pairs' statistics at once
     base_notes, head_notes, base_dtypes = [], [], set()
     ahead = sides.Ahead(head, "HEAD", record_key, head_notes)
     pairs = []
@@ -410,10 +432,11 @@ def compare_runs(base, head, threshold: float = 0.05, alpha: float = 0.01,
         rb = ahead.get(k)
         if rb is not None and ra["status"] == "ok" and rb["status"] == "ok":
             rb = ahead.full(k)
-        pairs.append(compare_records(ra, rb, threshold, alpha, rng))
+        pairs.append(compare_records(ra, rb, threshold, alpha, rng, later))
         ahead.done_with(k)
     for rb in ahead.unpaired():        # only in HEAD
-        pairs.append(compare_records(None, rb, threshold, alpha, rng))
+        pairs.append(compare_records(None, rb, threshold, alpha, rng, later))
+    later.flush()
     rank = {v: i for i, v in enumerate(VERDICTS)}
     pairs.sort(key=lambda p: (rank[p.verdict], -(p.ratio or 0)))
     return Comparison(base.path, head.path, threshold, alpha, pairs,

@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import mannwhitneyu, norm
 
 from kernelmark import cli, results
-from kernelmark.reports import compare, ranktest, resample, sides, table
+from kernelmark.reports import compare, pairstats, ranktest, resample, sides, table
 
 HEADER = {"type": "header", "schema": 1, "kernelmark": "0.1.0", "command": ["kernelmark", "run"],
           "suite": {"name": "big"}, "started": "2026-11-24T00:00:00+0000", "run_id": "b1",
@@ -238,13 +238,21 @@ def _head_of_published(dst) -> str:
     return str(dst)
 
 
-def test_compare_streamed_gives_mains_pairs_on_a_real_run(tmp_path, capsys, monkeypatch):
-    """On the published run file against a HEAD made from it: the pairs (verdicts, ratios,
-    intervals, p-values), notes and output of the streamed compare are those of the in-memory
-    compare with scipy's rank test and numpy's searchsorted bootstrap, exactly, as main had."""
-    base, head = str(PUBLISHED), _head_of_published(tmp_path / "head.jsonl")
-    streamed = {}
-    for a, b in ((base, head), (head, base), (base, base)):
+@pytest.mark.parametrize("which", ["published", "synthetic"])
+def test_compare_streamed_gives_mains_pairs_on_a_real_run(tmp_path, capsys, monkeypatch, which):
+    """On the published run file against a HEAD made from it (and on synthetic runs of more
+    timed pairs than one batch holds): the pairs (verdicts, ratios, intervals, p-values),
+    notes and output of the streamed, batched compare are those of the in-memory compare one
+    pair at a time with scipy's rank test and numpy's searchsorted bootstrap, exactly, as
+    main had."""
+    if which == "published":
+        base, head = str(PUBLISHED), _head_of_published(tmp_path / "head.jsonl")
+    else:           # small batches: several fill up, and pooled pairs flush some half full
+        monkeypatch.setattr(pairstats, "BATCH", 16)
+        base = big_run(tmp_path / "base.jsonl", 400, seed=1)
+        head = big_run(tmp_path / "head.jsonl", 400, seed=2, scale=1.03, drop_every=37)
+    streamed, sides_ = {}, ((base, head), (head, base), (base, base))[:3 if which == "published" else 1]
+    for a, b in sides_:
         with results.RunReader(a) as ra, results.RunReader(b) as rb:
             streamed[a, b] = compare.compare_runs(ra, rb, 0.05, 0.01)
         assert cli.main(["compare", a, b, "--format", "json"]) in (0, 1)
@@ -256,15 +264,53 @@ def test_compare_streamed_gives_mains_pairs_on_a_real_run(tmp_path, capsys, monk
     monkeypatch.setattr(compare.ranktest, "mann_whitney_p",
                         lambda x, y: float(mannwhitneyu(x, y, alternative="two-sided").pvalue))
     monkeypatch.setattr(compare, "_norm_ppf", lambda q: float(norm.ppf(q)))
-    for a, b in ((base, head), (head, base), (base, base)):
+    for a, b in sides_:
         ra, rb = results.load(a), results.load(b)
         want = _in_memory_compare(ra, rb, 0.05, 0.01)
         got = streamed[a, b]
         assert got.pairs == want.pairs and got.notes == want.notes and got.mismatch == want.mismatch
         assert streamed[a, b, "out"] == compare.render(want, ra.header, rb.header, "json") + "\n"
+    if which == "synthetic":
+        assert sum(p.p is not None for p in streamed[base, head].pairs) > 3 * pairstats.BATCH
+        assert any("processes" in p.note for p in streamed[base, head].pairs)
+        return
     verdicts = streamed[base, head].counts()
     for v in ("slower", "faster", "noisy", "unchanged", "missing", "check-failed", "not timed"):
         assert verdicts[v], (v, verdicts)
     assert any("processes" in p.note for p in streamed[base, head].pairs)
     assert any("stored CIs" in p.note for p in streamed[base, head].pairs)
     assert not streamed[base, base].counts()["slower"] and not streamed[base, base].counts()["faster"]
+
+
+def test_a_batch_gives_each_pairs_statistics_as_one_pair_alone(monkeypatch):
+    """pairstats.Batch against compare_samples, pair by pair, one generator each: sample
+    counts odd and even, of 1 and 2, ties, every value equal, pairs of differing sizes."""
+    monkeypatch.setattr(pairstats, "BATCH", 64)
+    rng = np.random.default_rng(9)
+    pairs = []
+    for i in range(150):
+        na, nb = [(1, 1), (2, 3), (5, 5), (35, 36), (155, 155), (1000, 999), (8, 9)][i % 7]
+        a, b = rng.lognormal(0, 0.05, na), rng.lognormal(0.03 * (i % 3), 0.05, nb)
+        if i % 5 == 0:
+            a, b = np.round(a, 2), np.round(b, 2)
+        if i % 17 == 0:
+            a, b = np.full(na, 3.0), np.full(nb, 3.0)
+        pairs.append((a.tolist(), b.tolist()))
+    one, batched = np.random.default_rng(4), np.random.default_rng(4)
+    want = [compare.compare_samples(a, b, 0.05, 0.01, rng=one) for a, b in pairs]
+    got = []
+    batch = pairstats.Batch(0.01, compare.N_BOOT, batched)
+    for a, b in pairs:
+        batch.add(a, b, lambda *st: got.append(st))
+    batch.flush()
+    assert [(w.ratio, w.ci_low, w.ci_high, w.p) for w in want] == got
+    assert one.random() == batched.random()          # the same draws, no more
+
+
+@pytest.mark.parametrize("n1, n2", [(30, 40), (21, 21), (500, 700), (3, 50), (5, 6), (8, 8), (9, 9), (2, 2)])
+def test_rank_test_of_rows_is_each_rows(n1, n2):
+    rng = np.random.default_rng(n1 + n2)
+    x, y = rng.lognormal(0, 0.1, (12, n1)), rng.lognormal(0.02, 0.1, (12, n2))
+    x[::3], y[::3] = np.round(x[::3], 1), np.round(y[::3], 1)        # ties in every third row
+    x[1], y[1] = 2.0, 2.0                                              # all equal
+    assert ranktest.mann_whitney_p_rows(x, y) == [compare.mann_whitney_p(y[i], x[i]) for i in range(12)]
