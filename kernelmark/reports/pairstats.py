@@ -74,14 +74,18 @@ def _medians(arrays: list, u: np.ndarray) -> tuple:
     med = np.empty(len(arrays))
     boot = np.empty(u.shape)
     for n, rows in _by_size(arrays).items():
+        every = len(rows) == len(arrays)          # the usual batch: one sample count
+        at = slice(None) if every else rows
         xs = np.sort(np.stack([arrays[i] for i in rows]), axis=1)
-        med[rows] = np.median(xs, axis=1)
-        lo = np.take_along_axis(xs, np.minimum(resample.order_stat_index(n, (n + 1) // 2, u[rows]), n - 1), axis=1)
+        med[at] = np.median(xs, axis=1)
+        ur = u if every else u[rows]
+        b = resample.slices(ur)
+        lo = np.take_along_axis(xs, np.minimum(resample.order_stat_index(n, (n + 1) // 2, ur, b), n - 1), axis=1)
         if n % 2 == 0:
-            hi = np.take_along_axis(xs, np.minimum(resample.order_stat_index(n, n // 2 + 1, u[rows]), n - 1),
+            hi = np.take_along_axis(xs, np.minimum(resample.order_stat_index(n, n // 2 + 1, ur, b), n - 1),
                                     axis=1)
             lo = (lo + hi) / 2
-        boot[rows] = lo
+        boot[at] = lo
     return med, boot
 
 

@@ -53,7 +53,9 @@ def mann_whitney_p_rows(x: np.ndarray, y: np.ndarray) -> list:
     n2 = y.shape[1]
     n = n1 + n2
     xy = np.concatenate([x, y], axis=1)
-    order = np.argsort(xy, axis=1, kind="stable")
+    # Not a stable sort: every value of a run of ties gets the run's average rank, so which
+    # side's value stands where within the run changes no rank sum.
+    order = np.argsort(xy, axis=1)
     v = np.take_along_axis(xy, order, axis=1)
     step = v[:, 1:] != v[:, :-1]
     edge = np.ones((m, 1), dtype=bool)

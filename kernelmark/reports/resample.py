@@ -41,12 +41,19 @@ def _table(n: int, k: int) -> tuple:
     return cdf, edges[:-1], np.diff(edges) > 1
 
 
-def order_stat_index(n: int, k: int, u: np.ndarray) -> np.ndarray:
-    """np.searchsorted(order_stat_cdf(n, k), u) for u in [0, 1)."""
+def slices(u: np.ndarray) -> np.ndarray:
+    """The slice b of each u in [0, 1): b / BINS <= u < (b + 1) / BINS. Exact: BINS is a power
+    of two, so u * BINS is u scaled without rounding, below BINS."""
+    return (u * BINS).astype(np.intp)
+
+
+def order_stat_index(n: int, k: int, u: np.ndarray, b=None) -> np.ndarray:
+    """np.searchsorted(order_stat_cdf(n, k), u) for u in [0, 1); ``b``: slices(u), where the
+    caller draws two order statistics from the same u (the two middle ones of an even n)."""
     cdf, first, many = _table(n, k)
-    # Exact: BINS is a power of two, so b / BINS <= u < (b + 1) / BINS, and the answer lies
-    # between the first index whose CDF reaches b / BINS and the first reaching (b + 1) / BINS.
-    b = np.minimum((u * BINS).astype(np.intp), BINS - 1)
+    # The answer lies between the first index whose CDF reaches b / BINS and the first
+    # reaching (b + 1) / BINS.
+    b = slices(u) if b is None else b
     idx = first[b].astype(np.intp)
     idx += cdf[np.minimum(idx, cdf.size - 1)] < u        # one step at most, where the slice has one
     hard = many[b]
