@@ -44,6 +44,7 @@ keeps everything measured before the interruption (the footer is then missing).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -211,9 +212,21 @@ def strict_json(obj, **kw) -> str:
     none (run files are refused with one, and what reports compute from finite times is
     finite), so this is a last guard. Other values json cannot write (a set, a path) as str."""
     try:
-        return json.dumps(obj, allow_nan=False, default=str, **kw)
+        return _dumps(obj, **kw)
     except ValueError:          # a NaN or an infinity somewhere: only then walk the whole object
-        return json.dumps(_finite_only(obj), allow_nan=False, default=str, **kw)
+        return _dumps(_finite_only(obj), **kw)
+
+
+def _dumps(obj, **kw) -> str:
+    if kw.get("indent") is None:
+        return json.dumps(obj, allow_nan=False, default=str, **kw)
+    # Indented JSON is made by Python's encoder, which json.dumps gathers into a list of every
+    # small piece before joining them: for compare's 100,000 pairs, half a gigabyte. The same
+    # text, written piece by piece into one buffer.
+    buf = io.StringIO()
+    for piece in json.JSONEncoder(allow_nan=False, default=str, **kw).iterencode(obj):
+        buf.write(piece)
+    return buf.getvalue()
 
 
 def _finite_only(x):

@@ -1,6 +1,7 @@
 """Bad input, fuzzed: thousands of suite files and run files, valid, nearly valid and
 garbage. Each either loads or fails with kernelmark's own error (SuiteError /
-RunFileError); a run file that loads also renders as a table. Never another exception."""
+RunFileError); a run file that loads also renders in every format (JSON strict) and
+exports. Never another exception."""
 import json
 import os
 import tempfile
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernelmark import results
-from kernelmark.reports import table, wide
+from kernelmark.reports import export, table, wide
 from kernelmark.suites import loader
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
@@ -113,25 +114,36 @@ def _load_run(data: bytes) -> None:
         for fmt in ("table", "md", "csv"):
             table.render(run.header, run.records, fmt)
             wide.render(run.header, run.records, fmt)
+        json.loads(table.render(run.header, run.records, "json"), parse_constant=_refuse)
+        json.loads(results.strict_json(export.to_pytest_benchmark(run)), parse_constant=_refuse)
     except results.RunFileError as e:
         assert str(e)
     finally:
         os.unlink(path)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) |
+def _refuse(token):
+    raise AssertionError(f"non-standard JSON token {token}")
+
+
+# NaN and the infinities too: a run file holding one must be refused, not reported.
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() |
                            st.text(max_size=10),
                            lambda inner: st.lists(inner, max_size=3) |
                            st.dictionaries(st.text(max_size=10), inner, max_size=3), max_leaves=10)
 
 
+TIMING_KEYS = ("median_us", "ci_rel", "ci_low_us", "ci_high_us", "samples_us", "groups", "n", "inner")
+
+
 @FUZZ
 @given(st.integers(0, 3), st.sampled_from(["op", "shape", "dtype", "backend", "status", "timing", "tflops",
                                            "label", "device", "peaks", "suite", "schema", "type", "check",
-                                           "gbps", "pct_of_peak", "health", "reason"]), json_values)
+                                           "gbps", "pct_of_peak", "health", "reason", *TIMING_KEYS]),
+       json_values)
 def test_run_files_with_a_field_replaced(line, key, value):
     lines = _real_run()
-    target = lines[line] if key not in ("median_us", "ci_rel") else lines[1]["timing"]
+    target = lines[line] if key not in TIMING_KEYS else lines[1]["timing"]
     target[key] = value
     _load_run(("\n".join(json.dumps(x) for x in lines) + "\n").encode())
 

@@ -44,11 +44,25 @@ def load_run(path: str):
             run = results.load(path)
         except results.RunFileError as e:
             raise UsageError(_explain(path, e)) from None
+    _say_warnings(run)
+    return run
+
+
+def open_run(path: str):
+    """A results.RunReader (header read and checked, records read later), for files that may
+    be too large to hold; _say_warnings once its records have been read."""
+    from kernelmark import results
+    try:
+        return results.RunReader(path)
+    except results.RunFileError as e:
+        raise UsageError(_explain(path, e)) from None
+
+
+def _say_warnings(run) -> None:
     for w in run.warnings:
         _note(f"warning: {w}")
     if not run.complete:
-        _note(f"warning: {path} has no footer: the run was interrupted; using the records it holds")
-    return run
+        _note(f"warning: {run.path} has no footer: the run was interrupted; using the records it holds")
 
 
 def _explain(path: str, err: Exception) -> str:
@@ -164,24 +178,36 @@ def after_run(args, run_path: str) -> None:
 # ------------------------------------------------------------------ commands
 
 def _compare_and_print(base, head, args) -> int:
+    """Compare two runs (results.Run, or results.RunReader: read as the comparison goes)."""
+    from kernelmark import results
     from kernelmark.reports import compare
     threshold = _fraction(args.threshold)
     if not 0 < args.alpha < 0.5:
         raise UsageError("--alpha must be between 0 and 0.5, e.g. 0.01")
-    refusal = compare.incomparable(base, head)
+    refusal = compare.incomparable(base, head)      # a CPU run against a GPU run: never
     if refusal:
         raise UsageError(f"refusing to compare: {refusal}")
-    problems = compare.mismatches(base, head)
-    if problems and not args.allow_device_mismatch:
-        raise UsageError("refusing to compare: " + "; ".join(problems) +
-                         " (pass --allow-device-mismatch to compare anyway)")
-    c = compare.compare_runs(base, head, threshold, args.alpha)
+
+    def refuse_if(problems):
+        if problems and not args.allow_device_mismatch:
+            raise UsageError("refusing to compare: " + "; ".join(problems) +
+                             " (pass --allow-device-mismatch to compare anyway)")
+
+    refuse_if(compare.mismatch_reasons(base.header, head.header))    # the devices: before any work
+    try:
+        c = compare.compare_runs(base, head, threshold, args.alpha)
+    except results.RunFileError as e:
+        raise UsageError(str(e)) from None
+    for run in (base, head):
+        if isinstance(run, results.RunReader):
+            _say_warnings(run)
+    refuse_if(c.mismatch)          # the dtype sets, known once both runs have been read
     text = compare.render(c, base.header, head.header, args.format, args.fail_on)
     if getattr(args, "energy", False):
-        # opt-in, and apart from the verdicts: an energy change never makes the exit status
-        from kernelmark import results
+        # opt-in, and apart from the verdicts: an energy change never makes the exit status.
+        # It reads the two files again, whole (energy records are few; timing streamed above).
         from kernelmark.reports import energy_compare
-        pairs = energy_compare.compare_runs(base.records, head.records, threshold)
+        pairs = energy_compare.compare_runs(load_run(base.path).records, load_run(head.path).records, threshold)
         if args.format == "json":
             doc = json.loads(text)
             doc["energy"] = energy_compare.as_json(pairs)
@@ -214,7 +240,16 @@ def cmd_compare(args) -> int:
     status = _compare_compile_files(args)
     if status is not None:
         return status
-    return _compare_and_print(load_run(args.base), load_run(args.head), args)
+    # Both files read a record at a time: a large run is never held whole (see reports/sides.py).
+    base = open_run(args.base)
+    try:
+        head = open_run(args.head)
+        try:
+            return _compare_and_print(base, head, args)
+        finally:
+            head.close()
+    finally:
+        base.close()
 
 
 def cmd_ab(args) -> int:

@@ -61,11 +61,13 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Optional
 
 import numpy as np
 
+from kernelmark.reports import pairstats, ranktest, resample, sides
 from kernelmark.reports.escape import md_cell, md_text, plain
 from kernelmark.results import strict_json
 
@@ -81,15 +83,6 @@ _BROKEN = ("failed_check", "error", "crashed", "timeout", "oom")
 
 
 # ------------------------------------------------------------------ statistics
-
-def _order_stat_cdf(n: int, k: int) -> np.ndarray:
-    """P(k-th smallest of a size-n resample <= x_(j)), j = 0..n-1 (x sorted, k 1-based).
-
-    The count of resampled values at or below x_(j) is Binomial(n, (j+1)/n).
-    """
-    from scipy.stats import binom
-    return binom.sf(k - 1, n, np.arange(1, n + 1) / n)
-
 
 def bootstrap_medians(samples, groups: Optional[list] = None, n_boot: int = N_BOOT,
                       rng: Optional[np.random.Generator] = None) -> np.ndarray:
@@ -114,10 +107,10 @@ def bootstrap_medians(samples, groups: Optional[list] = None, n_boot: int = N_BO
         return _cluster_medians(x, groups, n_boot, rng)
     xs = np.sort(x)
     u = rng.random(n_boot)
-    lo = xs[np.minimum(np.searchsorted(_order_stat_cdf(n, (n + 1) // 2), u), n - 1)]
+    lo = xs[np.minimum(resample.order_stat_index(n, (n + 1) // 2, u), n - 1)]
     if n % 2:
         return lo
-    hi = xs[np.minimum(np.searchsorted(_order_stat_cdf(n, n // 2 + 1), u), n - 1)]
+    hi = xs[np.minimum(resample.order_stat_index(n, n // 2 + 1, u), n - 1)]
     return (lo + hi) / 2
 
 
@@ -167,12 +160,12 @@ def _cluster_medians(x: np.ndarray, groups: list, n_boot: int, rng) -> np.ndarra
 
 
 def mann_whitney_p(base, head) -> float:
-    from scipy.stats import mannwhitneyu
+    """Two-sided Mann-Whitney U test of HEAD against BASE (kernelmark/reports/ranktest.py)."""
     if len(base) < 2 or len(head) < 2:
         return 1.0
     if np.ptp(np.concatenate([base, head])) == 0:
         return 1.0
-    return float(mannwhitneyu(head, base, alternative="two-sided").pvalue)
+    return ranktest.mann_whitney_p(head, base)
 
 
 @dataclass
@@ -215,15 +208,21 @@ def compare_samples(base, head, threshold: float = 0.05, alpha: float = 0.01,
 def _from_intervals(ta: dict, tb: dict, threshold: float, alpha: float) -> Stat:
     """Records without stored samples: combine the two stored 95% median intervals on the
     log scale (normal approximation), rescaled to the (1 - alpha) level."""
-    from scipy.stats import norm
+    from scipy.special import ndtr      # the normal CDF, as scipy.stats.norm computes it
     ma, mb = ta["median_us"], tb["median_us"]
     sa, sb = (math.log1p(t.get("ci_rel") or 0.0) / 1.96 for t in (ta, tb))
     s = math.hypot(sa, sb)
     lr = math.log(mb / ma)
-    z = norm.ppf(1 - alpha / 2)
-    p = float(2 * norm.sf(abs(lr) / s)) if s > 0 else (0.0 if lr else 1.0)
+    z = _norm_ppf(1 - alpha / 2)
+    p = float(2 * ndtr(-(abs(lr) / s))) if s > 0 else (0.0 if lr else 1.0)
     lo, hi = math.exp(lr - z * s), math.exp(lr + z * s)
     return Stat(mb / ma, lo, hi, p, decide(mb / ma, lo, hi, p, threshold, alpha))
+
+
+@lru_cache(maxsize=16)
+def _norm_ppf(q: float) -> float:
+    from scipy.stats import norm
+    return float(norm.ppf(q))
 
 
 # ------------------------------------------------------------------ matching runs
@@ -315,15 +314,26 @@ def same_device(da: dict, db: dict) -> list:
 
 def mismatches(base, head) -> list:
     """Why two runs should not be compared: a different device, or different dtypes."""
+    return mismatch_reasons(base.header, head.header, *({r["dtype"] for r in run.records} for run in (base, head)))
+
+
+def mismatch_reasons(base_header: dict, head_header: dict, ta=None, tb=None) -> list:
+    """The devices differ; the dtype sets ``ta`` and ``tb`` differ (unless None: not read yet)."""
     out = []
-    da, db = device_identity(base.header), device_identity(head.header)
+    da, db = device_identity(base_header), device_identity(head_header)
     diff = same_device(da, db)
     if diff:
         out.append("different devices: " + "; ".join(f"{k} {da.get(k)!r} vs {db.get(k)!r}" for k in diff))
-    ta, tb = ({r["dtype"] for r in run.records} for run in (base, head))
-    if ta != tb:
+    if ta is not None and ta != tb:
         out.append(f"different dtype sets: BASE {', '.join(sorted(ta))} vs HEAD {', '.join(sorted(tb))}")
     return out
+
+
+def _one_process(groups, n: int) -> bool:
+    """Whether a side is plain samples (no per-process blocks to weigh or resample): what
+    pairstats.Batch computes; a pooled side goes through compare_samples."""
+    g = valid_groups(groups, n)
+    return g is None or len(g) == 1
 
 
 def _samples(t: dict) -> tuple:
@@ -335,7 +345,10 @@ def _samples(t: dict) -> tuple:
 
 
 def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alpha: float,
-                    rng: np.random.Generator) -> Pair:
+                    rng: np.random.Generator, later: Optional[pairstats.Batch] = None) -> Pair:
+    """The pair of BASE record ``a`` and HEAD record ``b`` (either may be None) with its verdict.
+    ``later``: a timed pair's statistics may wait in this batch (compare_runs flushes it
+    before it reads the verdicts); the generator is drawn from in the same order either way."""
     r = a or b
     pair = Pair(r["op"], r["shape"], r["dtype"], r["backend"], r.get("label", ""), "unchanged")
     sa, sb = (a or {}).get("status"), (b or {}).get("status")
@@ -347,16 +360,11 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
         pair.verdict = "check-failed"
         pair.note = f"HEAD {sb}: {b.get('reason', '')}"[:160]
     elif sa == "ok" and sb == "ok":
-        (xa, ga), (xb, gb) = _samples(a["timing"]), _samples(b["timing"])
-        if xa and xb:
-            st = compare_samples(xa, xb, threshold, alpha, ga, gb, rng=rng)
-            pair.base_n, pair.head_n = len(xa), len(xb)
-        else:
-            st = _from_intervals(a["timing"], b["timing"], threshold, alpha)
+        ta, tb = a["timing"], b["timing"]
+        (xa, ga), (xb, gb) = _samples(ta), _samples(tb)
+        if not (xa and xb):
             pair.note = "no stored samples: interval from the stored CIs"
-        pair.ratio, pair.ci_low, pair.ci_high, pair.p, pair.verdict = \
-            st.ratio, st.ci_low, st.ci_high, st.p, st.verdict
-        ma, mb = a["timing"].get("method"), b["timing"].get("method")
+        ma, mb = ta.get("method"), tb.get("method")
         if ma != mb:
             pair.note = f"timed differently: {ma} vs {mb}"
         if len(ga or []) >= MIN_GROUPS or len(gb or []) >= MIN_GROUPS:
@@ -364,7 +372,23 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
         elif len(ga or []) > 1 or len(gb or []) > 1:
             pair.note = pair.note or (f"{len(ga or [1])} vs {len(gb or [1])} processes: too few to resample "
                                       "processes; the interval holds no between-process spread")
-        _stalls_make_noisy(pair, a["timing"], b["timing"])
+
+        def finish(st: Stat) -> None:
+            pair.ratio, pair.ci_low, pair.ci_high, pair.p, pair.verdict = \
+                st.ratio, st.ci_low, st.ci_high, st.p, st.verdict
+            _stalls_make_noisy(pair, ta, tb)       # after the notes above: it adds to them
+
+        if not (xa and xb):
+            finish(_from_intervals(ta, tb, threshold, alpha))
+            return pair
+        pair.base_n, pair.head_n = len(xa), len(xb)
+        if later is not None and _one_process(ga, len(xa)) and _one_process(gb, len(xb)):
+            later.add(xa, xb, lambda ratio, lo, hi, p: finish(
+                Stat(ratio, lo, hi, p, decide(ratio, lo, hi, p, threshold, alpha))))
+            return pair
+        if later is not None:
+            later.flush()          # the draws of the pairs before this one come first
+        finish(compare_samples(xa, xb, threshold, alpha, ga, gb, rng=rng))
     elif sa == "ok":
         pair.verdict = "missing"
         pair.note = "not in HEAD" if b is None else f"HEAD {sb}: {b.get('reason', '')}"[:160]
@@ -394,29 +418,30 @@ def compare_runs(base, head, threshold: float = 0.05, alpha: float = 0.01,
                  seed: Optional[int] = 0) -> Comparison:
     """Match records by (op, shape, dtype, backend) and give each pair its verdict.
 
-    The bootstrap is seeded (``seed``) so the same two files always give the same table.
+    ``base`` and ``head``: results.Run, or results.RunReader, read a record at a time
+    (kernelmark/reports/sides.py): a bad line raises RunFileError. Pairs go in BASE's order,
+    then what only HEAD has; the bootstrap is seeded (``seed``) so the same two files always
+    give the same table.
     """
     rng = np.random.default_rng(seed)
-    notes = []
-
-    def index(run, side):
-        out = {}
-        for rec in run.records:
-            k = record_key(rec)
-            if k in out:
-                notes.append(f"{side} measures {rec['op']} {rec['dtype']} {rec['backend']} twice: "
-                             "the first record is used")
-                continue
-            out[k] = rec
-        return out
-
-    ia, ib = index(base, "BASE"), index(head, "HEAD")
-    keys = list(ia) + [k for k in ib if k not in ia]
-    pairs = [compare_records(ia.get(k), ib.get(k), threshold, alpha, rng) for k in keys]
+    later = pairstats.Batch(alpha, N_BOOT, rng)         # many pairs' statistics at once
+    base_notes, head_notes, base_dtypes = [], [], set()
+    ahead = sides.Ahead(head, "HEAD", record_key, head_notes)
+    pairs = []
+    for k, ra in sides.first_records(base, "BASE", record_key, base_notes, base_dtypes):
+        rb = ahead.get(k)
+        if rb is not None and ra["status"] == "ok" and rb["status"] == "ok":
+            rb = ahead.full(k)
+        pairs.append(compare_records(ra, rb, threshold, alpha, rng, later))
+        ahead.done_with(k)
+    for rb in ahead.unpaired():        # only in HEAD
+        pairs.append(compare_records(None, rb, threshold, alpha, rng, later))
+    later.flush()
     rank = {v: i for i, v in enumerate(VERDICTS)}
     pairs.sort(key=lambda p: (rank[p.verdict], -(p.ratio or 0)))
-    notes += env_notes(base.header, head.header)
-    return Comparison(base.path, head.path, threshold, alpha, pairs, mismatches(base, head), notes)
+    return Comparison(base.path, head.path, threshold, alpha, pairs,
+                      mismatch_reasons(base.header, head.header, base_dtypes, ahead.dtypes),
+                      base_notes + head_notes + env_notes(base.header, head.header))
 
 
 def env_notes(base_header: dict, head_header: dict) -> list:
@@ -471,7 +496,7 @@ def render(c: Comparison, base_header: dict, head_header: dict, fmt: str = "tabl
                            "threshold": c.threshold, "alpha": c.alpha, "mismatch": c.mismatch,
                            "geomean_ratio": c.geomean, "counts": c.counts(),
                            "regressions": len(c.regressions(fail_on)), "notes": c.notes,
-                           "pairs": [asdict(p) for p in c.pairs]}, indent=1)
+                           "pairs": [dict(vars(p)) for p in c.pairs]}, indent=1)   # asdict deep-copies every shape
 
     def num(x, f):
         return "" if x is None else format(x, f)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from array import array
 
 from tabulate import tabulate
 
@@ -259,16 +260,7 @@ def render(header: dict, records, fmt: str = "table") -> str:
     if fmt == "json":
         return strict_json({"header": header, "records": records}, indent=1)
     if fmt == "csv":
-        buf = io.StringIO()
-        extra = energy_cols.COLUMNS if energy_cols.has_energy(records) else ()
-        # The workload column only in a run of FlashInfer-Trace workloads: other runs' csv unchanged.
-        cols = tuple(c for c in COLUMNS if c != "workload" or any(trace_of(r) for r in records))
-        w = csv.DictWriter(buf, fieldnames=("device",) + cols + extra, extrasaction="ignore",
-                           lineterminator="\n")
-        w.writeheader()
-        for r in records:
-            w.writerow({k: csv_cell(v) for k, v in {"device": header["device"].get("name"), **row(r), **energy_cols.cells(r)}.items()})
-        return buf.getvalue().rstrip("\n")
+        return _csv(header, records)
     # Rows a backend could not run here (a library not installed, a dtype it lacks) are
     # counted under the table rather than shown one by one; csv and json keep them all.
     shown = [r for r in records if r["status"] not in FOLDED]
@@ -289,3 +281,70 @@ def render(header: dict, records, fmt: str = "table") -> str:
     if fmt == "md":
         return "\n".join(f"> {line}" if line else ">" for line in lines) + "\n\n" + table
     return "\n".join(lines) + "\n\n" + table
+
+
+def _unterminate(buf: io.StringIO) -> int:
+    """Take the "\n" the csv writer just ended its line with off ``buf``; where it ends now."""
+    end = buf.tell() - 1
+    buf.seek(end)
+    buf.truncate()
+    return end
+
+
+def _csv(header: dict, records) -> str:
+    """The csv of ``records``, gone through once (they may be a stream). Two columns depend on
+    every record: the workload column is there only for a run of FlashInfer-Trace workloads,
+    the energy columns only when some record has energy. So each row is written as it comes
+    in two parts (the columns before the workload's place, the rest), with where each ends,
+    and the workload and energy cells are kept only for the rows that have them; they are
+    joined in at the end if any row had them (a quoted cell may hold a newline, hence the
+    offsets and not lines)."""
+    device = header["device"].get("name")
+    cut = COLUMNS.index("workload")
+    before, after = ("device",) + COLUMNS[:cut], COLUMNS[cut + 1:]
+    main = io.StringIO()
+    # "\n" as the line end (csv quotes a cell holding a newline only when the line end has
+    # one), then taken off again: each part ends where its row would.
+    w1 = csv.DictWriter(main, fieldnames=before, extrasaction="ignore", lineterminator="\n")
+    w2 = csv.DictWriter(main, fieldnames=("_",) + after, extrasaction="ignore", lineterminator="\n")
+    marks, ends, workload, energy = array("q"), array("q"), {}, {}
+    for i, r in enumerate(records):
+        cells = {k: csv_cell(v) for k, v in {"device": device, **row(r)}.items()}
+        w1.writerow(cells)
+        marks.append(_unterminate(main))
+        w2.writerow({"_": "", **cells})          # ",shape,dtype,...": the empty "_" cell is nothing
+        ends.append(_unterminate(main))
+        if trace_of(r):
+            workload[i] = cells.get("workload", "")
+        e = energy_cols.cells(r)
+        if e:
+            energy[i] = {k: csv_cell(v) for k, v in e.items()}
+    fields = before + (("workload",) if workload else ()) + after + (energy_cols.COLUMNS if energy else ())
+    head = io.StringIO()
+    csv.writer(head, lineterminator="\n").writerow(fields)
+    body = main.getvalue()
+    tail = io.StringIO()
+    one = csv.writer(tail, lineterminator="\n")
+    ew = csv.DictWriter(tail, fieldnames=("_",) + energy_cols.COLUMNS, lineterminator="\n")
+    out, start = [head.getvalue()], 0
+    empty_energy = "," * len(energy_cols.COLUMNS)
+    for i, (mark, end) in enumerate(zip(marks, ends)):
+        out.append(body[start:mark])
+        if workload:
+            tail.seek(0)
+            tail.truncate()
+            one.writerow(["", workload.get(i, "")])
+            out.append(tail.getvalue()[:-1])
+        out.append(body[mark:end])
+        if energy:
+            if i in energy:
+                tail.seek(0)
+                tail.truncate()
+                ew.writerow({"_": "", **energy[i]})
+                out.append(tail.getvalue()[:-1])
+            else:
+                out.append(empty_energy)
+        out.append("\n")
+        start = end
+    return "".join(out).rstrip("\n")
+

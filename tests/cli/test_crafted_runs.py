@@ -112,9 +112,9 @@ def test_good_file_passes_every_command(files, tmp_path, capsys):
         assert status == 0, (what, err[-300:])
 
 
-@pytest.mark.parametrize("option", ["--budget=nan", "--budget=inf", "--budget=-inf", "--timeout=nan",
-                                    "--timeout=inf", "--target-ci=nan"])
-@pytest.mark.parametrize("isolation", ["process", "none"])
+@pytest.mark.parametrize("option, isolation", [("--budget=nan", "process"), ("--budget=inf", "none"),
+                                              ("--budget=-inf", "process"), ("--timeout=nan", "process"),
+                                              ("--timeout=inf", "none"), ("--target-ci=nan", "process")])
 def test_nonsense_sampling_options_exit_2_before_a_run_file_exists(option, isolation, tmp_path, capsys):
     out = tmp_path / "runs" / "r.jsonl"
     status = cli.main(["run", "--suite", "smoke", "--ops", "gemm", "--out", str(out), "--no-history",

@@ -1,0 +1,62 @@
+"""Drawing bootstrap medians through order statistics, fast: what `compare` spends its time
+on for a large run, one draw of N_BOOT values per side of every timed pair.
+
+The k-th smallest of a size-n resample is x_(j) with probability given by the binomial
+(``order_stat_cdf``); a draw is the inverse of that CDF at uniform u, ``searchsorted``. That
+costs a binary search per value, most of compare's time on 100,000 records. The CDF depends
+on (n, k) only, and the timing engine's stopping rule leaves few distinct sample counts, so
+each CDF is computed once, with a table of where each of BINS equal slices of [0, 1) starts
+in it: a draw is then a table lookup and one comparison (a binary search only in the few
+slices, out in the tails, that hold several steps of the CDF), and the same index the binary
+search gives, exactly (tests/reports/test_streaming.py checks it).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+BINS = 1 << 12        # a table of 16 kB: it stays in cache between pairs (a larger one did not)
+
+
+@lru_cache(maxsize=64)
+def order_stat_cdf(n: int, k: int) -> np.ndarray:
+    """P(k-th smallest of a size-n resample <= x_(j)), j = 0..n-1 (x sorted, k 1-based).
+
+    The count of resampled values at or below x_(j) is Binomial(n, (j+1)/n).
+    """
+    from scipy.stats import binom
+    cdf = binom.sf(k - 1, n, np.arange(1, n + 1) / n)
+    cdf.flags.writeable = False
+    return cdf
+
+
+@lru_cache(maxsize=32)
+def _table(n: int, k: int) -> tuple:
+    """The CDF, and for each slice [b / BINS, (b + 1) / BINS) the first index the answer can
+    be and whether the slice holds more than one step of the CDF (then search it)."""
+    cdf = order_stat_cdf(n, k)
+    edges = np.searchsorted(cdf, np.arange(BINS + 1) / BINS).astype(np.int32)
+    return cdf, edges[:-1], np.diff(edges) > 1
+
+
+def slices(u: np.ndarray) -> np.ndarray:
+    """The slice b of each u in [0, 1): b / BINS <= u < (b + 1) / BINS. Exact: BINS is a power
+    of two, so u * BINS is u scaled without rounding, below BINS."""
+    return (u * BINS).astype(np.intp)
+
+
+def order_stat_index(n: int, k: int, u: np.ndarray, b=None) -> np.ndarray:
+    """np.searchsorted(order_stat_cdf(n, k), u) for u in [0, 1); ``b``: slices(u), where the
+    caller draws two order statistics from the same u (the two middle ones of an even n)."""
+    cdf, first, many = _table(n, k)
+    # The answer lies between the first index whose CDF reaches b / BINS and the first
+    # reaching (b + 1) / BINS.
+    b = slices(u) if b is None else b
+    idx = first[b].astype(np.intp)
+    idx += cdf[np.minimum(idx, cdf.size - 1)] < u        # one step at most, where the slice has one
+    hard = many[b]
+    if hard.any():
+        idx[hard] = np.searchsorted(cdf, u[hard])
+    return idx
