@@ -1,0 +1,284 @@
+"""Our own compact reference decoder: one model built from its ModelConfig, random weights,
+eager torch, a paged KV cache already holding ``context`` tokens a sequence, one decode step
+at a time. It exists to check the roll-up against reality: the roll-up is a sum of kernel
+times (kernelmark.suites.step); a real step also pays for Python, views, launches and
+whatever else runs between the kernels. Timing this decoder's step next to the kernel sum
+makes that gap a number (`kernelmark model ... --measure --check-step`).
+
+Every kernel goes through an op's own backend callable (``kernelmark.ops``: the function
+the runner times), given the same kind of inputs the op makes for itself, so the step runs
+the very code the roll-up's cases timed. ``backend_for(op, shape)`` says which backend (the
+roll-up's pick); the default is each op's eager torch backend. Each call can be recorded as
+(op, dtype, shape), the shape read off the tensors actually passed, so a test can hold the
+decoder's calls against the step derivation's components: every call one component, none
+counted twice.
+
+One decode step (B sequences, one new token each, at position ``context - 1``; the cache
+holds the ``context - 1`` before it, so attention reads ``context`` tokens):
+
+    embedding · per layer: rmsnorm (first layer) or fused add+rmsnorm · qkv GEMM ·
+    [Qwen3: q/k head norms] · RoPE · KV append · paged decode attention · o GEMM ·
+    fused add+rmsnorm · gate_up GEMM · silu·mul · down GEMM · then final fused add+rmsnorm ·
+    lm_head GEMM · argmax.
+
+Repeated steps write the same cache slots and read the same positions, so every step does
+the same work (what timing needs). Dense models only (Llama, Mistral, Qwen2, Qwen3): MoE
+and MLA models are refused with a ``DecoderUnsupported`` naming the architecture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from kernelmark import dtypes
+from kernelmark.ops import rope as rope_op
+from kernelmark.ops.registry import get_op
+from kernelmark.suites import step
+from kernelmark.suites.model_config import ModelConfig
+
+PAGE_SIZE = 16
+DTYPES = ("fp32", "bf16", "fp16")
+# The op's eager torch backend, used where no other is asked for.
+DEFAULT_BACKEND = {"paged_decode_attention": "torch-gather-sdpa"}
+WEIGHT_STD = 0.02       # small init: activations stay finite through any number of layers
+
+
+class DecoderUnsupported(ValueError):
+    """The reference decoder cannot build this model (the message says what and why)."""
+
+
+@dataclass(frozen=True)
+class Call:
+    op: str
+    dtype: str
+    shape: dict
+
+
+def supported(cfg: ModelConfig) -> Optional[str]:
+    """Why the reference decoder cannot build ``cfg``, or None."""
+    if cfg.mla is not None:
+        return f"{cfg.name} uses multi-head latent attention (MLA)"
+    if cfg.moe is not None:
+        return f"{cfg.name} is a mixture of experts ({cfg.family})"
+    if cfg.sliding_layers:
+        return f"{cfg.name} has sliding-window layers"
+    return None
+
+
+def weight_bytes(cfg: ModelConfig, dtype: str) -> int:
+    """Bytes of the weights the decoder allocates (tied embeddings counted once)."""
+    h, i, hd = cfg.hidden, cfg.intermediate, cfg.head_dim
+    per_layer = h * (cfg.q_heads + 2 * cfg.kv_heads) * hd + cfg.q_heads * hd * h + 3 * h * i + 2 * h
+    if cfg.qk_norm:
+        per_layer += 2 * hd
+    n = cfg.layers * per_layer + cfg.vocab * h * (1 if cfg.tie_embeddings else 2) + h
+    return n * dtypes.itemsize(dtype)
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    for name in DTYPES:
+        if dtypes.torch_dtype(name) == t.dtype:
+            return name
+    raise DecoderUnsupported(f"the reference decoder has no name for {t.dtype}")
+
+
+class ReferenceDecoder:
+    def __init__(self, cfg: ModelConfig, batch: int, context: int, dtype: str, device="cpu",
+                 backend_for: Optional[Callable[[str, dict], Optional[str]]] = None, seed: int = 0):
+        why = supported(cfg)
+        if why:
+            raise DecoderUnsupported(f"the reference decoder does not support this architecture: {why}; "
+                                     "it builds dense GQA decoders (Llama, Mistral, Qwen2, Qwen3)")
+        if dtype not in DTYPES:
+            raise DecoderUnsupported(f"the reference decoder runs {', '.join(DTYPES)}, not {dtype}")
+        for name, v in (("batch", batch), ("context", context)):
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer (got {v!r})")
+        if context > cfg.max_position:
+            raise ValueError(f"context {context} is beyond {cfg.name}'s {cfg.max_position} positions")
+        self.cfg, self.batch, self.context, self.dtype = cfg, batch, context, dtype
+        self.device = torch.device(device)
+        self.backend_for = backend_for or (lambda op, shape: None)
+        self.calls: Optional[list] = None       # a list to record into, or None
+        self.backends_used: dict = {}           # op -> backend names it ran
+        self._fns: dict = {}
+        self._build(seed)
+
+    # ------------------------------------------------------------ weights and cache
+
+    def _build(self, seed: int) -> None:
+        c, dev, dt = self.cfg, self.device, dtypes.torch_dtype(self.dtype)
+        g = torch.Generator(device=dev).manual_seed(seed)
+
+        def w(*shape, std=WEIGHT_STD):
+            return torch.empty(shape, dtype=dt, device=dev).normal_(0.0, std, generator=g)
+
+        def ones(n):
+            return torch.ones(n, dtype=dt, device=dev)
+
+        h, hd, qh, kvh = c.hidden, c.head_dim, c.q_heads, c.kv_heads
+        self.embed = w(c.vocab, h)
+        self.lm_head = self.embed if c.tie_embeddings else w(c.vocab, h)
+        self.final_norm = ones(h)
+        pages = -(-self.context // PAGE_SIZE)
+        num_blocks = self.batch * pages + 1         # one spare page: block 0 is never a sequence's
+        self.layers = []
+        for _ in range(c.layers):
+            layer = {"in_norm": ones(h), "post_norm": ones(h), "qkv": w((qh + 2 * kvh) * hd, h),
+                     "o": w(h, qh * hd), "gate_up": w(2 * c.intermediate, h), "down": w(h, c.intermediate),
+                     # the context already in the cache: unit-variance keys and values
+                     "k_cache": w(num_blocks, PAGE_SIZE, kvh, hd, std=1.0),
+                     "v_cache": w(num_blocks, PAGE_SIZE, kvh, hd, std=1.0)}
+            if c.qk_norm:
+                layer["q_norm"], layer["k_norm"] = ones(hd), ones(hd)
+            self.layers.append(layer)
+        # sequence i owns blocks 1 + i·pages ... ; its new token is at position context - 1
+        table = 1 + torch.arange(self.batch * pages, device=dev, dtype=torch.int32).view(self.batch, pages)
+        pos = self.context - 1
+        self.block_table = table
+        self.context_lens = torch.full((self.batch,), self.context, dtype=torch.int32, device=dev)
+        self.positions = torch.full((self.batch,), pos, dtype=torch.long, device=dev)
+        self.slot_mapping = (table[:, pos // PAGE_SIZE].long() * PAGE_SIZE + pos % PAGE_SIZE)
+        self.cos_sin_cache = rope_op.cos_sin_cache(c.max_position, hd, c.rope_theta, self._scaling(), dev)
+        self.ids = torch.randint(0, c.vocab, (self.batch,), generator=g, device=dev)
+
+    def _scaling(self) -> str:
+        # YaRN and linear scaling change only the cache's values, not the work (as the step does)
+        return "llama3" if self.cfg.rope_scaling == "llama3" else "none"
+
+    # ------------------------------------------------------------ one op call
+
+    def _run(self, op: str, shape: dict, dtype: str, inputs: dict):
+        if self.calls is not None:
+            self.calls.append(Call(op, dtype, dict(shape)))
+        key = (op, tuple(sorted(shape.items())), dtype)
+        fn = self._fns.get(key)
+        if fn is None:
+            name = self.backend_for(op, shape) or DEFAULT_BACKEND.get(op, "torch")
+            b = get_op(op).backend(name)
+            if b.prepare is not None or (b.triton and self.device.type == "cpu"):
+                # set-up per call, or the Triton interpreter: not what a serving step runs
+                b = get_op(op).backend(DEFAULT_BACKEND.get(op, "torch"))
+            fn = self._fns[key] = b.run
+            self.backends_used.setdefault(op, set()).add(b.name)
+        return fn(inputs)
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """x @ W^T, W [n, k]: the gemm op's nt layout (b is the [k, n] view of W)."""
+        shape = {"m": x.shape[0], "n": weight.shape[0], "k": weight.shape[1], "layout": "nt"}
+        return self._run("gemm", shape, self.dtype, {"a": x, "b": weight.t(), "dtype": self.dtype})
+
+    def rmsnorm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        shape = {"tokens": x.shape[0], "hidden": x.shape[1], "eps": eps}
+        return self._run("rmsnorm", shape, _dtype_name(x), {"x": x, "weight": weight, "eps": float(eps)})
+
+    def add_rmsnorm(self, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float):
+        """residual += x in place; returns rmsnorm(residual)."""
+        shape = {"tokens": x.shape[0], "hidden": x.shape[1], "eps": eps}
+        y, _ = self._run("fused_add_rmsnorm", shape, _dtype_name(x),
+                         {"x": x, "residual": residual, "weight": weight, "eps": float(eps)})
+        return y
+
+    # ------------------------------------------------------------ the step
+
+    def _attention(self, layer: dict, x: torch.Tensor) -> torch.Tensor:
+        c, b = self.cfg, self.batch
+        qh, kvh, hd = c.q_heads, c.kv_heads, c.head_dim
+        qkv = self.linear(x, layer["qkv"])
+        q, k, v = qkv.split([qh * hd, kvh * hd, kvh * hd], dim=-1)
+        q, k, v = q.view(b, qh, hd), k.view(b, kvh, hd), v.view(b, kvh, hd)
+        if c.qk_norm:
+            q = self.rmsnorm(q.reshape(b * qh, hd), layer["q_norm"], c.rms_eps).view(b, qh, hd)
+            k = self.rmsnorm(k.reshape(b * kvh, hd), layer["k_norm"], c.rms_eps).view(b, kvh, hd)
+        self._run("rope", {"tokens": b, "q_heads": qh, "kv_heads": kvh, "head_dim": hd, "rotary_dim": hd,
+                           "style": "neox", "theta": int(c.rope_theta), "scaling": self._scaling(),
+                           "max_position": c.max_position}, _dtype_name(q),
+                  {"q": q, "k": k, "positions": self.positions, "cos_sin_cache": self.cos_sin_cache,
+                   "rotary_dim": hd, "neox": True})
+        kc, vc = layer["k_cache"], layer["v_cache"]
+        self._run("kv_append", {"tokens": b, "seq_tokens": 1, "kv_heads": kvh, "head_dim": hd,
+                                "page_size": PAGE_SIZE, "num_blocks": kc.shape[0], "layout": "NHD", "padding": 0},
+                  _dtype_name(k),
+                  {"key": k, "value": v, "k_cache": kc, "v_cache": vc, "slot_mapping": self.slot_mapping,
+                   "layout": "NHD", "page_size": PAGE_SIZE, "padding": 0})
+        o = self._run("paged_decode_attention",
+                      {"batch": b, "context": self.context, "q_heads": qh, "kv_heads": kvh, "head_dim": hd,
+                       "page_size": PAGE_SIZE, "ragged": 0}, _dtype_name(q),
+                      {"q": q, "k_cache": kc, "v_cache": vc, "block_table": self.block_table,
+                       "context_lens": self.context_lens, "context_lens_host": [self.context] * b,
+                       "max_context_len": self.context, "page_size": PAGE_SIZE, "ragged": False,
+                       "scale": 1.0 / math.sqrt(hd), "dtype": self.dtype, "q_heads": qh, "kv_heads": kvh})
+        return self.linear(o.reshape(b, qh * hd), layer["o"])
+
+    def _mlp(self, layer: dict, x: torch.Tensor) -> torch.Tensor:
+        gu = self.linear(x, layer["gate_up"])
+        a = self._run("silu_and_mul", {"tokens": gu.shape[0], "intermediate": gu.shape[1] // 2},
+                      _dtype_name(gu), {"x": gu})
+        return self.linear(a, layer["down"])
+
+    @torch.inference_mode()
+    def step(self) -> torch.Tensor:
+        """One decode step: the next token of every sequence (greedy), [batch] int64."""
+        c = self.cfg
+        resid = self._run("embedding", {"tokens": self.batch, "vocab": self.embed.shape[0],
+                                        "hidden": self.embed.shape[1]}, _dtype_name(self.embed),
+                          {"ids": self.ids, "table": self.embed})
+        x = self.rmsnorm(resid, self.layers[0]["in_norm"], c.rms_eps)
+        for i, layer in enumerate(self.layers):
+            if i:
+                x = self.add_rmsnorm(x, resid, layer["in_norm"], c.rms_eps)
+            x = self._attention(layer, x)
+            x = self.add_rmsnorm(x, resid, layer["post_norm"], c.rms_eps)
+            x = self._mlp(layer, x)
+        x = self.add_rmsnorm(x, resid, self.final_norm, c.rms_eps)
+        logits = self.linear(x, self.lm_head)
+        return self._run("argmax_sampling", {"batch": logits.shape[0], "vocab": logits.shape[1]},
+                         _dtype_name(logits), {"logits": logits})
+
+    def record_step(self) -> list:
+        """The op calls of one step, in order (the step is run to list them)."""
+        self.calls = []
+        try:
+            self.step()
+            return self.calls
+        finally:
+            self.calls = None
+
+
+# ---------------------------------------------------------------- accounting
+
+def _key(op: str, dtype: str, shape: dict) -> tuple:
+    # matched as the roll-up matches a record: every shape parameter but the free ones
+    free = step.FREE.get(op, ())
+    return (op, dtype, tuple(sorted((k, v) for k, v in shape.items() if k not in free)))
+
+
+def _text(key: tuple) -> str:
+    op, dtype, items = key
+    return f"{op} {' '.join(f'{k}={v}' for k, v in items)} {dtype}"
+
+
+def accounting(calls: list, components: list) -> list:
+    """How one step's op calls and the step derivation's components disagree: [] when each
+    call is counted by a component and no component counts more calls than ran. Components
+    kernelmark has no op for (op None) are left out; the decoder cannot run them either."""
+    ran: dict = {}
+    for c in calls:
+        k = _key(c.op, c.dtype, c.shape)
+        ran[k] = ran.get(k, 0) + 1
+    counted: dict = {}
+    for c in components:
+        if c.op is None:
+            continue
+        k = _key(c.op, c.dtype, c.shape)
+        counted[k] = counted.get(k, 0) + c.count
+    out = []
+    for k in list(dict.fromkeys([*ran, *counted])):
+        n, m = ran.get(k, 0), counted.get(k, 0)
+        if n != m:
+            out.append(f"{_text(k)}: the decoder ran it {n:g} time(s) a step, the roll-up counts {m:g}")
+    return out

@@ -1,0 +1,138 @@
+"""kernelmark/suites/reference_decoder.py: the decode step it runs is the step the roll-up
+sums (every op call one component, none counted twice), and it computes a real model."""
+import math
+
+import pytest
+import torch
+
+from kernelmark.suites import model_config as mc, step
+from kernelmark.suites.reference_decoder import (Call, DecoderUnsupported, ReferenceDecoder, accounting,
+                                                 weight_bytes)
+
+TINY = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 320,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 512}
+
+
+def tiny(**over):
+    return mc.parse({**TINY, **over}, "tiny")
+
+
+CONFIGS = {"llama": tiny(), "qwen3 (q/k norms)": tiny(architectures=["Qwen3ForCausalLM"], rms_norm_eps=1e-6),
+           "untied, llama3 rope": tiny(tie_word_embeddings=False,
+                                       rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                                     "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                     "original_max_position_embeddings": 256})}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("batch, context", [(1, 16), (3, 40)])
+def test_every_op_the_decoder_runs_is_one_component_and_none_is_counted_twice(name, batch, context):
+    cfg = CONFIGS[name]
+    calls = ReferenceDecoder(cfg, batch, context, "fp32").record_step()
+    comps = step.components(cfg, batch, context, "fp32")
+    assert accounting(calls, comps) == []
+    # and the totals agree: as many kernel calls a step as the roll-up's counts add up to
+    assert len(calls) == sum(c.count for c in comps)
+    assert {c.op for c in calls} == {c.op for c in comps}
+
+
+def test_a_dropped_or_duplicated_component_is_caught():
+    cfg = CONFIGS["qwen3 (q/k norms)"]
+    calls = ReferenceDecoder(cfg, 2, 24, "fp32").record_step()
+    comps = step.components(cfg, 2, 24, "fp32")
+    for i, c in enumerate(comps):
+        dropped = comps[:i] + comps[i + 1:]
+        problems = accounting(calls, dropped)
+        assert problems and c.op in problems[0] and "the roll-up counts" in problems[0], c.name
+        assert accounting(calls, comps + [c]), f"{c.name} counted twice went unnoticed"
+    # a call the roll-up has no component for (an op the decoder ran once more) is caught too
+    extra = calls + [Call("rmsnorm", "fp32", {"tokens": 2, "hidden": 64, "eps": 1e-6})]
+    assert accounting(extra, comps)
+    # a shape off by one is not the same case
+    off = [Call(c.op, c.dtype, {**c.shape, "m": c.shape["m"] + 1}) if c.op == "gemm" else c for c in calls]
+    assert accounting(off, comps)
+
+
+def test_free_shape_parameters_do_not_matter_but_fixed_ones_do():
+    calls = [Call("kv_append", "fp32", {"tokens": 1, "seq_tokens": 1, "kv_heads": 2, "head_dim": 16,
+                                        "page_size": 32, "num_blocks": 7, "layout": "HND", "padding": 0})]
+    comp = step.Component("kv_append", "kv_cache", "kv_append",
+                          {"tokens": 1, "seq_tokens": 1, "kv_heads": 2, "head_dim": 16, "page_size": 16,
+                           "num_blocks": 99, "layout": "NHD", "padding": 0}, "fp32", 1)
+    assert accounting(calls, [comp]) == []
+    assert accounting(calls, [step.Component("kv_append", "kv_cache", "kv_append", {**comp.shape, "tokens": 2},
+                                             "fp32", 1)])
+
+
+def _plain_step(d: ReferenceDecoder) -> torch.Tensor:
+    """The same model written out in float64 with nothing of kernelmark's ops: the logits."""
+    c, b, L = d.cfg, d.batch, d.context
+    qh, kvh, hd = c.q_heads, c.kv_heads, c.head_dim
+
+    def norm(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + c.rms_eps) * w.double()
+
+    pos = L - 1
+    cs = d.cos_sin_cache.double()[pos]
+    cos, sin = cs[: hd // 2], cs[hd // 2:]
+
+    def rope(t):
+        a, bb = t[..., : hd // 2], t[..., hd // 2:]
+        return torch.cat((a * cos - bb * sin, bb * cos + a * sin), -1)
+
+    h = d.embed.double()[d.ids]
+    for layer in d.layers:
+        x = norm(h, layer["in_norm"])
+        q, k, v = (x @ layer["qkv"].double().T).split([qh * hd, kvh * hd, kvh * hd], -1)
+        q, k, v = q.view(b, qh, hd), k.view(b, kvh, hd), v.view(b, kvh, hd)
+        if c.qk_norm:
+            q, k = norm(q, layer["q_norm"]), norm(k, layer["k_norm"])
+        q, k = rope(q), rope(k)
+        outs = []
+        for i in range(b):
+            blocks = d.block_table[i].long()
+            kc = layer["k_cache"].double()[blocks].flatten(0, 1)[:L].clone()
+            vc = layer["v_cache"].double()[blocks].flatten(0, 1)[:L].clone()
+            kc[pos], vc[pos] = k[i], v[i]           # the token this step appends
+            kk = kc.repeat_interleave(qh // kvh, dim=1)
+            vv = vc.repeat_interleave(qh // kvh, dim=1)
+            s = torch.einsum("hd,thd->ht", q[i], kk) / math.sqrt(hd)
+            outs.append(torch.einsum("ht,thd->hd", s.softmax(-1), vv))
+        h = h + torch.stack(outs).reshape(b, qh * hd) @ layer["o"].double().T
+        x = norm(h, layer["post_norm"])
+        g, u = (x @ layer["gate_up"].double().T).chunk(2, -1)
+        h = h + (torch.nn.functional.silu(g) * u) @ layer["down"].double().T
+    return norm(h, d.final_norm) @ d.lm_head.double().T
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen3 (q/k norms)"])
+def test_the_step_computes_the_model(name):
+    # before the step (it writes this token's k/v into the cache, so the plain form goes first)
+    d = ReferenceDecoder(CONFIGS[name], 3, 37, "fp32", seed=1)
+    logits = _plain_step(d)
+    assert torch.isfinite(logits).all() and logits.std() > 0
+    got = d.step()
+    assert torch.equal(got, logits.argmax(-1))
+    assert torch.equal(d.step(), got)           # every step the same work: same slots, same positions
+
+
+def test_unsupported_architectures_and_inputs_are_named():
+    with pytest.raises(DecoderUnsupported, match="deepseek-v3 uses multi-head latent attention"):
+        ReferenceDecoder(mc.load("deepseek-v3"), 1, 16, "fp32")
+    with pytest.raises(DecoderUnsupported, match="mixtral-8x7b is a mixture of experts"):
+        ReferenceDecoder(mc.load("mixtral-8x7b"), 1, 16, "fp32")
+    with pytest.raises(DecoderUnsupported, match="fp8"):
+        ReferenceDecoder(tiny(), 1, 16, "fp8")
+    with pytest.raises(ValueError, match="context 513 is beyond"):
+        ReferenceDecoder(tiny(), 1, 513, "fp32")
+
+
+def test_weight_bytes_is_what_it_allocates():
+    for cfg in (tiny(), tiny(tie_word_embeddings=False), CONFIGS["qwen3 (q/k norms)"]):
+        d = ReferenceDecoder(cfg, 1, 16, "fp32")
+        ws = [d.embed, d.final_norm] + ([] if cfg.tie_embeddings else [d.lm_head])
+        ws += [t for layer in d.layers for n, t in layer.items() if not n.endswith("_cache")]
+        assert weight_bytes(cfg, "fp32") == sum(t.numel() * t.element_size() for t in ws)
+    # Llama-3.2-1B: 1.24 billion parameters (tied embeddings)
+    assert 1.23e9 < weight_bytes(mc.load("llama-3.2-1b"), "bf16") / 2 < 1.25e9
