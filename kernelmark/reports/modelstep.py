@@ -14,7 +14,7 @@ import csv
 import io
 import json
 
-from kernelmark.reports import crossdevice, rollup
+from kernelmark.reports import crossdevice, rollup, stepcheck
 
 LABEL = ("sum of measured kernel times of every kernel of the step (framework and launch overhead "
          "not included)")
@@ -63,7 +63,9 @@ def rows(built: list) -> list:
     return out
 
 
-def render(built: list, model: str, context: int, tp: int, price_per_hour=None, fmt: str = "table") -> str:
+def render(built: list, model: str, context: int, tp: int, price_per_hour=None, fmt: str = "table",
+           checks=None) -> str:
+    """``checks``: measured decode steps beside the roll-up (kernelmark.reports.stepcheck), or None."""
     if fmt == "json":
         doc = rollup.as_json(built, model, context, tp)
         doc["label"] = LABEL
@@ -74,9 +76,13 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
                 for f, comp in zip(e.found, item["components"]):
                     comp.update(family=f.need.family, dtype=f.need.dtype)
         doc["summary"] = rows(built)
+        if checks is not None:
+            doc["step_check"] = {"label": stepcheck.LABEL, "checks": checks}
         return json.dumps(doc, indent=1, default=str)
     if fmt == "csv":
         rs = rows(built)
+        if checks is not None:
+            rs = [{**r, **stepcheck.csv_columns(r, checks)} for r in rs]
         keys = list(dict.fromkeys(k for r in rs for k in r))
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
@@ -116,6 +122,8 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
                 tabulate(rollup.breakdown_rows(ests), headers=["phase", "component", "case used", "backend",
                                                                "median µs", "count", "µs in total"],
                          tablefmt=tf, disable_numparse=True)]
+    if checks:
+        out += stepcheck.table_lines(checks, tabulate, tf)
     miss = rollup.missing_lines(built)
     if miss:
         out += ["", "Cases not in the run (never guessed; --emit-suite FILE writes a suite that measures them):", ""]

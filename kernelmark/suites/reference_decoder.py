@@ -88,54 +88,68 @@ def _dtype_name(t: torch.Tensor) -> str:
 
 class ReferenceDecoder:
     def __init__(self, cfg: ModelConfig, batch: int, context: int, dtype: str, device="cpu",
-                 backend_for: Optional[Callable[[str, dict], Optional[str]]] = None, seed: int = 0):
+                 backend_for: Optional[Callable[[str, str, dict], Optional[str]]] = None, seed: int = 0):
         why = supported(cfg)
         if why:
             raise DecoderUnsupported(f"the reference decoder does not support this architecture: {why}; "
                                      "it builds dense GQA decoders (Llama, Mistral, Qwen2, Qwen3)")
         if dtype not in DTYPES:
             raise DecoderUnsupported(f"the reference decoder runs {', '.join(DTYPES)}, not {dtype}")
+        self.cfg, self.dtype = cfg, dtype
+        self.device = torch.device(device)
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        self._weights()
+        self.resize(batch, context, backend_for)
+
+    def resize(self, batch: int, context: int, backend_for=None) -> None:
+        """Another batch and context (a new cache) on the same weights; ``backend_for(op, dtype,
+        shape)`` names the backend of each case (None: each op's eager torch)."""
         for name, v in (("batch", batch), ("context", context)):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer (got {v!r})")
-        if context > cfg.max_position:
-            raise ValueError(f"context {context} is beyond {cfg.name}'s {cfg.max_position} positions")
-        self.cfg, self.batch, self.context, self.dtype = cfg, batch, context, dtype
-        self.device = torch.device(device)
-        self.backend_for = backend_for or (lambda op, shape: None)
+        if context > self.cfg.max_position:
+            raise ValueError(f"context {context} is beyond {self.cfg.name}'s {self.cfg.max_position} positions")
+        self.batch, self.context = batch, context
+        self.backend_for = backend_for or (lambda op, dtype, shape: None)
         self.calls: Optional[list] = None       # a list to record into, or None
         self.backends_used: dict = {}           # op -> backend names it ran
+        self.substituted: dict = {}             # "op backend" asked for -> the backend run instead
         self._fns: dict = {}
-        self._build(seed)
+        self.caches = []                        # free the old cache before making the new one
+        self._cache()
 
     # ------------------------------------------------------------ weights and cache
 
-    def _build(self, seed: int) -> None:
-        c, dev, dt = self.cfg, self.device, dtypes.torch_dtype(self.dtype)
-        g = torch.Generator(device=dev).manual_seed(seed)
+    def _randn(self, *shape, std=WEIGHT_STD):
+        return torch.empty(shape, dtype=dtypes.torch_dtype(self.dtype), device=self.device).normal_(
+            0.0, std, generator=self.gen)
 
-        def w(*shape, std=WEIGHT_STD):
-            return torch.empty(shape, dtype=dt, device=dev).normal_(0.0, std, generator=g)
+    def _weights(self) -> None:
+        c, dev, dt = self.cfg, self.device, dtypes.torch_dtype(self.dtype)
 
         def ones(n):
             return torch.ones(n, dtype=dt, device=dev)
 
-        h, hd, qh, kvh = c.hidden, c.head_dim, c.q_heads, c.kv_heads
+        h, hd, qh, kvh, w = c.hidden, c.head_dim, c.q_heads, c.kv_heads, self._randn
         self.embed = w(c.vocab, h)
         self.lm_head = self.embed if c.tie_embeddings else w(c.vocab, h)
         self.final_norm = ones(h)
-        pages = -(-self.context // PAGE_SIZE)
-        num_blocks = self.batch * pages + 1         # one spare page: block 0 is never a sequence's
         self.layers = []
         for _ in range(c.layers):
             layer = {"in_norm": ones(h), "post_norm": ones(h), "qkv": w((qh + 2 * kvh) * hd, h),
-                     "o": w(h, qh * hd), "gate_up": w(2 * c.intermediate, h), "down": w(h, c.intermediate),
-                     # the context already in the cache: unit-variance keys and values
-                     "k_cache": w(num_blocks, PAGE_SIZE, kvh, hd, std=1.0),
-                     "v_cache": w(num_blocks, PAGE_SIZE, kvh, hd, std=1.0)}
+                     "o": w(h, qh * hd), "gate_up": w(2 * c.intermediate, h), "down": w(h, c.intermediate)}
             if c.qk_norm:
                 layer["q_norm"], layer["k_norm"] = ones(hd), ones(hd)
             self.layers.append(layer)
+        self.cos_sin_cache = rope_op.cos_sin_cache(c.max_position, hd, c.rope_theta, self._scaling(), dev)
+
+    def _cache(self) -> None:
+        c, dev = self.cfg, self.device
+        pages = -(-self.context // PAGE_SIZE)
+        num_blocks = self.batch * pages + 1         # one spare page: block 0 is never a sequence's
+        # the context already in the cache: unit-variance keys and values, a (k, v) pair a layer
+        self.caches = [tuple(self._randn(num_blocks, PAGE_SIZE, c.kv_heads, c.head_dim, std=1.0) for _ in "kv")
+                       for _ in self.layers]
         # sequence i owns blocks 1 + i·pages ... ; its new token is at position context - 1
         table = 1 + torch.arange(self.batch * pages, device=dev, dtype=torch.int32).view(self.batch, pages)
         pos = self.context - 1
@@ -143,8 +157,7 @@ class ReferenceDecoder:
         self.context_lens = torch.full((self.batch,), self.context, dtype=torch.int32, device=dev)
         self.positions = torch.full((self.batch,), pos, dtype=torch.long, device=dev)
         self.slot_mapping = (table[:, pos // PAGE_SIZE].long() * PAGE_SIZE + pos % PAGE_SIZE)
-        self.cos_sin_cache = rope_op.cos_sin_cache(c.max_position, hd, c.rope_theta, self._scaling(), dev)
-        self.ids = torch.randint(0, c.vocab, (self.batch,), generator=g, device=dev)
+        self.ids = torch.randint(0, c.vocab, (self.batch,), generator=self.gen, device=dev)
 
     def _scaling(self) -> str:
         # YaRN and linear scaling change only the cache's values, not the work (as the step does)
@@ -158,14 +171,27 @@ class ReferenceDecoder:
         key = (op, tuple(sorted(shape.items())), dtype)
         fn = self._fns.get(key)
         if fn is None:
-            name = self.backend_for(op, shape) or DEFAULT_BACKEND.get(op, "torch")
-            b = get_op(op).backend(name)
-            if b.prepare is not None or (b.triton and self.device.type == "cpu"):
-                # set-up per call, or the Triton interpreter: not what a serving step runs
-                b = get_op(op).backend(DEFAULT_BACKEND.get(op, "torch"))
+            want = self.backend_for(op, dtype, shape)
+            b = self._backend(op, want)
             fn = self._fns[key] = b.run
             self.backends_used.setdefault(op, set()).add(b.name)
+            if want and want != b.name:
+                self.substituted[f"{op} {want}"] = b.name
         return fn(inputs)
+
+    def _backend(self, op: str, name: Optional[str]):
+        """The backend ``name`` of ``op`` where this step can run it as the runner did, else the
+        op's eager torch one: a name the op does not know (a run of another version), a Triton
+        kernel on a CPU (the interpreter: checked there, never timed), a device it does not run
+        on, a library missing, or per-call set-up (``prepare``, outside the runner's timing)."""
+        o = get_op(op)
+        default = o.backend(DEFAULT_BACKEND.get(op, "torch"))
+        b = next((x for x in o.backends if x.name == name), None)
+        kind = "cpu" if self.device.type == "cpu" else ("rocm" if getattr(torch.version, "hip", None) else "cuda")
+        if b is None or b.prepare is not None or (b.triton and kind == "cpu") or \
+                (b.devices is not None and kind not in b.devices) or b.available() is not None:
+            return default
+        return b
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """x @ W^T, W [n, k]: the gemm op's nt layout (b is the [k, n] view of W)."""
@@ -185,7 +211,7 @@ class ReferenceDecoder:
 
     # ------------------------------------------------------------ the step
 
-    def _attention(self, layer: dict, x: torch.Tensor) -> torch.Tensor:
+    def _attention(self, layer: dict, cache: tuple, x: torch.Tensor) -> torch.Tensor:
         c, b = self.cfg, self.batch
         qh, kvh, hd = c.q_heads, c.kv_heads, c.head_dim
         qkv = self.linear(x, layer["qkv"])
@@ -199,7 +225,7 @@ class ReferenceDecoder:
                            "max_position": c.max_position}, _dtype_name(q),
                   {"q": q, "k": k, "positions": self.positions, "cos_sin_cache": self.cos_sin_cache,
                    "rotary_dim": hd, "neox": True})
-        kc, vc = layer["k_cache"], layer["v_cache"]
+        kc, vc = cache
         self._run("kv_append", {"tokens": b, "seq_tokens": 1, "kv_heads": kvh, "head_dim": hd,
                                 "page_size": PAGE_SIZE, "num_blocks": kc.shape[0], "layout": "NHD", "padding": 0},
                   _dtype_name(k),
@@ -228,10 +254,10 @@ class ReferenceDecoder:
                                         "hidden": self.embed.shape[1]}, _dtype_name(self.embed),
                           {"ids": self.ids, "table": self.embed})
         x = self.rmsnorm(resid, self.layers[0]["in_norm"], c.rms_eps)
-        for i, layer in enumerate(self.layers):
+        for i, (layer, cache) in enumerate(zip(self.layers, self.caches)):
             if i:
                 x = self.add_rmsnorm(x, resid, layer["in_norm"], c.rms_eps)
-            x = self._attention(layer, x)
+            x = self._attention(layer, cache, x)
             x = self.add_rmsnorm(x, resid, layer["post_norm"], c.rms_eps)
             x = self._mlp(layer, x)
         x = self.add_rmsnorm(x, resid, self.final_norm, c.rms_eps)

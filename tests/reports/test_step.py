@@ -171,3 +171,51 @@ def test_measure_end_to_end_on_this_cpu(tmp_path, capsys):
     assert dec["complete"] and pre["complete"], [c for c in dec["components"] + pre["components"] if c["missing"]]
     assert dec["tokens_per_s"] > 0 and set(dec["families_us"]) >= {"gemm", "attention", "norm", "rope", "embedding"}
     assert results.load(str(out)).records      # the run file is kept where asked
+
+
+def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, runlines, capsys):
+    # every case in a run already (so nothing is measured but the steps): the roll-up's kernel
+    # sum, and whole decode steps of the reference decoder timed here, side by side
+    cfgp = tmp_path / "tiny.json"
+    cfgp.write_text(json.dumps({**TINY, "num_hidden_layers": 2}))
+    cfg = mc.load(str(cfgp))
+    comps = [c for b in (1, 2) for c in step.components(cfg, b, 16, "fp32")]
+    comps += step.components(cfg, 1, 16, "fp32", kind="prefill", prefill_tokens=16)
+    run = _run_with(tmp_path, smoke_run, runlines, comps, lambda op, s: 7.0)
+    argv = ["model", "--config", str(cfgp), "--run", run, "--measure", "--check-step", "--batch", "1,2",
+            "--context", "16", "--prefill-tokens", "16", "--dtype", "fp32", "--budget", "0.02"]
+    assert cli.main(argv + ["--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    checks = doc["step_check"]["checks"]
+    decode = {e["batch"]: e for e in doc["devices"][0]["estimates"] if e["phase"] == "decode"}
+    assert [c["batch"] for c in checks] == [1, 2]
+    for c in checks:
+        assert c["accounting"] == [] and c["measured_step_us"] > 0 and c["step"]["samples"] >= 1
+        assert c["kernel_sum_us"] == pytest.approx(decode[c["batch"]]["measured_us"])
+        assert c["kernel_sum_us"] == pytest.approx(7.0 * sum(x.count for x in step.components(cfg, c["batch"], 16,
+                                                                                              "fp32")))
+        assert c["step_over_kernel_sum"] == pytest.approx(c["measured_step_us"] / c["kernel_sum_us"])
+        assert c["backends"]["paged_decode_attention"] == ["torch-gather-sdpa"]
+        # the run's records say "torch" for paged attention, which has no such backend: named
+        assert c["substituted"] == {"paged_decode_attention torch": "torch-gather-sdpa"}
+    assert cli.main(argv + ["--format", "csv"]) == 0
+    head, *lines = capsys.readouterr().out.splitlines()
+    cols = head.split(",")
+    assert {"measured_step_us", "kernel_sum_us", "step_over_kernel_sum"} <= set(cols)
+    dec = [dict(zip(cols, ln.split(","))) for ln in lines if ",decode," in ln]
+    assert len(dec) == 2 and all(float(r["step_over_kernel_sum"]) > 0 for r in dec)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "give --measure too"), (["--measure", "--tp", "2"], "--check-step --tp 2"),
+    (["--measure", "--dtype", "fp8"], "--check-step --dtype fp8"),
+])
+def test_check_step_bad_options_exit_2(extra, message, capsys):
+    assert cli.main(["model", "llama-3.2-1b", "--check-step", *extra]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("kernelmark: error: ") and message in err and err.count("\n") == 1 and not out
+
+
+def test_check_step_names_an_architecture_it_cannot_build(capsys):
+    assert cli.main(["model", "mixtral-8x7b", "--measure", "--check-step"]) == 2
+    assert "not supported for this architecture: mixtral-8x7b is a mixture of experts" in capsys.readouterr().err

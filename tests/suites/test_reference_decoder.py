@@ -82,7 +82,7 @@ def _plain_step(d: ReferenceDecoder) -> torch.Tensor:
         return torch.cat((a * cos - bb * sin, bb * cos + a * sin), -1)
 
     h = d.embed.double()[d.ids]
-    for layer in d.layers:
+    for layer, (k_cache, v_cache) in zip(d.layers, d.caches):
         x = norm(h, layer["in_norm"])
         q, k, v = (x @ layer["qkv"].double().T).split([qh * hd, kvh * hd, kvh * hd], -1)
         q, k, v = q.view(b, qh, hd), k.view(b, kvh, hd), v.view(b, kvh, hd)
@@ -92,8 +92,8 @@ def _plain_step(d: ReferenceDecoder) -> torch.Tensor:
         outs = []
         for i in range(b):
             blocks = d.block_table[i].long()
-            kc = layer["k_cache"].double()[blocks].flatten(0, 1)[:L].clone()
-            vc = layer["v_cache"].double()[blocks].flatten(0, 1)[:L].clone()
+            kc = k_cache.double()[blocks].flatten(0, 1)[:L].clone()
+            vc = v_cache.double()[blocks].flatten(0, 1)[:L].clone()
             kc[pos], vc[pos] = k[i], v[i]           # the token this step appends
             kk = kc.repeat_interleave(qh // kvh, dim=1)
             vv = vc.repeat_interleave(qh // kvh, dim=1)
@@ -115,6 +115,9 @@ def test_the_step_computes_the_model(name):
     got = d.step()
     assert torch.equal(got, logits.argmax(-1))
     assert torch.equal(d.step(), got)           # every step the same work: same slots, same positions
+    d.resize(2, 20)                             # the same weights, a new cache
+    logits = _plain_step(d)
+    assert torch.equal(d.step(), logits.argmax(-1)) and d.caches[0][0].shape[0] == 2 * 2 + 1
 
 
 def test_unsupported_architectures_and_inputs_are_named():
@@ -132,7 +135,25 @@ def test_weight_bytes_is_what_it_allocates():
     for cfg in (tiny(), tiny(tie_word_embeddings=False), CONFIGS["qwen3 (q/k norms)"]):
         d = ReferenceDecoder(cfg, 1, 16, "fp32")
         ws = [d.embed, d.final_norm] + ([] if cfg.tie_embeddings else [d.lm_head])
-        ws += [t for layer in d.layers for n, t in layer.items() if not n.endswith("_cache")]
+        ws += [t for layer in d.layers for t in layer.values()]
         assert weight_bytes(cfg, "fp32") == sum(t.numel() * t.element_size() for t in ws)
     # Llama-3.2-1B: 1.24 billion parameters (tied embeddings)
     assert 1.23e9 < weight_bytes(mc.load("llama-3.2-1b"), "bf16") / 2 < 1.25e9
+
+
+def test_it_runs_the_backend_it_is_given_where_a_step_can_run_it():
+    seen = []
+
+    def backend_for(op, dtype, shape):
+        seen.append((op, dtype))
+        # the Triton interpreter, a GPU-only compile, a name no op has: the eager backend runs instead
+        return {"rmsnorm": "triton", "silu_and_mul": "torch-compile", "rope": "no-such-backend",
+                "gemm": "torch"}.get(op)
+
+    d = ReferenceDecoder(tiny(), 2, 16, "fp32", backend_for=backend_for)
+    d.step()
+    assert {op for op, _ in seen} == {c.op for c in step.components(tiny(), 2, 16, "fp32")}
+    assert d.backends_used["paged_decode_attention"] == {"torch-gather-sdpa"}
+    assert d.backends_used["rmsnorm"] == {"torch"} and d.backends_used["rope"] == {"torch"}
+    assert d.substituted == {"rmsnorm triton": "torch", "silu_and_mul torch-compile": "torch",
+                             "rope no-such-backend": "torch"}
