@@ -91,9 +91,23 @@ def _picked(est) -> dict:
             for f in est.found if f.rec is not None}
 
 
+def _fastest_sum(est):
+    """The kernel sum of each case's fastest sample: next to the step's fastest, the figure a
+    busy machine disturbs least (stalls only add time); None without every case's minimum."""
+    total = 0.0
+    for f in est.found:
+        if f.rec is None:
+            continue
+        m = f.rec["timing"].get("min_us")
+        if m is None:
+            return None
+        total += m * f.need.count / f.need.per
+    return total
+
+
 def _summary(t) -> dict:
     s = t.summary
-    return {"median_us": s.median_us, "ci_rel": s.ci_rel, "samples": s.n, "method": t.method,
+    return {"median_us": s.median_us, "min_us": s.min_us, "ci_rel": s.ci_rel, "samples": s.n, "method": t.method,
             "converged": t.converged, "stall": t.stall, "note": t.note}
 
 
@@ -153,6 +167,10 @@ def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measure
         if row["kernel_sum_us"]:
             row["step_over_kernel_sum"] = row["measured_step_us"] / row["kernel_sum_us"]
             row["overhead_us"] = row["measured_step_us"] - row["kernel_sum_us"]
+            fastest = _fastest_sum(est)
+            if fastest:
+                row["fastest"] = {"step_us": t.summary.min_us, "kernel_sum_us": fastest,
+                                  "step_over_kernel_sum": t.summary.min_us / fastest}
         else:
             row["why_no_ratio"] = f"the roll-up is incomplete ({len(est.missing)} case(s) not measured)"
         if target.is_gpu:

@@ -96,11 +96,12 @@ def test_emitted_suite_loads_as_exactly_the_distinct_cases(tmp_path):
         assert (c.op, c.dtype) == (op, dt) and all(c.shape[k] == v for k, v in shape.items())
 
 
-def _run_with(tmp_path, smoke_run, runlines, comps, us_of, drop=()):
+def _run_with(tmp_path, smoke_run, runlines, comps, us_of, drop=(), min_share=None):
     read, write = runlines
     header = read(smoke_run)[0]
+    extra = lambda op, shape: {} if min_share is None else {"min_us": min_share * us_of(op, shape)}  # noqa: E731
     recs = [{"type": "record", "op": op, "label": "", "shape": shape, "dtype": dt, "backend": "torch",
-             "status": "ok", "timing": {"median_us": us_of(op, shape), "ci_rel": 0.01, "n": 10}}
+             "status": "ok", "timing": {"median_us": us_of(op, shape), "ci_rel": 0.01, "n": 10, **extra(op, shape)}}
             for op, dt, shape in step.distinct_cases(comps) if op not in drop]
     return write(tmp_path / "m.jsonl", [header, *recs, {"type": "footer", "finished": "x", "wall_s": 1}])
 
@@ -181,7 +182,7 @@ def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, 
     cfg = mc.load(str(cfgp))
     comps = [c for b in (1, 2) for c in step.components(cfg, b, 16, "fp32")]
     comps += step.components(cfg, 1, 16, "fp32", kind="prefill", prefill_tokens=16)
-    run = _run_with(tmp_path, smoke_run, runlines, comps, lambda op, s: 7.0)
+    run = _run_with(tmp_path, smoke_run, runlines, comps, lambda op, s: 7.0, min_share=0.5)
     argv = ["model", "--config", str(cfgp), "--run", run, "--measure", "--check-step", "--batch", "1,2",
             "--context", "16", "--prefill-tokens", "16", "--dtype", "fp32", "--budget", "0.02"]
     assert cli.main(argv + ["--format", "json"]) == 0
@@ -195,6 +196,9 @@ def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, 
         assert c["kernel_sum_us"] == pytest.approx(7.0 * sum(x.count for x in step.components(cfg, c["batch"], 16,
                                                                                               "fp32")))
         assert c["step_over_kernel_sum"] == pytest.approx(c["measured_step_us"] / c["kernel_sum_us"])
+        # the fastest step beside the sum of each case's fastest sample (half its median here)
+        assert c["fastest"]["kernel_sum_us"] == pytest.approx(c["kernel_sum_us"] / 2)
+        assert c["fastest"]["step_us"] == c["step"]["min_us"] <= c["measured_step_us"]
         assert c["backends"]["paged_decode_attention"] == ["torch-gather-sdpa"]
         # the run's records say "torch" for paged attention, which has no such backend: named
         assert c["substituted"] == {"paged_decode_attention torch": "torch-gather-sdpa"}
@@ -204,6 +208,12 @@ def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, 
     assert {"measured_step_us", "kernel_sum_us", "step_over_kernel_sum"} <= set(cols)
     dec = [dict(zip(cols, ln.split(","))) for ln in lines if ",decode," in ln]
     assert len(dec) == 2 and all(float(r["step_over_kernel_sum"]) > 0 for r in dec)
+    assert all(float(r["fastest_step_over_kernel_sum"]) > 0 for r in dec)
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    section = text[text.index("Checked against a real decode step"):]
+    assert "step / kernel sum" in section and "decode, batch 2" in section and "CUDA graph" not in section
+    assert "ACCOUNTING MISMATCH" not in section
 
 
 @pytest.mark.parametrize("extra, message", [
