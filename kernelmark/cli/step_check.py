@@ -35,7 +35,8 @@ def validate(args, cfg, batches: list, dtype: str, device_spec) -> None:
     why = rd.supported(cfg)
     if why:
         raise UsageError(f"--check-step: not supported for this architecture: {why} (the reference decoder "
-                         "builds dense GQA models: Llama, Mistral, Qwen2, Qwen3)")
+                         "builds dense GQA models, Llama, Mistral, Qwen2, Qwen3, and softmax-routed MoE ones, "
+                         "Mixtral, Qwen3-MoE)")
     if args.context > cfg.max_position:
         raise UsageError(f"--check-step --context {args.context}: beyond {cfg.name}'s {cfg.max_position} positions")
     need = rd.weight_bytes(cfg, dtype) + max(cache_bytes(cfg, b, args.context, dtype) for b in batches)

@@ -22,8 +22,11 @@ holds the ``context - 1`` before it, so attention reads ``context`` tokens):
     lm_head GEMM · argmax.
 
 Repeated steps write the same cache slots and read the same positions, so every step does
-the same work (what timing needs). Dense models only (Llama, Mistral, Qwen2, Qwen3): MoE
-and MLA models are refused with a ``DecoderUnsupported`` naming the architecture.
+the same work (what timing needs). Dense GQA models (Llama, Mistral, Qwen2, Qwen3) and
+softmax-routed MoE ones (Mixtral, Qwen3-MoE: router GEMM, top-k routing, align, fused
+experts in the MLP's place; experts in bf16 for an fp32 model, as fused_moe is measured).
+MLA (DeepSeek-V3) and sliding-window layers (gpt-oss) are refused with a
+``DecoderUnsupported`` naming the architecture.
 """
 
 from __future__ import annotations
@@ -62,21 +65,35 @@ def supported(cfg: ModelConfig) -> Optional[str]:
     """Why the reference decoder cannot build ``cfg``, or None."""
     if cfg.mla is not None:
         return f"{cfg.name} uses multi-head latent attention (MLA)"
-    if cfg.moe is not None:
-        return f"{cfg.name} is a mixture of experts ({cfg.family})"
+    if cfg.moe is not None and cfg.moe.rule != "softmax":
+        return f"{cfg.name} routes its experts by {cfg.moe.rule}"
     if cfg.sliding_layers:
         return f"{cfg.name} has sliding-window layers"
     return None
 
 
+def expert_dtype(dtype: str) -> str:
+    """The dtype the experts run in: the model's, or the one fused_moe is measured in (bf16
+    for an fp32 model), as the step derivation has it."""
+    return step._dt("fused_moe", dtype)
+
+
+def dense_layers(cfg: ModelConfig) -> int:
+    return cfg.layers if cfg.moe is None else min(cfg.moe.dense_layers, cfg.layers)
+
+
 def weight_bytes(cfg: ModelConfig, dtype: str) -> int:
     """Bytes of the weights the decoder allocates (tied embeddings counted once)."""
-    h, i, hd = cfg.hidden, cfg.intermediate, cfg.head_dim
-    per_layer = h * (cfg.q_heads + 2 * cfg.kv_heads) * hd + cfg.q_heads * hd * h + 3 * h * i + 2 * h
-    if cfg.qk_norm:
-        per_layer += 2 * hd
-    n = cfg.layers * per_layer + cfg.vocab * h * (1 if cfg.tie_embeddings else 2) + h
-    return n * dtypes.itemsize(dtype)
+    h, i, hd, size = cfg.hidden, cfg.intermediate, cfg.head_dim, dtypes.itemsize(dtype)
+    attn = h * (cfg.q_heads + 2 * cfg.kv_heads) * hd + cfg.q_heads * hd * h + 2 * h + (2 * hd if cfg.qk_norm else 0)
+    dense = dense_layers(cfg)
+    n = cfg.layers * attn + dense * 3 * h * i + cfg.vocab * h * (1 if cfg.tie_embeddings else 2) + h
+    out = n * size
+    if cfg.moe:
+        e = cfg.moe
+        out += (cfg.layers - dense) * (e.experts * h * size + (e.experts + e.shared) * 3 * h * e.inter
+                                       * dtypes.itemsize(expert_dtype(dtype)))
+    return out
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -92,7 +109,8 @@ class ReferenceDecoder:
         why = supported(cfg)
         if why:
             raise DecoderUnsupported(f"the reference decoder does not support this architecture: {why}; "
-                                     "it builds dense GQA decoders (Llama, Mistral, Qwen2, Qwen3)")
+                                     "it builds dense GQA decoders (Llama, Mistral, Qwen2, Qwen3) and softmax-routed "
+                                     "MoE ones (Mixtral, Qwen3-MoE)")
         if dtype not in DTYPES:
             raise DecoderUnsupported(f"the reference decoder runs {', '.join(DTYPES)}, not {dtype}")
         self.cfg, self.dtype = cfg, dtype
@@ -135,13 +153,21 @@ class ReferenceDecoder:
         self.lm_head = self.embed if c.tie_embeddings else w(c.vocab, h)
         self.final_norm = ones(h)
         self.layers = []
-        for _ in range(c.layers):
-            layer = {"in_norm": ones(h), "post_norm": ones(h), "qkv": w((qh + 2 * kvh) * hd, h),
-                     "o": w(h, qh * hd), "gate_up": w(2 * c.intermediate, h), "down": w(h, c.intermediate)}
+        for n in range(c.layers):
+            layer = {"in_norm": ones(h), "post_norm": ones(h), "qkv": w((qh + 2 * kvh) * hd, h), "o": w(h, qh * hd)}
+            if n < dense_layers(c):
+                layer.update(gate_up=w(2 * c.intermediate, h), down=w(h, c.intermediate))
+            else:
+                e, edt = c.moe, dtypes.torch_dtype(expert_dtype(self.dtype))
+                # w1 [E, 2I, H] (gate rows, then up rows), w2 [E, H, I]; a shared expert is expert E
+                layer.update(router=w(e.experts, h), w1=w(e.experts + e.shared, 2 * e.inter, h).to(edt),
+                             w2=w(e.experts + e.shared, h, e.inter).to(edt))
             if c.qk_norm:
                 layer["q_norm"], layer["k_norm"] = ones(hd), ones(hd)
             self.layers.append(layer)
         self.cos_sin_cache = rope_op.cos_sin_cache(c.max_position, hd, c.rope_theta, self._scaling(), dev)
+        if c.moe:
+            self.route_bias = torch.zeros(c.moe.experts, dtype=torch.float32, device=dev)  # softmax: unused
 
     def _cache(self) -> None:
         c, dev = self.cfg, self.device
@@ -246,6 +272,30 @@ class ReferenceDecoder:
                       _dtype_name(gu), {"x": gu})
         return self.linear(a, layer["down"])
 
+    def _moe(self, layer: dict, x: torch.Tensor) -> torch.Tensor:
+        """Router GEMM, top-k routing, the experts' layout (align), the fused experts."""
+        e, t, h = self.cfg.moe, x.shape[0], x.shape[1]
+        logits = self.linear(x, layer["router"])
+        ids, weights = self._run("moe_route", {"tokens": t, "experts": e.experts, "topk": e.topk, "rule": e.rule,
+                                               "renorm": e.renorm, "n_group": e.n_group, "topk_group": e.topk_group,
+                                               "scale": e.scale}, _dtype_name(logits),
+                                 {"logits": logits, "bias": self.route_bias, "topk": e.topk, "rule": e.rule,
+                                  "renorm": bool(e.renorm), "n_group": e.n_group, "topk_group": e.topk_group,
+                                  "scale": float(e.scale)})
+        if e.shared:        # every token also goes to the shared expert (id E), weight 1
+            ids = torch.cat([ids, torch.full((t, 1), e.experts, dtype=ids.dtype, device=ids.device)], dim=1)
+            weights = torch.cat([weights, torch.ones(t, 1, dtype=weights.dtype, device=weights.device)], dim=1)
+        n, k = e.experts + e.shared, e.topk + e.shared
+        # its result feeds a grouped-GEMM kernel; the eager experts loop sorts for itself
+        self._run("moe_align", {"tokens": t, "experts": n, "topk": k, "block": 16}, step._dt("moe_align", self.dtype),
+                  {"topk_ids": ids, "experts": n, "block": 16})
+        edt = expert_dtype(self.dtype)
+        y = self._run("fused_moe", {"tokens": t, "experts": e.experts, "topk": e.topk, "hidden": h, "inter": e.inter,
+                                    "shared": e.shared}, edt,
+                      {"x": x.to(dtypes.torch_dtype(edt)), "w1": layer["w1"], "w2": layer["w2"], "w1_scale": None,
+                       "w2_scale": None, "topk_ids": ids, "topk_weights": weights, "dtype": edt})
+        return y.to(x.dtype)
+
     @torch.inference_mode()
     def step(self) -> torch.Tensor:
         """One decode step: the next token of every sequence (greedy), [batch] int64."""
@@ -259,9 +309,9 @@ class ReferenceDecoder:
                 x = self.add_rmsnorm(x, resid, layer["in_norm"], c.rms_eps)
             x = self._attention(layer, cache, x)
             x = self.add_rmsnorm(x, resid, layer["post_norm"], c.rms_eps)
-            x = self._mlp(layer, x)
+            x = self._mlp(layer, x) if "down" in layer else self._moe(layer, x)
         x = self.add_rmsnorm(x, resid, self.final_norm, c.rms_eps)
-        logits = self.linear(x, self.lm_head)
+        logits = self.logits = self.linear(x, self.lm_head)      # kept for tests to compare
         return self._run("argmax_sampling", {"batch": logits.shape[0], "vocab": logits.shape[1]},
                          _dtype_name(logits), {"logits": logits})
 

@@ -1,6 +1,7 @@
 """kernelmark/suites/step.py (every kernel of a step), reports/modelstep.py (its roll-up) and
 `kernelmark model NAME|--config` with --emit-suite / --measure."""
 import json
+import re
 
 import pytest
 
@@ -226,6 +227,13 @@ def test_check_step_bad_options_exit_2(extra, message, capsys):
     assert err.startswith("kernelmark: error: ") and message in err and err.count("\n") == 1 and not out
 
 
-def test_check_step_names_an_architecture_it_cannot_build(capsys):
-    assert cli.main(["model", "mixtral-8x7b", "--measure", "--check-step"]) == 2
-    assert "not supported for this architecture: mixtral-8x7b is a mixture of experts" in capsys.readouterr().err
+def test_check_step_names_an_architecture_it_cannot_build_or_fit(capsys):
+    assert cli.main(["model", "deepseek-v3", "--measure", "--check-step"]) == 2
+    assert "not supported for this architecture: deepseek-v3 uses multi-head latent attention" in \
+        capsys.readouterr().err
+    # 405B parameters in bf16 fit no device this runs on (the check is before anything is measured)
+    assert cli.main(["model", "llama-3.1-405b", "--measure", "--check-step", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"kernelmark: error: --check-step: llama-3.1-405b in bf16 needs (\d+)\.\d GiB \(weights "
+                        r"and KV cache\); this device has [\d.]+ GiB free\n", err), err
+    assert int(re.search(r"needs (\d+)", err).group(1)) > 405e9 * 2 / 2**30     # the weights alone

@@ -22,7 +22,10 @@ CONFIGS = {"llama": tiny(), "qwen3 (q/k norms)": tiny(architectures=["Qwen3ForCa
            "untied, llama3 rope": tiny(tie_word_embeddings=False,
                                        rope_scaling={"rope_type": "llama3", "factor": 8.0,
                                                      "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                                     "original_max_position_embeddings": 256})}
+                                                     "original_max_position_embeddings": 256}),
+           "mixtral (moe)": tiny(architectures=["MixtralForCausalLM"], num_local_experts=4, num_experts_per_tok=2),
+           "qwen3-moe": tiny(architectures=["Qwen3MoeForCausalLM"], num_experts=8, num_experts_per_tok=3,
+                             moe_intermediate_size=32, norm_topk_prob=False)}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -37,8 +40,9 @@ def test_every_op_the_decoder_runs_is_one_component_and_none_is_counted_twice(na
     assert {c.op for c in calls} == {c.op for c in comps}
 
 
-def test_a_dropped_or_duplicated_component_is_caught():
-    cfg = CONFIGS["qwen3 (q/k norms)"]
+@pytest.mark.parametrize("name", ["qwen3 (q/k norms)", "qwen3-moe"])
+def test_a_dropped_or_duplicated_component_is_caught(name):
+    cfg = CONFIGS[name]
     calls = ReferenceDecoder(cfg, 2, 24, "fp32").record_step()
     comps = step.components(cfg, 2, 24, "fp32")
     for i, c in enumerate(comps):
@@ -101,8 +105,22 @@ def _plain_step(d: ReferenceDecoder) -> torch.Tensor:
             outs.append(torch.einsum("ht,thd->hd", s.softmax(-1), vv))
         h = h + torch.stack(outs).reshape(b, qh * hd) @ layer["o"].double().T
         x = norm(h, layer["post_norm"])
-        g, u = (x @ layer["gate_up"].double().T).chunk(2, -1)
-        h = h + (torch.nn.functional.silu(g) * u) @ layer["down"].double().T
+        if "down" in layer:
+            g, u = (x @ layer["gate_up"].double().T).chunk(2, -1)
+            h = h + (torch.nn.functional.silu(g) * u) @ layer["down"].double().T
+            continue
+        # MoE: softmax top-k, (re)normalised; each expert's MLP on the bf16-rounded input
+        p = torch.softmax(x @ layer["router"].double().T, -1)
+        w, ids = p.topk(c.moe.topk, -1)
+        if c.moe.renorm:
+            w = w / w.sum(-1, keepdim=True)
+        xe = x.to(layer["w1"].dtype).double()
+        y = torch.zeros_like(h)
+        for t in range(b):
+            for j, e in enumerate(ids[t].tolist()):
+                g, u = (xe[t] @ layer["w1"][e].double().T).chunk(2, -1)
+                y[t] += w[t, j] * ((torch.nn.functional.silu(g) * u) @ layer["w2"][e].double().T)
+        h = h + y
     return norm(h, d.final_norm) @ d.lm_head.double().T
 
 
@@ -114,17 +132,29 @@ def test_the_step_computes_the_model(name):
     assert torch.isfinite(logits).all() and logits.std() > 0
     got = d.step()
     assert torch.equal(got, logits.argmax(-1))
+    assert torch.allclose(d.logits.double(), logits, rtol=1e-4, atol=1e-4)
     assert torch.equal(d.step(), got)           # every step the same work: same slots, same positions
     d.resize(2, 20)                             # the same weights, a new cache
     logits = _plain_step(d)
     assert torch.equal(d.step(), logits.argmax(-1)) and d.caches[0][0].shape[0] == 2 * 2 + 1
 
 
+@pytest.mark.parametrize("name", ["mixtral (moe)", "qwen3-moe"])
+def test_the_moe_step_computes_the_model(name):
+    d = ReferenceDecoder(CONFIGS[name], 4, 21, "fp32", seed=2)
+    logits = _plain_step(d)
+    d.step()
+    assert d.layers[0]["w1"].dtype == torch.bfloat16       # fused_moe is measured in bf16, not fp32
+    # the experts' bf16 GEMMs round where the float64 form does not: close, not equal
+    assert torch.allclose(d.logits.double(), logits, rtol=0.02, atol=0.02 * logits.abs().max().item())
+    assert (d.logits.double() - logits).abs().max() > 0
+
+
 def test_unsupported_architectures_and_inputs_are_named():
     with pytest.raises(DecoderUnsupported, match="deepseek-v3 uses multi-head latent attention"):
         ReferenceDecoder(mc.load("deepseek-v3"), 1, 16, "fp32")
-    with pytest.raises(DecoderUnsupported, match="mixtral-8x7b is a mixture of experts"):
-        ReferenceDecoder(mc.load("mixtral-8x7b"), 1, 16, "fp32")
+    with pytest.raises(DecoderUnsupported, match="gpt-oss-120b has sliding-window layers"):
+        ReferenceDecoder(mc.load("gpt-oss-120b"), 1, 16, "fp32")
     with pytest.raises(DecoderUnsupported, match="fp8"):
         ReferenceDecoder(tiny(), 1, 16, "fp8")
     with pytest.raises(ValueError, match="context 513 is beyond"):
@@ -132,11 +162,11 @@ def test_unsupported_architectures_and_inputs_are_named():
 
 
 def test_weight_bytes_is_what_it_allocates():
-    for cfg in (tiny(), tiny(tie_word_embeddings=False), CONFIGS["qwen3 (q/k norms)"]):
+    for cfg in (tiny(), tiny(tie_word_embeddings=False), CONFIGS["qwen3 (q/k norms)"], CONFIGS["qwen3-moe"]):
         d = ReferenceDecoder(cfg, 1, 16, "fp32")
         ws = [d.embed, d.final_norm] + ([] if cfg.tie_embeddings else [d.lm_head])
         ws += [t for layer in d.layers for t in layer.values()]
-        assert weight_bytes(cfg, "fp32") == sum(t.numel() * t.element_size() for t in ws)
+        assert weight_bytes(cfg, "fp32") == sum(t.numel() * t.element_size() for t in ws), cfg.name
     # Llama-3.2-1B: 1.24 billion parameters (tied embeddings)
     assert 1.23e9 < weight_bytes(mc.load("llama-3.2-1b"), "bf16") / 2 < 1.25e9
 
