@@ -19,6 +19,7 @@ import sys
 from kernelmark.errors import UsageError
 
 DEFAULT_BUDGET_S = 2.0
+KERNEL_BUDGET_S = 0.5       # each kernel re-timed in the step's process
 MEMORY_SHARE = 0.8          # at most this share of the free memory for the weights and caches
 
 
@@ -132,6 +133,30 @@ def _graph_timing(dec, device, tcfg):
     return _summary(t), None
 
 
+def _kernels_here(dec, calls: list, device, budget_s: float):
+    """Each distinct kernel of the step timed alone, on the step's own tensors, in this process
+    just before the step is timed: a kernel sum measured under the same load as the step (the
+    roll-up's comes from the run, measured minutes earlier). Caches are not flushed between
+    calls, so small kernels run warm here: a lower bound for them."""
+    from kernelmark.harness import timing
+    from kernelmark.suites import reference_decoder as rd
+    counts: dict = {}
+    for c in calls:
+        k = rd._key(c.op, c.dtype, c.shape)
+        counts[k] = counts.get(k, 0) + 1
+    tcfg = timing.TimingConfig(budget_s=budget_s, min_samples=5)
+    total, each = 0.0, []
+    import torch
+    for op, dt, shape, fn, inputs in dec.calls_to_time():
+        with torch.inference_mode():        # the step's tensors are inference tensors
+            t = timing.time_callable(fn, [inputs], device, tcfg)
+        n = counts[rd._key(op, dt, shape)]
+        total += t.summary.median_us * n
+        each.append({"op": op, "dtype": dt, "shape": shape, "median_us": t.summary.median_us, "count": n,
+                     "stall": t.stall})
+    return total, each
+
+
 def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measured_path) -> list:
     """Time decode steps at each batch; one dict each (the roll-up's figures beside them)."""
     from kernelmark.cli.run import apply_threads
@@ -157,13 +182,18 @@ def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measure
             dec = rd.ReferenceDecoder(cfg, b, args.context, dtype, target.torch_device, backend_for)
         else:
             dec.resize(b, args.context, backend_for)
-        problems = rd.accounting(dec.record_step(), comps[b])
+        calls = dec.record_step(keep_inputs=True)
+        problems = rd.accounting(calls, comps[b])
+        here, each = _kernels_here(dec, calls, target.torch_device, min(tcfg.budget_s, KERNEL_BUDGET_S))
+        dec.kept = None
         t = timing.time_callable(lambda _: dec.step(), [None], target.torch_device, tcfg)
         row = {"device": dev.label, "batch": b, "context": args.context, "dtype": dtype,
                "step": _summary(t), "measured_step_us": t.summary.median_us,
                "kernel_sum_us": est.total_us if est.complete else None,
                "backends": {op: sorted(names) for op, names in dec.backends_used.items()},
-               "substituted": dict(dec.substituted), "accounting": problems, "threads": torch.get_num_threads(),
+               "substituted": dict(dec.substituted), "accounting": problems,
+               "kernels_here": {"kernel_sum_us": here, "step_over_kernel_sum": t.summary.median_us / here,
+                                "kernels": each}, "threads": torch.get_num_threads(),
                "threads_reason": threads["reason"] if threads else None}
         if row["kernel_sum_us"]:
             row["step_over_kernel_sum"] = row["measured_step_us"] / row["kernel_sum_us"]

@@ -9,7 +9,7 @@ table section, json items, and columns of the csv's decode rows.
 from __future__ import annotations
 
 CSV_FIELDS = ("measured_step_us", "kernel_sum_us", "step_over_kernel_sum", "overhead_us",
-              "fastest_step_over_kernel_sum", "cuda_graph_step_us")
+              "fastest_step_over_kernel_sum", "kernel_sum_here_us", "cuda_graph_step_us")
 
 LABEL = ("measured step: whole decode steps of our reference decoder (random weights, eager torch, the "
          "kernels by the backends the roll-up picked) timed by the same harness; step / kernel sum is the "
@@ -41,12 +41,15 @@ def table_lines(checks: list, tabulate, tf: str) -> list:
                      f"n/a: {c.get('why_no_ratio', '')}",
                      _us(c.get("overhead_us")),
                      f"{c['fastest']['step_over_kernel_sum']:.3f}" if c.get("fastest") else "n/a",
+                     f"{_us(c['kernels_here']['kernel_sum_us'])} ({c['kernels_here']['step_over_kernel_sum']:.3f})"
+                     if c.get("kernels_here") else "n/a",
                      _us(g.get("median_us")) if g.get("median_us") is not None else (g.get("missing") or ""),
                      _step_status(c)])
         if not graphs:
             del rows[-1][-2]
     heads = ["device", "phase", "context", "measured step µs", "kernel sum µs", "step / kernel sum", "overhead µs",
-             "fastest step / fastest kernel sum", "CUDA graph step µs", "step timing"]
+             "fastest step / fastest kernel sum", "kernels re-timed here µs (step / it)", "CUDA graph step µs",
+             "step timing"]
     if not graphs:
         heads.remove("CUDA graph step µs")
     out = ["", f"Checked against a real decode step ({LABEL}):", "",
@@ -72,6 +75,7 @@ def csv_columns(row: dict, checks: list) -> dict:
         if row.get("phase") == "decode" and c["device"] == row.get("device") and c["batch"] == row.get("batch"):
             g = (c.get("cuda_graph_step") or {}).get("median_us")
             vals = {**c, "cuda_graph_step_us": g,
-                    "fastest_step_over_kernel_sum": (c.get("fastest") or {}).get("step_over_kernel_sum")}
+                    "fastest_step_over_kernel_sum": (c.get("fastest") or {}).get("step_over_kernel_sum"),
+                    "kernel_sum_here_us": (c.get("kernels_here") or {}).get("kernel_sum_us")}
             return {k: vals.get(k) for k in CSV_FIELDS}
     return {}

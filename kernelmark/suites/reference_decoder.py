@@ -130,6 +130,7 @@ class ReferenceDecoder:
         self.batch, self.context = batch, context
         self.backend_for = backend_for or (lambda op, dtype, shape: None)
         self.calls: Optional[list] = None       # a list to record into, or None
+        self.kept: Optional[dict] = None        # (op, shape, dtype) -> the inputs of its first call
         self.backends_used: dict = {}           # op -> backend names it ran
         self.substituted: dict = {}             # "op backend" asked for -> the backend run instead
         self._fns: dict = {}
@@ -192,9 +193,11 @@ class ReferenceDecoder:
     # ------------------------------------------------------------ one op call
 
     def _run(self, op: str, shape: dict, dtype: str, inputs: dict):
+        key = (op, tuple(sorted(shape.items())), dtype)
         if self.calls is not None:
             self.calls.append(Call(op, dtype, dict(shape)))
-        key = (op, tuple(sorted(shape.items())), dtype)
+            if self.kept is not None and key not in self.kept:
+                self.kept[key] = inputs
         fn = self._fns.get(key)
         if fn is None:
             want = self.backend_for(op, dtype, shape)
@@ -315,14 +318,22 @@ class ReferenceDecoder:
         return self._run("argmax_sampling", {"batch": logits.shape[0], "vocab": logits.shape[1]},
                          _dtype_name(logits), {"logits": logits})
 
-    def record_step(self) -> list:
-        """The op calls of one step, in order (the step is run to list them)."""
-        self.calls = []
+    def record_step(self, keep_inputs: bool = False) -> list:
+        """The op calls of one step, in order (the step is run to list them). ``keep_inputs``:
+        also keep, in ``kept``, each distinct call's inputs, to time it alone (``calls_to_time``)."""
+        self.calls, self.kept = [], ({} if keep_inputs else None)
         try:
             self.step()
             return self.calls
         finally:
             self.calls = None
+
+    def calls_to_time(self) -> list:
+        """[(op, dtype, shape, callable, inputs)] of each distinct call kept by the last
+        ``record_step(keep_inputs=True)``: the step's own tensors (a call that writes in place,
+        like the residual add, keeps doing so, as the runner's repeated calls do)."""
+        return [(op, dtype, dict(items), self._fns[(op, items, dtype)], inputs)
+                for (op, items, dtype), inputs in (self.kept or {}).items()]
 
 
 # ---------------------------------------------------------------- accounting

@@ -200,6 +200,12 @@ def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, 
         # the fastest step beside the sum of each case's fastest sample (half its median here)
         assert c["fastest"]["kernel_sum_us"] == pytest.approx(c["kernel_sum_us"] / 2)
         assert c["fastest"]["step_us"] == c["step"]["min_us"] <= c["measured_step_us"]
+        # every distinct kernel of the step re-timed here on the step's tensors, counted as often as it ran
+        here = c["kernels_here"]
+        assert sum(k["count"] for k in here["kernels"]) == sum(x.count for x in step.components(cfg, c["batch"], 16,
+                                                                                              "fp32"))
+        assert here["kernel_sum_us"] == pytest.approx(sum(k["median_us"] * k["count"] for k in here["kernels"]))
+        assert here["step_over_kernel_sum"] == pytest.approx(c["measured_step_us"] / here["kernel_sum_us"])
         assert c["backends"]["paged_decode_attention"] == ["torch-gather-sdpa"]
         # the run's records say "torch" for paged attention, which has no such backend: named
         assert c["substituted"] == {"paged_decode_attention torch": "torch-gather-sdpa"}
