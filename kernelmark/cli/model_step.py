@@ -89,7 +89,11 @@ def cmd_model_step(args, load_runs, _emit) -> int:
         phases = plans(cfg, batches, args.context, dtype, args.tp, prefill)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if args.check_step:
+        from kernelmark.cli import step_check
+        step_check.validate(args, cfg, batches, dtype, args.device)
     runs = load_runs(args.run)[0] if args.run else []
+    measured = None
     if args.emit_suite or args.measure:
         cases = missing_cases(runs, phases, single_device=args.measure)
         text = step.suite_toml(f"model-{cfg.name}", f"every kernel of {cfg.name}'s decode step (batch "
@@ -119,6 +123,7 @@ def cmd_model_step(args, load_runs, _emit) -> int:
             if rc not in (0, 1):
                 return rc
             runs.append(results.load(out))
+            measured = out
             print(f"kernelmark: measured {len(cases)} case(s) into {out}", file=sys.stderr)
     if not runs:
         if args.emit_suite:
@@ -126,11 +131,15 @@ def cmd_model_step(args, load_runs, _emit) -> int:
         raise UsageError("give --run RUN, --measure or --emit-suite FILE")
     built = modelstep.build(runs, [(k, s, needs(cs)) for k, s, cs in phases], dtype, args.price_per_hour,
                             args.price_per_kwh)
+    checks = None
+    if args.check_step:
+        from kernelmark.cli import step_check
+        checks = step_check.run(args, cfg, batches, dtype, phases, built, measured)
     if args.format == "html":
         from kernelmark.reports import modelstep_html
         text = modelstep_html.render(built, cfg.name, args.context, args.tp, args.price_per_hour)
     else:
         text = modelstep.render(built, cfg.name, args.context, args.tp, args.price_per_hour, args.format,
-                                args.price_per_kwh)
+                                args.price_per_kwh, checks)
     _emit(text, args.out)
     return 0

@@ -38,6 +38,10 @@ def register(sub) -> None:
     mod.add_argument("--emit-suite", metavar="FILE", help="write a suite measuring exactly the cases the runs lack")
     mod.add_argument("--measure", action="store_true", help="measure the missing cases on this device, then roll up")
     mod.add_argument("--measure-out", metavar="RUN", help="with --measure: keep the run file here")
+    mod.add_argument("--check-step", action="store_true",
+                     help="with --measure: also build the model (random weights, eager torch, a KV cache of "
+                          "--context) and time whole decode steps at each batch: measured step, kernel sum and "
+                          "their ratio (dense models; the whole model must fit this device)")
     mod.add_argument("--device", help="with --measure: cpu, cuda or cuda:N")
     mod.add_argument("--budget", type=float, help="with --measure: seconds of sampling per (case, backend)")
     mod.add_argument("--energy", action="store_true",
@@ -216,7 +220,7 @@ def cmd_model(args) -> int:
         raise UsageError("--energy goes with --measure (runs given with --run carry their own energy)")
     # every model but the legacy Llama-3 roll-up (projections and attention only) is derived
     # from its config, kernel by kernel (kernelmark.suites.step)
-    if args.config or args.name not in models.MODELS or args.measure or args.emit_suite:
+    if args.config or args.name not in models.MODELS or args.measure or args.emit_suite or args.check_step:
         from kernelmark.cli.model_step import cmd_model_step
         return cmd_model_step(args, load_runs, _emit)
     if not args.run:

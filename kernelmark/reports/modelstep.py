@@ -14,7 +14,7 @@ import csv
 import io
 import json
 
-from kernelmark.reports import crossdevice, rollup, token_energy
+from kernelmark.reports import crossdevice, rollup, stepcheck, token_energy
 from kernelmark.reports import energy as energy_cols
 from kernelmark.reports.escape import md_cell, md_text, plain
 
@@ -73,7 +73,8 @@ def rows(built: list) -> list:
 
 
 def render(built: list, model: str, context: int, tp: int, price_per_hour=None, fmt: str = "table",
-           price_per_kwh=None) -> str:
+           price_per_kwh=None, checks=None) -> str:
+    """``checks``: measured decode steps beside the roll-up (kernelmark.reports.stepcheck), or None."""
     if fmt == "json":
         doc = rollup.as_json(built, model, context, tp)
         doc["label"] = LABEL
@@ -84,9 +85,13 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
                 for f, comp in zip(e.found, item["components"]):
                     comp.update(family=f.need.family, dtype=f.need.dtype)
         doc["summary"] = rows(built)
+        if checks is not None:
+            doc["step_check"] = {"label": stepcheck.LABEL, "checks": checks}
         return json.dumps(doc, indent=1, default=str)
     if fmt == "csv":
         rs = rows(built)
+        if checks is not None:
+            rs = [{**r, **stepcheck.csv_columns(r, checks)} for r in rs]
         keys = list(dict.fromkeys(k for r in rs for k in r))
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
@@ -138,6 +143,8 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
     lacking = token_energy.notes(built, rollup._phase)     # reasons from the run files: escaped
     if lacking:
         out += ["", "Energy per token (never a partial sum):", ""] + [f"- {text(m)}" for m in lacking]
+    if checks:
+        out += stepcheck.table_lines(checks, tabulate, tf)
     miss = rollup.missing_lines(built)
     if miss:
         out += ["", "Cases not in the run (never guessed; --emit-suite FILE writes a suite that measures them):", ""]

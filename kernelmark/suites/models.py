@@ -1,11 +1,16 @@
-"""Model shapes as data, in one place (gpt-fast's ModelArgs style).
+"""Named shape sets of model layers for suite files, e.g. ``shape_set = "llama3-8b.gemm"``.
 
-Suites refer to derived shape sets by name, e.g. ``shape_set = "llama3-8b.gemm"``.
+Every number comes from the model configs we ship (``model_configs/*.json``, read by
+kernelmark.suites.model_config): the dataclasses here are the views the shape sets need,
+derived from those configs, never a second copy of the numbers. The legacy names keep
+their spelling (``llama3-8b`` is Llama-3.1-8B's config: the same shapes as Llama 3 8B).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from kernelmark.suites import model_config as _mc
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,15 @@ class Model:
         }
 
 
-# Llama 3 configs (params.json of the released checkpoints).
-LLAMA3_8B = Model("llama3-8b", layers=32, hidden=4096, intermediate=14336, q_heads=32, kv_heads=8,
-                  head_dim=128, vocab=128256, rope_theta=500000.0)
-LLAMA3_70B = Model("llama3-70b", layers=80, hidden=8192, intermediate=28672, q_heads=64, kv_heads=8,
-                   head_dim=128, vocab=128256, rope_theta=500000.0)
+def _model(name: str, config: str) -> Model:
+    c = _mc.load(config)
+    return Model(name, layers=c.layers, hidden=c.hidden, intermediate=c.intermediate, q_heads=c.q_heads,
+                 kv_heads=c.kv_heads, head_dim=c.head_dim, vocab=c.vocab, rope_theta=c.rope_theta)
+
+
+# Llama 3: the 3.1 configs (Llama 3 8B/70B have the same shapes; 3.1 added rope scaling).
+LLAMA3_8B = _model("llama3-8b", "llama-3.1-8b")
+LLAMA3_70B = _model("llama3-70b", "llama-3.1-70b")
 
 MODELS = {m.name: m for m in (LLAMA3_8B, LLAMA3_70B)}
 
@@ -100,9 +109,15 @@ class MLAConfig:
         return self.heads // tp
 
 
-# DeepSeek-V3 / R1 (config.json of the released checkpoints).
-DEEPSEEK_V3_MLA = MLAConfig("deepseek-v3", layers=61, heads=128, kv_lora_rank=512, qk_rope_head_dim=64,
-                            qk_nope_head_dim=128, v_head_dim=128)
+def _mla(name: str) -> MLAConfig:
+    c = _mc.load(name)
+    return MLAConfig(name, layers=c.layers, heads=c.q_heads, kv_lora_rank=c.mla.kv_lora_rank,
+                     qk_rope_head_dim=c.mla.qk_rope_head_dim, qk_nope_head_dim=c.mla.qk_nope_head_dim,
+                     v_head_dim=c.mla.v_head_dim)
+
+
+# DeepSeek-V3 / R1
+DEEPSEEK_V3_MLA = _mla("deepseek-v3")
 MLA_MODELS = {m.name: m for m in (DEEPSEEK_V3_MLA,)}
 
 
@@ -203,30 +218,36 @@ class StepSizes:
     vocab: int
 
 
+def _step_sizes(name: str, config: str) -> StepSizes:
+    """The non-GEMM ops' sizes of one layer, from the model's config."""
+    c = _mc.load(config)
+    if c.mla:
+        # DeepSeek-V3: MLA's rope part (qk_rope_head_dim) over all q heads and one shared
+        # k_pe head, interleaved (vLLM runs it with is_neox_style=False); its norms of the
+        # compressed q and kv. Its YaRN scaling changes only the cache's values, which the
+        # work does not depend on: the cache here is unscaled. MLPs: the first k layers
+        # dense; the others top-k routed experts a token (one activation over the tokens x
+        # top-k rows, as a fused MoE does it) and the shared expert(s).
+        m, e = c.mla, c.moe
+        mlps = (("dense_mlp", c.intermediate, 1), ("routed_experts", e.inter, e.topk)) + \
+            ((("shared_expert", e.inter * e.shared, 1),) if e.shared else ())
+        return StepSizes(name, hidden=c.hidden, rms_eps=c.rms_eps, mlps=mlps,
+                         other_norms=(("q_a_norm", m.q_lora_rank, 1), ("kv_a_norm", m.kv_lora_rank, 1)),
+                         q_heads=c.q_heads, k_heads=1, head_dim=m.qk_rope_head_dim, rotary_dim=m.qk_rope_head_dim,
+                         rope_style="gptj", rope_theta=int(c.rope_theta), rope_scaling="none",
+                         max_position=c.max_position, vocab=c.vocab)
+    # Qwen3: RMSNorm of every q and k head before RoPE
+    norms = (("q_norm", c.head_dim, c.q_heads), ("k_norm", c.head_dim, c.kv_heads)) if c.qk_norm else ()
+    return StepSizes(name, hidden=c.hidden, rms_eps=c.rms_eps, mlps=(("mlp", c.intermediate, 1),),
+                     other_norms=norms, q_heads=c.q_heads, k_heads=c.kv_heads, head_dim=c.head_dim,
+                     rotary_dim=c.head_dim, rope_style="neox", rope_theta=int(c.rope_theta),
+                     rope_scaling="llama3" if c.rope_scaling == "llama3" else "none",
+                     max_position=c.max_position, vocab=c.vocab)
+
+
 STEP_SIZES = {s.name: s for s in (
-    # Llama-3.1-8B/70B: rope_scaling "llama3" (factor 8), max_position_embeddings 131072.
-    StepSizes("llama3.1-8b", hidden=4096, rms_eps=1e-5, mlps=(("mlp", 14336, 1),), other_norms=(),
-              q_heads=32, k_heads=8, head_dim=128, rotary_dim=128, rope_style="neox", rope_theta=500000,
-              rope_scaling="llama3", max_position=131072, vocab=128256),
-    StepSizes("llama3.1-70b", hidden=8192, rms_eps=1e-5, mlps=(("mlp", 28672, 1),), other_norms=(),
-              q_heads=64, k_heads=8, head_dim=128, rotary_dim=128, rope_style="neox", rope_theta=500000,
-              rope_scaling="llama3", max_position=131072, vocab=128256),
-    # Qwen3-32B: RMSNorm of every q and k head (head_dim 128) before RoPE; no rope scaling.
-    StepSizes("qwen3-32b", hidden=5120, rms_eps=1e-6, mlps=(("mlp", 25600, 1),),
-              other_norms=(("q_norm", 128, 64), ("k_norm", 128, 8)),
-              q_heads=64, k_heads=8, head_dim=128, rotary_dim=128, rope_style="neox", rope_theta=1000000,
-              rope_scaling="none", max_position=40960, vocab=151936),
-    # DeepSeek-V3: MLA's rope part is 64 wide (qk_rope_head_dim), 128 q heads and one shared
-    # k_pe head, interleaved (vLLM runs it with is_neox_style=False). Its YaRN scaling
-    # (factor 40) changes only the cache's values, which the work does not depend on: the
-    # cache here is unscaled, of its 163840 positions. MLPs: the first 3 layers dense
-    # (18432); the others 8 of 256 routed experts a token (one activation over the
-    # tokens x 8 routed rows, as a fused MoE does it) and one shared expert, 2048 each.
-    StepSizes("deepseek-v3", hidden=7168, rms_eps=1e-6,
-              mlps=(("dense_mlp", 18432, 1), ("routed_experts", 2048, 8), ("shared_expert", 2048, 1)),
-              other_norms=(("q_a_norm", 1536, 1), ("kv_a_norm", 512, 1)),
-              q_heads=128, k_heads=1, head_dim=64, rotary_dim=64, rope_style="gptj", rope_theta=10000,
-              rope_scaling="none", max_position=163840, vocab=129280),
+    _step_sizes("llama3.1-8b", "llama-3.1-8b"), _step_sizes("llama3.1-70b", "llama-3.1-70b"),
+    _step_sizes("qwen3-32b", "qwen3-32b"), _step_sizes("deepseek-v3", "deepseek-v3"),
 )}
 
 # Tokens in a step: decode batches (1, 16, 128) and prefill chunks (1024, 8192).
@@ -285,25 +306,24 @@ for _name in STEP_SIZES:
 # (issue 15: argmax/top-k/top-p sampling, fp8_group_quant, gemm_fp8_blockwise), from the models'
 # public config.json files.
 
-# vocab_size: Llama-3.1-8B/70B 128256, Qwen3-32B 151936, DeepSeek-V3 129280.
-VOCAB = {"llama3-8b": 128256, "llama3-70b": 128256, "qwen3-32b": 151936, "deepseek-v3": 129280}
+VOCAB = {"llama3-8b": LLAMA3_8B.vocab, "llama3-70b": LLAMA3_70B.vocab,
+         **{n: _mc.load(n).vocab for n in ("qwen3-32b", "deepseek-v3")}}
+
+def _mla_linears(name: str) -> dict:
+    """DeepSeek-V3's linear layers (N, K): MLA's projections, the dense and the expert MLPs."""
+    c = _mc.load(name)
+    m, h, e = c.mla, c.q_heads, c.moe
+    return {"q_a": (m.q_lora_rank, c.hidden), "kv_a": (m.kv_lora_rank + m.qk_rope_head_dim, c.hidden),
+            "q_b": (h * (m.qk_nope_head_dim + m.qk_rope_head_dim), m.q_lora_rank),
+            "kv_b": (h * (m.qk_nope_head_dim + m.v_head_dim), m.kv_lora_rank), "o": (c.hidden, h * m.v_head_dim),
+            "dense_gate_up": (2 * c.intermediate, c.hidden), "dense_down": (c.hidden, c.intermediate),
+            "expert_gate_up": (2 * e.inter, c.hidden), "expert_down": (c.hidden, e.inter)}
+
 
 # The linear layers of one block as (N, K) of y = x @ W^T, W [N, K], for the models that ship
 # fp8 weights with 128x128 block scales (DeepSeek-V3; Qwen3-32B-FP8) or are served that way.
-# DeepSeek-V3: hidden 7168, q_lora_rank 1536, kv_lora_rank 512, qk_rope_head_dim 64,
-# qk_nope_head_dim 128, v_head_dim 128, 128 heads, intermediate 18432 (the 3 dense layers),
-# moe_intermediate 2048 (each routed expert and the shared one).
-BLOCK_FP8_LINEARS = {
-    "deepseek-v3": {
-        "q_a": (1536, 7168), "kv_a": (512 + 64, 7168), "q_b": (128 * (128 + 64), 1536),
-        "kv_b": (128 * (128 + 128), 512), "o": (7168, 128 * 128),
-        "dense_gate_up": (2 * 18432, 7168), "dense_down": (7168, 18432),
-        "expert_gate_up": (2 * 2048, 7168), "expert_down": (7168, 2048),
-    },
-    # Qwen3-32B: hidden 5120, 64 q heads and 8 kv heads of 128, intermediate 25600.
-    "qwen3-32b": {"qkv": ((64 + 2 * 8) * 128, 5120), "o": (5120, 64 * 128),
-                  "gate_up": (2 * 25600, 5120), "down": (5120, 25600)},
-}
+BLOCK_FP8_LINEARS = {"deepseek-v3": _mla_linears("deepseek-v3"),
+                     "qwen3-32b": _model("qwen3-32b", "qwen3-32b").projections()}
 for _name in MODELS:
     BLOCK_FP8_LINEARS[_name] = MODELS[_name].projections()
 
@@ -394,18 +414,18 @@ class MoEModel:
     renorm: int = 1     # renormalise the top-k weights
 
 
-# From the released configs (config.json): Mixtral-8x7B, Qwen3-30B-A3B (norm_topk_prob),
-# DeepSeek-V3 (n_routed_experts 256, n_shared_experts 1, n_group 8, topk_group 4,
-# routed_scaling_factor 2.5, sigmoid scoring with e_score_correction_bias), gpt-oss-120b
-# (softmax over the top-4 logits = top-4 of the softmax, renormalised; its clamped
-# SwiGLU with biases is measured as plain silu·mul).
-MOE_MODELS = {m.name: m for m in (
-    MoEModel("mixtral-8x7b", experts=8, topk=2, hidden=4096, inter=14336, shared=0, rule="softmax"),
-    MoEModel("qwen3-30b-a3b", experts=128, topk=8, hidden=2048, inter=768, shared=0, rule="softmax"),
-    MoEModel("deepseek-v3", experts=256, topk=8, hidden=7168, inter=2048, shared=1, rule="sigmoid_grouped",
-             n_group=8, topk_group=4, scale="2.5"),
-    MoEModel("gpt-oss-120b", experts=128, topk=4, hidden=2880, inter=2880, shared=0, rule="softmax"),
-)}
+def _moe_model(name: str) -> MoEModel:
+    c = _mc.load(name)
+    e = c.moe
+    return MoEModel(name, experts=e.experts, topk=e.topk, hidden=c.hidden, inter=e.inter, shared=e.shared,
+                    rule=e.rule, n_group=e.n_group, topk_group=e.topk_group, scale=e.scale, renorm=e.renorm)
+
+
+# Mixtral-8x7B, Qwen3-30B-A3B (norm_topk_prob), DeepSeek-V3 (256 routed experts, 1 shared,
+# grouped sigmoid routing with e_score_correction_bias), gpt-oss-120b (softmax over the top-4
+# logits = top-4 of the softmax, renormalised; its clamped SwiGLU with biases is measured as
+# plain silu·mul): model_configs/*.json, as kernelmark.suites.model_config reads them.
+MOE_MODELS = {m.name: m for m in map(_moe_model, ("mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v3", "gpt-oss-120b"))}
 
 MOE_TOKENS = (1, 8, 32, 128, 1024, 4096)
 

@@ -1,6 +1,7 @@
 """kernelmark/suites/step.py (every kernel of a step), reports/modelstep.py (its roll-up) and
 `kernelmark model NAME|--config` with --emit-suite / --measure."""
 import json
+import re
 
 import pytest
 
@@ -96,11 +97,12 @@ def test_emitted_suite_loads_as_exactly_the_distinct_cases(tmp_path):
         assert (c.op, c.dtype) == (op, dt) and all(c.shape[k] == v for k, v in shape.items())
 
 
-def _run_with(tmp_path, smoke_run, runlines, comps, us_of, drop=()):
+def _run_with(tmp_path, smoke_run, runlines, comps, us_of, drop=(), min_share=None):
     read, write = runlines
     header = read(smoke_run)[0]
+    extra = lambda op, shape: {} if min_share is None else {"min_us": min_share * us_of(op, shape)}  # noqa: E731
     recs = [{"type": "record", "op": op, "label": "", "shape": shape, "dtype": dt, "backend": "torch",
-             "status": "ok", "timing": {"median_us": us_of(op, shape), "ci_rel": 0.01, "n": 10}}
+             "status": "ok", "timing": {"median_us": us_of(op, shape), "ci_rel": 0.01, "n": 10, **extra(op, shape)}}
             for op, dt, shape in step.distinct_cases(comps) if op not in drop]
     return write(tmp_path / "m.jsonl", [header, *recs, {"type": "footer", "finished": "x", "wall_s": 1}])
 
@@ -211,3 +213,73 @@ def test_html_escapes_the_device_name(tmp_path, smoke_run, runlines, capsys):
                      "--dtype", "fp32", "--prefill-tokens", "64", "--format", "html"]) == 0
     page = capsys.readouterr().out
     assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, runlines, capsys):
+    # every case in a run already (so nothing is measured but the steps): the roll-up's kernel
+    # sum, and whole decode steps of the reference decoder timed here, side by side
+    cfgp = tmp_path / "tiny.json"
+    cfgp.write_text(json.dumps({**TINY, "num_hidden_layers": 2}))
+    cfg = mc.load(str(cfgp))
+    comps = [c for b in (1, 2) for c in step.components(cfg, b, 16, "fp32")]
+    comps += step.components(cfg, 1, 16, "fp32", kind="prefill", prefill_tokens=16)
+    run = _run_with(tmp_path, smoke_run, runlines, comps, lambda op, s: 7.0, min_share=0.5)
+    argv = ["model", "--config", str(cfgp), "--run", run, "--measure", "--check-step", "--batch", "1,2",
+            "--context", "16", "--prefill-tokens", "16", "--dtype", "fp32", "--budget", "0.02"]
+    assert cli.main(argv + ["--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    checks = doc["step_check"]["checks"]
+    decode = {e["batch"]: e for e in doc["devices"][0]["estimates"] if e["phase"] == "decode"}
+    assert [c["batch"] for c in checks] == [1, 2]
+    for c in checks:
+        assert c["accounting"] == [] and c["measured_step_us"] > 0 and c["step"]["samples"] >= 1
+        assert c["kernel_sum_us"] == pytest.approx(decode[c["batch"]]["measured_us"])
+        assert c["kernel_sum_us"] == pytest.approx(7.0 * sum(x.count for x in step.components(cfg, c["batch"], 16,
+                                                                                              "fp32")))
+        assert c["step_over_kernel_sum"] == pytest.approx(c["measured_step_us"] / c["kernel_sum_us"])
+        # the fastest step beside the sum of each case's fastest sample (half its median here)
+        assert c["fastest"]["kernel_sum_us"] == pytest.approx(c["kernel_sum_us"] / 2)
+        assert c["fastest"]["step_us"] == c["step"]["min_us"] <= c["measured_step_us"]
+        # every distinct kernel of the step re-timed here on the step's tensors, counted as often as it ran
+        here = c["kernels_here"]
+        assert sum(k["count"] for k in here["kernels"]) == sum(x.count for x in step.components(cfg, c["batch"], 16,
+                                                                                              "fp32"))
+        assert here["kernel_sum_us"] == pytest.approx(sum(k["median_us"] * k["count"] for k in here["kernels"]))
+        assert here["step_over_kernel_sum"] == pytest.approx(c["measured_step_us"] / here["kernel_sum_us"])
+        assert c["backends"]["paged_decode_attention"] == ["torch-gather-sdpa"]
+        # the run's records say "torch" for paged attention, which has no such backend: named
+        assert c["substituted"] == {"paged_decode_attention torch": "torch-gather-sdpa"}
+    assert cli.main(argv + ["--format", "csv"]) == 0
+    head, *lines = capsys.readouterr().out.splitlines()
+    cols = head.split(",")
+    assert {"measured_step_us", "kernel_sum_us", "step_over_kernel_sum"} <= set(cols)
+    dec = [dict(zip(cols, ln.split(","))) for ln in lines if ",decode," in ln]
+    assert len(dec) == 2 and all(float(r["step_over_kernel_sum"]) > 0 for r in dec)
+    assert all(float(r["fastest_step_over_kernel_sum"]) > 0 for r in dec)
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    section = text[text.index("Checked against a real decode step"):]
+    assert "step / kernel sum" in section and "decode, batch 2" in section and "CUDA graph" not in section
+    assert "ACCOUNTING MISMATCH" not in section
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "give --measure too"), (["--measure", "--tp", "2"], "--check-step --tp 2"),
+    (["--measure", "--dtype", "fp8"], "--check-step --dtype fp8"),
+])
+def test_check_step_bad_options_exit_2(extra, message, capsys):
+    assert cli.main(["model", "llama-3.2-1b", "--check-step", *extra]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("kernelmark: error: ") and message in err and err.count("\n") == 1 and not out
+
+
+def test_check_step_names_an_architecture_it_cannot_build_or_fit(capsys):
+    assert cli.main(["model", "deepseek-v3", "--measure", "--check-step"]) == 2
+    assert "not supported for this architecture: deepseek-v3 uses multi-head latent attention" in \
+        capsys.readouterr().err
+    # 405B parameters in bf16 fit no device this runs on (the check is before anything is measured)
+    assert cli.main(["model", "llama-3.1-405b", "--measure", "--check-step", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"kernelmark: error: --check-step: llama-3.1-405b in bf16 needs (\d+)\.\d GiB \(weights "
+                        r"and KV cache\); this device has [\d.]+ GiB free\n", err), err
+    assert int(re.search(r"needs (\d+)", err).group(1)) > 405e9 * 2 / 2**30     # the weights alone

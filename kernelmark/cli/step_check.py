@@ -1,0 +1,214 @@
+"""`kernelmark model ... --measure --check-step`: the roll-up checked against real decode steps.
+
+The roll-up is a sum of kernel times. Here the same model is built from its config
+(kernelmark.suites.reference_decoder: random weights, eager torch, a KV cache of the
+context), each of its kernels run by the backend the roll-up picked for that case, and
+whole decode steps are timed by the same harness (kernelmark.harness.timing) on the same
+device, at each batch and the context. Measured step / kernel sum is then the framework
+and launch overhead (and whatever else a step pays between its kernels), as a number. On a
+GPU the step is also captured as one CUDA graph and its replay timed: launch overhead gone.
+
+An explicit option, not part of every --measure: it allocates the whole model (Llama-3.2-1B
+in fp32 is 5 GB) and takes as long as several steps per batch.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from kernelmark.errors import UsageError
+
+DEFAULT_BUDGET_S = 2.0
+KERNEL_BUDGET_S = 0.5       # each kernel re-timed in the step's process
+MEMORY_SHARE = 0.8          # at most this share of the free memory for the weights and caches
+
+
+def validate(args, cfg, batches: list, dtype: str, device_spec) -> None:
+    """UsageError (exit 2) for what the check cannot do, before anything is measured."""
+    from kernelmark.suites import reference_decoder as rd
+    if not args.measure:
+        raise UsageError("--check-step times decode steps on this device next to its kernels: give --measure too")
+    if args.tp != 1:
+        raise UsageError(f"--check-step --tp {args.tp}: the reference decoder runs the whole model on one device "
+                         "(--tp 1)")
+    if dtype not in rd.DTYPES:
+        raise UsageError(f"--check-step --dtype {dtype}: the reference decoder runs {', '.join(rd.DTYPES)}")
+    why = rd.supported(cfg)
+    if why:
+        raise UsageError(f"--check-step: not supported for this architecture: {why} (the reference decoder "
+                         "builds dense GQA models, Llama, Mistral, Qwen2, Qwen3, and softmax-routed MoE ones, "
+                         "Mixtral, Qwen3-MoE)")
+    if args.context > cfg.max_position:
+        raise UsageError(f"--check-step --context {args.context}: beyond {cfg.name}'s {cfg.max_position} positions")
+    need = rd.weight_bytes(cfg, dtype) + max(cache_bytes(cfg, b, args.context, dtype) for b in batches)
+    free = free_bytes(device_spec)
+    if free is not None and need > MEMORY_SHARE * free:
+        raise UsageError(f"--check-step: {cfg.name} in {dtype} needs {need / 2**30:.1f} GiB (weights and KV cache); "
+                         f"this device has {free / 2**30:.1f} GiB free")
+
+
+def cache_bytes(cfg, batch: int, context: int, dtype: str) -> int:
+    from kernelmark import dtypes
+    from kernelmark.suites import reference_decoder as rd
+    pages = batch * -(-context // rd.PAGE_SIZE) + 1
+    return 2 * cfg.layers * pages * rd.PAGE_SIZE * cfg.kv_heads * cfg.head_dim * dtypes.itemsize(dtype)
+
+
+def free_bytes(device_spec):
+    """Free memory of the device --measure uses (MemAvailable on a CPU), or None if unknown."""
+    from kernelmark.harness import device as hdev
+    try:
+        target = hdev.resolve(device_spec)
+    except hdev.DeviceError:
+        return None     # the run names the device error itself
+    if target.is_gpu:
+        import torch
+        return torch.cuda.mem_get_info(target.torch_device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _device_group(built: list, measured_path):
+    """The roll-up of this device: the device group holding the run measured here."""
+    if measured_path:
+        for dev, ests in built:
+            if any(r.path == measured_path for r in dev.runs):
+                return dev, ests
+    if len(built) == 1:
+        return built[0]
+    raise UsageError("--check-step compares with this device's kernels: the --run files are of several devices "
+                     "and nothing was measured here; give only this device's runs")
+
+
+def _picked(est) -> dict:
+    """(op, dtype, fixed shape) -> the backend the roll-up used for that component."""
+    from kernelmark.suites import reference_decoder as rd
+    return {rd._key(f.need.op, f.need.dtype, {**f.need.fixed, **f.need.prefer}): f.rec["backend"]
+            for f in est.found if f.rec is not None}
+
+
+def _fastest_sum(est):
+    """The kernel sum of each case's fastest sample: next to the step's fastest, the figure a
+    busy machine disturbs least (stalls only add time); None without every case's minimum."""
+    total = 0.0
+    for f in est.found:
+        if f.rec is None:
+            continue
+        m = f.rec["timing"].get("min_us")
+        if m is None:
+            return None
+        total += m * f.need.count / f.need.per
+    return total
+
+
+def _summary(t) -> dict:
+    s = t.summary
+    return {"median_us": s.median_us, "min_us": s.min_us, "ci_rel": s.ci_rel, "samples": s.n, "method": t.method,
+            "converged": t.converged, "stall": t.stall, "note": t.note}
+
+
+def _graph_timing(dec, device, tcfg):
+    """Time the step replayed as one CUDA graph (GPU only): (timing dict, None) or (None, why)."""
+    import torch
+    from kernelmark.harness import timing
+    try:
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                dec.step()          # warm up outside capture (allocator, lazy inits)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            dec.step()
+    except Exception as e:  # a backend that syncs or allocates on the host cannot be captured
+        return None, f"not captured: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    t = timing.time_callable(lambda _: graph.replay(), [None], device, tcfg)
+    return _summary(t), None
+
+
+def _kernels_here(dec, calls: list, device, budget_s: float):
+    """Each distinct kernel of the step timed alone, on the step's own tensors, in this process
+    just before the step is timed: a kernel sum measured under the same load as the step (the
+    roll-up's comes from the run, measured minutes earlier). Caches are not flushed between
+    calls, so small kernels run warm here: a lower bound for them."""
+    from kernelmark.harness import timing
+    from kernelmark.suites import reference_decoder as rd
+    counts: dict = {}
+    for c in calls:
+        k = rd._key(c.op, c.dtype, c.shape)
+        counts[k] = counts.get(k, 0) + 1
+    tcfg = timing.TimingConfig(budget_s=budget_s, min_samples=5)
+    total, each = 0.0, []
+    import torch
+    for op, dt, shape, fn, inputs in dec.calls_to_time():
+        with torch.inference_mode():        # the step's tensors are inference tensors
+            t = timing.time_callable(fn, [inputs], device, tcfg)
+        n = counts[rd._key(op, dt, shape)]
+        total += t.summary.median_us * n
+        each.append({"op": op, "dtype": dt, "shape": shape, "median_us": t.summary.median_us, "count": n,
+                     "stall": t.stall})
+    return total, each
+
+
+def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measured_path) -> list:
+    """Time decode steps at each batch; one dict each (the roll-up's figures beside them)."""
+    from kernelmark.cli.run import apply_threads
+    from kernelmark.harness import device as hdev, timing
+    from kernelmark.suites import reference_decoder as rd
+    import torch
+    dev, ests = _device_group(built, measured_path)
+    target = hdev.resolve(args.device)
+    threads = apply_threads(None, target)       # the thread count the run's workers used
+    tcfg = timing.TimingConfig(budget_s=args.budget or DEFAULT_BUDGET_S)
+    comps = {size: cs for kind, size, cs in phases if kind == "decode"}
+    decode = {e.batch: e for e in ests if e.kind == "decode"}
+    print(f"kernelmark: building {cfg.name} ({dtype}, random weights) for --check-step", file=sys.stderr)
+    dec, out = None, []
+    for b in batches:
+        est = decode[b]
+        picked = _picked(est)
+
+        def backend_for(op, dt, shape, picked=picked):
+            return picked.get(rd._key(op, dt, shape))
+
+        if dec is None:
+            dec = rd.ReferenceDecoder(cfg, b, args.context, dtype, target.torch_device, backend_for)
+        else:
+            dec.resize(b, args.context, backend_for)
+        calls = dec.record_step(keep_inputs=True)
+        problems = rd.accounting(calls, comps[b])
+        here, each = _kernels_here(dec, calls, target.torch_device, min(tcfg.budget_s, KERNEL_BUDGET_S))
+        dec.kept = None
+        t = timing.time_callable(lambda _: dec.step(), [None], target.torch_device, tcfg)
+        row = {"device": dev.label, "batch": b, "context": args.context, "dtype": dtype,
+               "step": _summary(t), "measured_step_us": t.summary.median_us,
+               "kernel_sum_us": est.total_us if est.complete else None,
+               "backends": {op: sorted(names) for op, names in dec.backends_used.items()},
+               "substituted": dict(dec.substituted), "accounting": problems,
+               "kernels_here": {"kernel_sum_us": here, "step_over_kernel_sum": t.summary.median_us / here,
+                                "kernels": each}, "threads": torch.get_num_threads(),
+               "threads_reason": threads["reason"] if threads else None}
+        if row["kernel_sum_us"]:
+            row["step_over_kernel_sum"] = row["measured_step_us"] / row["kernel_sum_us"]
+            row["overhead_us"] = row["measured_step_us"] - row["kernel_sum_us"]
+            fastest = _fastest_sum(est)
+            if fastest:
+                row["fastest"] = {"step_us": t.summary.min_us, "kernel_sum_us": fastest,
+                                  "step_over_kernel_sum": t.summary.min_us / fastest}
+        else:
+            row["why_no_ratio"] = f"the roll-up is incomplete ({len(est.missing)} case(s) not measured)"
+        if target.is_gpu:
+            g, why = _graph_timing(dec, target.torch_device, tcfg)
+            row["cuda_graph_step"] = g if g else {"missing": why}
+            if g and row["kernel_sum_us"]:
+                row["graph_over_kernel_sum"] = g["median_us"] / row["kernel_sum_us"]
+        out.append(row)
+        print(f"kernelmark: checked decode batch {b}: step {t.summary.median_us:,.1f} µs", file=sys.stderr)
+    return out

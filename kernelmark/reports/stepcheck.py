@@ -1,0 +1,81 @@
+"""The roll-up beside real decode steps (`kernelmark model ... --measure --check-step`).
+
+Each check is a plain dict made by kernelmark.cli.step_check: the measured step (its timing
+summary), the roll-up's kernel sum for the same device, batch and context, their ratio,
+the backends the step ran and any accounting mismatch. Here they are only rendered: a
+table section, json items, and columns of the csv's decode rows.
+"""
+
+from __future__ import annotations
+
+CSV_FIELDS = ("measured_step_us", "kernel_sum_us", "step_over_kernel_sum", "overhead_us",
+              "fastest_step_over_kernel_sum", "kernel_sum_here_us", "cuda_graph_step_us")
+
+LABEL = ("measured step: whole decode steps of our reference decoder (random weights, eager torch, the "
+         "kernels by the backends the roll-up picked) timed by the same harness; step / kernel sum is the "
+         "framework and launch overhead the roll-up leaves out")
+
+
+def _us(x) -> str:
+    return "n/a" if x is None else f"{x:,.1f}"
+
+
+def _step_status(c: dict) -> str:
+    s = c["step"]
+    parts = [f"±{100 * s['ci_rel']:.1f}%, {s['samples']} samples"]
+    if not s["converged"]:
+        parts.append("not converged")
+    if s.get("stall"):
+        parts.append(f"noisy (stalls): {s['stall']}")
+    return "; ".join(parts)
+
+
+def table_lines(checks: list, tabulate, tf: str) -> list:
+    graphs = any("cuda_graph_step" in c for c in checks)
+    rows = []
+    for c in checks:
+        g = c.get("cuda_graph_step") or {}
+        rows.append([c["device"], f"decode, batch {c['batch']}", str(c["context"]), _us(c["measured_step_us"]),
+                     _us(c["kernel_sum_us"]),
+                     f"{c['step_over_kernel_sum']:.3f}" if "step_over_kernel_sum" in c else
+                     f"n/a: {c.get('why_no_ratio', '')}",
+                     _us(c.get("overhead_us")),
+                     f"{c['fastest']['step_over_kernel_sum']:.3f}" if c.get("fastest") else "n/a",
+                     f"{_us(c['kernels_here']['kernel_sum_us'])} ({c['kernels_here']['step_over_kernel_sum']:.3f})"
+                     if c.get("kernels_here") else "n/a",
+                     _us(g.get("median_us")) if g.get("median_us") is not None else (g.get("missing") or ""),
+                     _step_status(c)])
+        if not graphs:
+            del rows[-1][-2]
+    heads = ["device", "phase", "context", "measured step µs", "kernel sum µs", "step / kernel sum", "overhead µs",
+             "fastest step / fastest kernel sum", "kernels re-timed here µs (step / it)", "CUDA graph step µs",
+             "step timing"]
+    if not graphs:
+        heads.remove("CUDA graph step µs")
+    out = ["", f"Checked against a real decode step ({LABEL}):", "",
+           tabulate(rows, headers=heads, tablefmt=tf, disable_numparse=True)]
+    for c in checks:
+        if c["accounting"]:
+            out += ["", f"ACCOUNTING MISMATCH at batch {c['batch']} (the step ran kernels the roll-up does not "
+                    "count as it does):"] + [f"- {p}" for p in c["accounting"]]
+    b = checks[0]["backends"] if checks else {}
+    if b:
+        out += ["", "backends the step ran: " + "; ".join(f"{op} {', '.join(n)}" for op, n in sorted(b.items()))
+                + (f"; torch threads {checks[0]['threads']}" if checks[0].get("threads") else "")]
+    subs = {k: v for c in checks for k, v in c.get("substituted", {}).items()}
+    if subs:
+        out += ["run instead of the roll-up's pick (not runnable inside a step here): "
+                + "; ".join(f"{k} -> {v}" for k, v in sorted(subs.items()))]
+    return out
+
+
+def csv_columns(row: dict, checks: list) -> dict:
+    """The check's figures for a summary row (decode rows of the same device and batch)."""
+    for c in checks:
+        if row.get("phase") == "decode" and c["device"] == row.get("device") and c["batch"] == row.get("batch"):
+            g = (c.get("cuda_graph_step") or {}).get("median_us")
+            vals = {**c, "cuda_graph_step_us": g,
+                    "fastest_step_over_kernel_sum": (c.get("fastest") or {}).get("step_over_kernel_sum"),
+                    "kernel_sum_here_us": (c.get("kernels_here") or {}).get("kernel_sum_us")}
+            return {k: vals.get(k) for k in CSV_FIELDS}
+    return {}
