@@ -20,6 +20,11 @@ from kernelmark.reports.escape import md_cell, md_text, plain
 
 LABEL = ("sum of measured kernel times of every kernel of the step (framework and launch overhead "
          "not included)")
+# Every layer of a model has the same kernels: each case is one layer's kernel at one layer's
+# size, counted once a layer, so no case holds the whole model (a 405B model's cases fit a
+# 24 GB machine); a case that still cannot fit is `oom`, and its phase INCOMPLETE.
+PER_LAYER = ("each per-layer kernel is measured once, at one layer's size, and counted once a layer: no case "
+             "holds the whole model; a case that cannot fit here is oom and its phase INCOMPLETE")
 
 
 def build(runs: list, plans: list, dtype: str, price_per_hour=None, price_per_kwh=None) -> list:
@@ -78,6 +83,7 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
     if fmt == "json":
         doc = rollup.as_json(built, model, context, tp)
         doc["label"] = LABEL
+        doc["per_layer"] = PER_LAYER
         doc.pop("not_measured", None)
         for (dev, ests), d in zip(built, doc["devices"]):
             for e, item in zip(ests, d["estimates"]):
@@ -105,6 +111,7 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
     head = [f"{model}: {LABEL}.",
             f"context {context} tokens a sequence; tensor parallel {tp}"
             + (f"; ${price_per_hour:g} per GPU-hour" if price_per_hour else "; no price given (--price-per-hour)")]
+    head += [PER_LAYER + "."]
     head += [token_energy.intro(price_per_kwh)] if with_energy else []
     summary = []
     phases = [e for _, ests in built for e in ests]

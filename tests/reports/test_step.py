@@ -283,3 +283,25 @@ def test_check_step_names_an_architecture_it_cannot_build_or_fit(capsys):
     assert re.fullmatch(r"kernelmark: error: --check-step: llama-3.1-405b in bf16 needs (\d+)\.\d GiB \(weights "
                         r"and KV cache\); this device has [\d.]+ GiB free\n", err), err
     assert int(re.search(r"needs (\d+)", err).group(1)) > 405e9 * 2 / 2**30     # the weights alone
+
+
+def test_a_case_that_cannot_fit_is_oom_and_its_phase_incomplete(tmp_path, smoke_run, runlines, capsys):
+    """Cases are one layer's kernels (said in the output); one that ran out of memory is named
+    with its status and its phase is INCOMPLETE, never estimated."""
+    read, write = runlines
+    cfgp = tmp_path / "tiny.json"
+    cfgp.write_text(json.dumps(TINY))
+    comps = step.components(tiny(), 1, 64, "fp32")
+    run = _run_with(tmp_path, smoke_run, runlines, comps, lambda op, s: 3.0)
+    lines = read(run)
+    for o in lines:
+        if o.get("type") == "record" and o["op"] == "gemm" and o["shape"].get("n") == 256:    # lm_head
+            o.update(status="oom", reason="out of memory allocating the inputs")
+            o.pop("timing")
+    run = write(tmp_path / "oom.jsonl", lines)
+    assert cli.main(["model", "--config", str(cfgp), "--run", run, "--batch", "1", "--context", "64",
+                     "--dtype", "fp32", "--prefill-tokens", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "no case holds the whole model" in out
+    assert "decode, batch 1" in out and "INCOMPLETE" in out.split("decode, batch 1")[1].splitlines()[0]
+    assert "oom" in out
