@@ -333,6 +333,7 @@ OPS = [
         params=("batch", "seq", "q_heads", "kv_heads", "head_dim", "causal"),
         defaults={"causal": 1},
         dtypes=("fp16", "bf16", "fp32"),
+        elementwise=dtypes.ATTENTION_ELEMENTWISE,
         make_inputs=make_prefill_inputs, reference=prefill_reference, flops=prefill_flops, nbytes=prefill_bytes,
         validate=validate_prefill,
         backends=(
@@ -349,6 +350,7 @@ OPS = [
         params=("batch", "seq", "q_heads", "kv_heads", "head_dim", "causal"),
         defaults={"causal": 1},
         dtypes=("fp16", "bf16", "fp32"),
+        elementwise=dtypes.ATTENTION_ELEMENTWISE,
         make_inputs=make_varlen_inputs, reference=varlen_reference, flops=varlen_flops, nbytes=varlen_bytes,
         validate=validate_prefill,
         backends=(
@@ -368,6 +370,7 @@ OPS = [
         params=("batch", "context", "q_heads", "kv_heads", "head_dim", "page_size", "ragged"),
         defaults={"page_size": 16, "ragged": 0},
         dtypes=("fp16", "bf16", "fp32"),
+        elementwise=dtypes.ATTENTION_ELEMENTWISE,
         make_inputs=make_decode_inputs, reference=decode_reference, flops=decode_flops, nbytes=decode_bytes,
         validate=validate_decode,
         backends=(

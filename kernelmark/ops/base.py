@@ -122,6 +122,9 @@ class Op:
     exact: bool = False
     # Per-dtype tolerance overrides; else kernelmark.dtypes.TOLERANCE.
     tolerance: dict = field(default_factory=dict)
+    # Per-dtype elementwise bound overrides, dtype -> (rtol, atol_rms); else
+    # kernelmark.dtypes.ELEMENTWISE. Each one says in its op why the dtype's is too tight.
+    elementwise: dict = field(default_factory=dict)
     # Replace the default comparison entirely: check(out, ref, dtype) -> CheckResult. A custom
     # check must bound every element too (see kernelmark/ops/check.py), not only a norm.
     check: Optional[Callable[[Any, Any, str], CheckResult]] = None
@@ -164,4 +167,4 @@ class Op:
         tol = 0.0 if self.exact else self.tolerance.get(dtype, None)
         if tol is None:
             tol = dtypes.tolerance(dtype)
-        return compare(out, ref, tol, exact=self.exact, dtype=dtype)
+        return compare(out, ref, tol, exact=self.exact, dtype=dtype, elementwise=self.elementwise.get(dtype))

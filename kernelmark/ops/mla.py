@@ -120,6 +120,10 @@ def _triton_config():
     return split if cfg is None else f"{cfg}; {split}"
 
 
+# 16-bit inputs: the wider attention bound (kernelmark/dtypes.py says why, with MLA's figures).
+ELEMENTWISE = dtypes.ATTENTION_ELEMENTWISE
+
+
 def _torch_eager(x):
     """What a plain torch implementation does: gather every sequence's pages into one
     padded [batch, n, 576] tensor (timed), scores by a batched matmul in the input dtype,
@@ -146,6 +150,7 @@ OPS = [
         params=("batch", "context", "heads", "page_size", "ragged"),
         defaults={"heads": 128, "page_size": 64, "ragged": 0},
         dtypes=("bf16", "fp16", "fp32"),
+        elementwise=ELEMENTWISE,
         make_inputs=make_inputs, reference=reference, flops=mla_flops, nbytes=mla_bytes, validate=validate,
         backends=(
             Backend("triton", _triton, triton=True, detail=_triton_config,
