@@ -137,7 +137,8 @@ def cmd_model_step(args, load_runs, _emit) -> int:
         checks = step_check.run(args, cfg, batches, dtype, phases, built, measured)
     if args.format == "html":
         from kernelmark.reports import modelstep_html
-        text = modelstep_html.render(built, cfg.name, args.context, args.tp, args.price_per_hour)
+        text = modelstep_html.render(built, cfg.name, args.context, args.tp, args.price_per_hour,
+                                      args.price_per_kwh)
     else:
         text = modelstep.render(built, cfg.name, args.context, args.tp, args.price_per_hour, args.format,
                                 args.price_per_kwh, checks)

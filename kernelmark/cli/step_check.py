@@ -61,17 +61,7 @@ def free_bytes(device_spec):
         target = hdev.resolve(device_spec)
     except hdev.DeviceError:
         return None     # the run names the device error itself
-    if target.is_gpu:
-        import torch
-        return torch.cuda.mem_get_info(target.torch_device)[0]
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return hdev.free_bytes(target)
 
 
 def _device_group(built: list, measured_path):

@@ -322,6 +322,21 @@ def load_avg() -> Optional[list]:
         return None
 
 
+def free_bytes(target: Target) -> Optional[int]:
+    """Free memory of the device: the GPU's (cudaMemGetInfo), the host's MemAvailable for the
+    CPU; None where it cannot be read."""
+    if target.is_gpu:
+        return torch.cuda.mem_get_info(target.torch_device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _host_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -80,17 +80,8 @@ def _sync(target: dev.Target) -> None:
 
 
 def _free_bytes(target: dev.Target) -> int:
-    if target.is_gpu:
-        free, _ = torch.cuda.mem_get_info(target.torch_device)
-        return free
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 << 30
+    free = dev.free_bytes(target)
+    return 4 << 30 if free is None else free
 
 
 def _n_input_sets(set_bytes: int, cache: int, free: int, held_bytes: int = 0, gpu: bool = False) -> int:

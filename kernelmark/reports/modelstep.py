@@ -77,6 +77,27 @@ def rows(built: list) -> list:
     return out
 
 
+def summary_table(built: list, price_per_kwh=None, with_energy: bool = False) -> tuple:
+    """(headers, rows of display strings) of the buyer's table: one row a device and phase.
+    Shared by the text formats and the HTML page."""
+    summary = []
+    phases = [e for _, ests in built for e in ests]
+    for r, e in zip(rows(built), phases):
+        dec = r["phase"] == "decode"
+        summary.append([r["device"], r["dtype"], f"decode, batch {r['batch']}" if dec
+                        else f"prefill, {r['prefill_tokens']}-token chunk",
+                        f"{r['ms_per_token']:.4g} ms" if "ms_per_token" in r else
+                        (f"{r['ms_per_1k_prompt_tokens']:.4g} ms / 1k" if "ms_per_1k_prompt_tokens" in r else "n/a"),
+                        f"{r['tokens_per_s_per_seq']:,.4g}" if "tokens_per_s_per_seq" in r else "",
+                        f"{r.get('tokens_per_s', r.get('prompt_tokens_per_s', 0)):,.4g}" if r["complete"] else "n/a",
+                        rollup._fmt_money(r.get("usd_per_1m_tokens")),
+                        "complete" if r["complete"] else f"INCOMPLETE: {r['missing']} case(s) not measured"]
+                       + (token_energy.cells(token_energy.of(e), price_per_kwh) if with_energy else []))
+    heads = ["device", "dtype", "phase", "time per token", "tokens/s per sequence", "tokens/s (aggregate)",
+             "$ per 1M tokens", "status"] + (list(token_energy.HEADERS) if with_energy else [])
+    return heads, summary
+
+
 def render(built: list, model: str, context: int, tp: int, price_per_hour=None, fmt: str = "table",
            price_per_kwh=None, checks=None) -> str:
     """``checks``: measured decode steps beside the roll-up (kernelmark.reports.stepcheck), or None."""
@@ -113,21 +134,7 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
             + (f"; ${price_per_hour:g} per GPU-hour" if price_per_hour else "; no price given (--price-per-hour)")]
     head += [PER_LAYER + "."]
     head += [token_energy.intro(price_per_kwh)] if with_energy else []
-    summary = []
-    phases = [e for _, ests in built for e in ests]
-    for r, e in zip(rows(built), phases):
-        dec = r["phase"] == "decode"
-        summary.append([r["device"], r["dtype"], f"decode, batch {r['batch']}" if dec
-                        else f"prefill, {r['prefill_tokens']}-token chunk",
-                        f"{r['ms_per_token']:.4g} ms" if "ms_per_token" in r else
-                        (f"{r['ms_per_1k_prompt_tokens']:.4g} ms / 1k" if "ms_per_1k_prompt_tokens" in r else "n/a"),
-                        f"{r['tokens_per_s_per_seq']:,.4g}" if "tokens_per_s_per_seq" in r else "",
-                        f"{r.get('tokens_per_s', r.get('prompt_tokens_per_s', 0)):,.4g}" if r["complete"] else "n/a",
-                        rollup._fmt_money(r.get("usd_per_1m_tokens")),
-                        "complete" if r["complete"] else f"INCOMPLETE: {r['missing']} case(s) not measured"]
-                       + (token_energy.cells(token_energy.of(e), price_per_kwh) if with_energy else []))
-    heads = ["device", "dtype", "phase", "time per token", "tokens/s per sequence", "tokens/s (aggregate)",
-             "$ per 1M tokens", "status"] + (list(token_energy.HEADERS) if with_energy else [])
+    heads, summary = summary_table(built, price_per_kwh, with_energy)
     out = ["\n".join(head), "", tabulate(summary, headers=heads, tablefmt=tf, disable_numparse=True)]
     for dev, ests in built:
         fam_rows = []

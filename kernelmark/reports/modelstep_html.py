@@ -10,7 +10,7 @@ report. An incomplete phase gets no bar: its measured part is not its step.
 
 from __future__ import annotations
 
-from kernelmark.reports import modelstep, rollup
+from kernelmark.reports import modelstep, rollup, token_energy
 from kernelmark.reports.html import CSP, STYLE, esc
 
 # Colour-blind-safe (Okabe-Ito), one a family in order of first appearance; then greys.
@@ -56,43 +56,19 @@ def legend(colours: dict) -> str:
         f" {esc(name)}&nbsp;&nbsp;" for name, c in colours.items()) + "</p>"
 
 
-def _energy_cell(r: dict) -> str:
-    if "energy_complete" not in r:
-        return ""
-    if not r["energy_complete"]:
-        return f"INCOMPLETE: {r.get('energy_lacking') or 'energy not measured'}"
-    j, kwh = r.get("j_per_token"), r.get("tokens_per_kwh")
-    if j is None:
-        return r.get("why_not") or ""
-    return f"{j:.4g} J/token, {kwh:,.4g} tokens/kWh"
-
-
 def _table(head: list, body: list) -> str:
     th = "".join(f"<th>{esc(h)}</th>" for h in head)
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
     return f'<table class="km"><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>'
 
 
-def render(built: list, model: str, context: int, tp: int, price_per_hour=None) -> str:
+def render(built: list, model: str, context: int, tp: int, price_per_hour=None, price_per_kwh=None) -> str:
     colours = family_colours(built)
-    summary = []
-    rows = modelstep.rows(built)
-    energy = any("energy_complete" in r for r in rows)      # only runs measured with --energy
-    for r in rows:
-        dec = r["phase"] == "decode"
-        summary.append([r["device"], r["dtype"],
-                        f"decode, batch {r['batch']}" if dec else f"prefill, {r['prefill_tokens']}-token chunk",
-                        f"{r['ms_per_token']:.4g} ms" if "ms_per_token" in r else
-                        (f"{r['ms_per_1k_prompt_tokens']:.4g} ms / 1k" if "ms_per_1k_prompt_tokens" in r else "n/a"),
-                        f"{r.get('tokens_per_s', r.get('prompt_tokens_per_s', 0)):,.4g}" if r["complete"] else "n/a",
-                        rollup._fmt_money(r.get("usd_per_1m_tokens")),
-                        "complete" if r["complete"] else f"INCOMPLETE: {r['missing']} case(s) not measured"]
-                       + ([_energy_cell(r)] if energy else []))
+    heads, summary = modelstep.summary_table(built, price_per_kwh, token_energy.any_shown(built))
     price = f"${price_per_hour:g} per GPU-hour" if price_per_hour else "no price given (--price-per-hour)"
     body = [f"<h1>{esc(model)}</h1>",
             f"<p>{esc(modelstep.LABEL)}. Context {context} tokens a sequence; tensor parallel {tp}; {esc(price)}.</p>",
-            _table(["device", "dtype", "phase", "time per token", "tokens/s (aggregate)", "$ per 1M tokens",
-                    "status"] + (["energy per token (net)"] if energy else []), summary)]
+            _table(heads, summary)]
     for dev, ests in built:
         body += [f"<h2>{esc(dev.label)}: where a step's time goes</h2>", legend(colours), stacked_bars(ests, colours),
                  _table(["phase", "component", "case used", "backend", "median µs", "count", "µs in total"],
