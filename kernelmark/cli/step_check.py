@@ -14,11 +14,16 @@ in fp32 is 5 GB) and takes as long as several steps per batch.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
 
 from kernelmark.errors import UsageError
 
 DEFAULT_BUDGET_S = 2.0
+STEP_SAMPLES = 15           # a step's median from at least this many steps (5 gave ±21% at batch 1)
+STEP_BUDGET_CAP_S = 60.0    # ... unless that would take longer than this a batch
+IN_STEP_STEPS = 3           # steps run with each kernel call timed inside them (CPU)
 KERNEL_BUDGET_S = 0.5       # each kernel re-timed in the step's process
 MEMORY_SHARE = 0.8          # at most this share of the free memory for the weights and caches
 
@@ -147,6 +152,27 @@ def _kernels_here(dec, calls: list, device, budget_s: float):
     return total, each
 
 
+def step_budget(budget_s: float, step_s: float) -> float:
+    """Seconds to time the step: enough for STEP_SAMPLES of them (the sampler takes 5, then
+    10 more; 10% spare for the warm-up), never below the asked budget, capped a batch."""
+    return max(budget_s, min(STEP_BUDGET_CAP_S, 1.1 * STEP_SAMPLES * step_s))
+
+
+def in_step(dec, alone: list) -> dict:
+    """Where the step's time goes (CPU): each kernel call timed inside real steps, against the
+    same kernels re-timed alone (``alone``: _kernels_here's list). What runs between the calls
+    is Python, dispatch and views; a kernel slower inside the step than alone pays for the
+    caches the step's other work left cold (the weights stream through them)."""
+    from kernelmark.suites import reference_decoder as rd
+    got = dec.time_ops_in_step(IN_STEP_STEPS)
+    alone_us = {rd._key(k["op"], k["dtype"], k["shape"]): k["median_us"] * k["count"] for k in alone}
+    kernels = [{"kernel": rd._text(k), "in_step_us": v, "alone_us": alone_us.get(k)} for k, v in got["by_key"].items()]
+    kernels.sort(key=lambda k: -(k["in_step_us"] - (k["alone_us"] or 0.0)))
+    return {"steps": got["steps"], "step_us": got["step_us"], "kernel_calls_us": got["ops_us"],
+            "between_calls_us": got["step_us"] - got["ops_us"],
+            "kernels_alone_us": sum(v for v in alone_us.values()), "kernels": kernels}
+
+
 def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measured_path) -> list:
     """Time decode steps at each batch; one dict each (the roll-up's figures beside them)."""
     from kernelmark.cli.run import apply_threads
@@ -172,11 +198,16 @@ def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measure
             dec = rd.ReferenceDecoder(cfg, b, args.context, dtype, target.torch_device, backend_for)
         else:
             dec.resize(b, args.context, backend_for)
+        t0 = time.perf_counter()
         calls = dec.record_step(keep_inputs=True)
+        if target.is_gpu:
+            torch.cuda.synchronize(target.torch_device)
+        step_cfg = dataclasses.replace(tcfg, budget_s=step_budget(tcfg.budget_s, time.perf_counter() - t0),
+                                       min_samples=STEP_SAMPLES)
         problems = rd.accounting(calls, comps[b])
         here, each = _kernels_here(dec, calls, target.torch_device, min(tcfg.budget_s, KERNEL_BUDGET_S))
         dec.kept = None
-        t = timing.time_callable(lambda _: dec.step(), [None], target.torch_device, tcfg)
+        t = timing.time_callable(lambda _: dec.step(), [None], target.torch_device, step_cfg)
         row = {"device": dev.label, "batch": b, "context": args.context, "dtype": dtype,
                "step": _summary(t), "measured_step_us": t.summary.median_us,
                "kernel_sum_us": est.total_us if est.complete else None,
@@ -194,8 +225,10 @@ def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measure
                                   "step_over_kernel_sum": t.summary.min_us / fastest}
         else:
             row["why_no_ratio"] = f"the roll-up is incomplete ({len(est.missing)} case(s) not measured)"
+        if not target.is_gpu:
+            row["in_step"] = in_step(dec, each)
         if target.is_gpu:
-            g, why = _graph_timing(dec, target.torch_device, tcfg)
+            g, why = _graph_timing(dec, target.torch_device, step_cfg)
             row["cuda_graph_step"] = g if g else {"missing": why}
             if g and row["kernel_sum_us"]:
                 row["graph_over_kernel_sum"] = g["median_us"] / row["kernel_sum_us"]

@@ -9,7 +9,9 @@ table section, json items, and columns of the csv's decode rows.
 from __future__ import annotations
 
 CSV_FIELDS = ("measured_step_us", "kernel_sum_us", "step_over_kernel_sum", "overhead_us",
-              "fastest_step_over_kernel_sum", "kernel_sum_here_us", "cuda_graph_step_us")
+              "fastest_step_over_kernel_sum", "kernel_sum_here_us", "cuda_graph_step_us",
+              "in_step_kernel_calls_us", "in_step_between_calls_us")
+MOST = 3        # the kernels named as most slowed inside the step
 
 LABEL = ("measured step: whole decode steps of our reference decoder (random weights, eager torch, the "
          "kernels by the backends the roll-up picked) timed by the same harness; step / kernel sum is the "
@@ -58,6 +60,8 @@ def table_lines(checks: list, tabulate, tf: str) -> list:
         if c["accounting"]:
             out += ["", f"ACCOUNTING MISMATCH at batch {c['batch']} (the step ran kernels the roll-up does not "
                     "count as it does):"] + [f"- {p}" for p in c["accounting"]]
+    for c in checks:
+        out += gap_lines(c)
     b = checks[0]["backends"] if checks else {}
     if b:
         out += ["", "backends the step ran: " + "; ".join(f"{op} {', '.join(n)}" for op, n in sorted(b.items()))
@@ -69,6 +73,24 @@ def table_lines(checks: list, tabulate, tf: str) -> list:
     return out
 
 
+def gap_lines(c: dict) -> list:
+    """Where the step's time went (CPU; ``in_step`` of the check), in words: between kernel
+    calls, and which kernels ran slower inside the step than alone."""
+    s = c.get("in_step")
+    if not s:
+        return []
+    out = ["", f"Where the step's time goes (decode, batch {c['batch']}; {s['steps']} steps with each kernel call "
+           f"timed inside them): step {_us(s['step_us'])} µs = kernel calls {_us(s['kernel_calls_us'])} µs + "
+           f"between the calls {_us(s['between_calls_us'])} µs (Python, dispatch, views). The same kernels re-timed "
+           f"alone: {_us(s['kernels_alone_us'])} µs, so they took {_us(s['kernel_calls_us'] - s['kernels_alone_us'])} "
+           "µs more inside the step (caches the step's other work left cold)."]
+    slowed = [k for k in s["kernels"] if k["alone_us"] is not None and k["in_step_us"] > k["alone_us"]][:MOST]
+    if slowed:
+        out.append("most slowed: " + "; ".join(
+            f"{k['kernel']} {_us(k['in_step_us'])} µs in the step, {_us(k['alone_us'])} alone" for k in slowed))
+    return out
+
+
 def csv_columns(row: dict, checks: list) -> dict:
     """The check's figures for a summary row (decode rows of the same device and batch)."""
     for c in checks:
@@ -76,6 +98,8 @@ def csv_columns(row: dict, checks: list) -> dict:
             g = (c.get("cuda_graph_step") or {}).get("median_us")
             vals = {**c, "cuda_graph_step_us": g,
                     "fastest_step_over_kernel_sum": (c.get("fastest") or {}).get("step_over_kernel_sum"),
-                    "kernel_sum_here_us": (c.get("kernels_here") or {}).get("kernel_sum_us")}
+                    "kernel_sum_here_us": (c.get("kernels_here") or {}).get("kernel_sum_us"),
+                    "in_step_kernel_calls_us": (c.get("in_step") or {}).get("kernel_calls_us"),
+                    "in_step_between_calls_us": (c.get("in_step") or {}).get("between_calls_us")}
             return {k: vals.get(k) for k in CSV_FIELDS}
     return {}

@@ -32,6 +32,7 @@ MLA (DeepSeek-V3) and sliding-window layers (gpt-oss) are refused with a
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -130,6 +131,7 @@ class ReferenceDecoder:
         self.batch, self.context = batch, context
         self.backend_for = backend_for or (lambda op, dtype, shape: None)
         self.calls: Optional[list] = None       # a list to record into, or None
+        self.op_times: Optional[list] = None    # a list of (key, ns) to time each call into, or None
         self.kept: Optional[dict] = None        # (op, shape, dtype) -> the inputs of its first call
         self.backends_used: dict = {}           # op -> backend names it ran
         self.substituted: dict = {}             # "op backend" asked for -> the backend run instead
@@ -206,7 +208,12 @@ class ReferenceDecoder:
             self.backends_used.setdefault(op, set()).add(b.name)
             if want and want != b.name:
                 self.substituted[f"{op} {want}"] = b.name
-        return fn(inputs)
+        if self.op_times is None:
+            return fn(inputs)
+        t0 = time.perf_counter_ns()
+        out = fn(inputs)
+        self.op_times.append((key, time.perf_counter_ns() - t0))
+        return out
 
     def _backend(self, op: str, name: Optional[str]):
         """The backend ``name`` of ``op`` where this step can run it as the runner did, else the
@@ -327,6 +334,31 @@ class ReferenceDecoder:
             return self.calls
         finally:
             self.calls = None
+
+    def time_ops_in_step(self, steps: int = 3) -> dict:
+        """Where a step's time goes, on a CPU (calls return when their work is done): ``steps``
+        steps with each kernel call timed inside them; the figures are the median step's
+        (by wall time), so they add up: ``step_us`` = ``ops_us`` (its kernel calls) + what ran
+        between them (Python, dispatch, views, allocation). ``by_key``: (op, dtype, shape key)
+        -> µs of that step spent in that call, all its calls together."""
+        if self.device.type != "cpu":
+            raise ValueError("time_ops_in_step times calls on the host clock: a CPU only")
+        runs = []
+        for _ in range(steps):
+            self.op_times = []
+            try:
+                t0 = time.perf_counter_ns()
+                self.step()
+                runs.append((time.perf_counter_ns() - t0, self.op_times))
+            finally:
+                self.op_times = None
+        wall, times = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+        per: dict = {}
+        for (op, items, dtype), ns in times:
+            k = _key(op, dtype, dict(items))
+            per[k] = per.get(k, 0) + ns
+        return {"steps": steps, "step_us": wall / 1e3, "ops_us": sum(ns for _, ns in times) / 1e3,
+                "by_key": {k: ns / 1e3 for k, ns in per.items()}}
 
     def calls_to_time(self) -> list:
         """[(op, dtype, shape, callable, inputs)] of each distinct call kept by the last

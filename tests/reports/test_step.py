@@ -8,7 +8,7 @@ import pytest
 from kernelmark import cli, results
 from kernelmark.ops.registry import get_op
 from kernelmark.reports import modelstep
-from kernelmark.suites import loader, model_config as mc, step
+from kernelmark.suites import loader, model_config as mc, reference_decoder as rd, step
 from kernelmark.cli import model_step
 
 TINY = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
@@ -249,6 +249,15 @@ def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, 
         assert c["backends"]["paged_decode_attention"] == ["torch-gather-sdpa"]
         # the run's records say "torch" for paged attention, which has no such backend: named
         assert c["substituted"] == {"paged_decode_attention torch": "torch-gather-sdpa"}
+        # where the step's time went: its kernel calls timed inside it, and what ran between them
+        gap = c["in_step"]
+        assert gap["kernel_calls_us"] + gap["between_calls_us"] == pytest.approx(gap["step_us"])
+        assert 0 < gap["kernel_calls_us"] < gap["step_us"]
+        assert sum(k["in_step_us"] for k in gap["kernels"]) == pytest.approx(gap["kernel_calls_us"])
+        assert {k["kernel"] for k in gap["kernels"]} == {rd._text(rd._key(k["op"], k["dtype"], k["shape"]))
+                                                         for k in here["kernels"]}
+        assert all(k["alone_us"] is not None for k in gap["kernels"])
+        assert gap["kernels_alone_us"] == pytest.approx(here["kernel_sum_us"])
     assert cli.main(argv + ["--format", "csv"]) == 0
     head, *lines = capsys.readouterr().out.splitlines()
     cols = head.split(",")
@@ -261,6 +270,7 @@ def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, 
     section = text[text.index("Checked against a real decode step"):]
     assert "step / kernel sum" in section and "decode, batch 2" in section and "CUDA graph" not in section
     assert "ACCOUNTING MISMATCH" not in section
+    assert "Where the step's time goes (decode, batch 1;" in section and "between the calls" in section
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -305,3 +315,11 @@ def test_a_case_that_cannot_fit_is_oom_and_its_phase_incomplete(tmp_path, smoke_
     assert "no case holds the whole model" in out
     assert "decode, batch 1" in out and "INCOMPLETE" in out.split("decode, batch 1")[1].splitlines()[0]
     assert "oom" in out
+
+
+def test_check_step_times_enough_steps_for_its_median():
+    from kernelmark.cli import step_check
+    # 5 steps of half a second gave a ±21% interval: the budget now holds STEP_SAMPLES of them
+    assert step_check.step_budget(2.0, 0.5) == pytest.approx(1.1 * step_check.STEP_SAMPLES * 0.5)
+    assert step_check.step_budget(2.0, 0.001) == 2.0                           # never below the asked budget
+    assert step_check.step_budget(2.0, 30.0) == step_check.STEP_BUDGET_CAP_S  # capped a batch
