@@ -163,6 +163,8 @@ def check_record(r: dict, where: str) -> None:
     _expect(r, "inputs", _OPT_DICT, where)
     _check_energy(r, where)
     _check_pruned(r, where)
+    if "covers" in r and not (type(r["covers"]) is list and all(type(x) is str for x in r["covers"])):
+        raise RunFileError(f"{where}: covers must be a list of op names")
     if r["status"] not in STATUSES:
         raise RunFileError(f"{where}: unknown status {r['status']!r}")
     for k, v in r["shape"].items():

@@ -371,6 +371,8 @@ class Runner:
             self._cleanup()
             return {"status": _failure_status(e), "reason": self._describe(e, stage)}
         rec: dict = {"check": check.as_dict()}
+        if b.covers:
+            rec["covers"] = list(b.covers)
         pruned = b.left_out_since(mark)
         # On a GPU a Triton record always says what tuning left out ([]: nothing); on the CPU
         # the interpreter tunes nothing, so only a list with something in it is kept.

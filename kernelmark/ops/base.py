@@ -64,6 +64,10 @@ class Backend:
     # Set-up on top of the op's inputs, outside timing: inputs -> the inputs ``run`` takes
     # (e.g. K/V repeated for a GQA backend that cannot broadcast heads). None: as they are.
     prepare: Optional[Callable[[Any], Any]] = None
+    # Other ops whose work this backend's call also does (fused_moe's Triton and vLLM kernels
+    # align the routed tokens inside): a model roll-up counts those there, not again. In
+    # the record as "covers".
+    covers: tuple = ()
 
     def setup(self, inputs):
         return inputs if self.prepare is None else self.prepare(inputs)

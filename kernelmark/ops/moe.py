@@ -261,9 +261,10 @@ OPS = [
             Backend("torch", _torch_run, supports=_torch_supports,
                     description="eager torch: a loop over the hit experts (gather, GEMM, silu·mul, GEMM, index_add)"),
             Backend("triton", _triton_run, triton=True, supports=_triton_supports, detail=_triton_detail,
+                    covers=("moe_align",),
                     description="kernelmark's fused MoE (kernels/fused_moe.py): align, grouped gate_up with "
                                 "silu·mul, grouped down with the top-k weight, top-k sum"),
-            Backend("vllm", _vllm_run, devices=GPU, available=_vllm_available,
+            Backend("vllm", _vllm_run, devices=GPU, available=_vllm_available, covers=("moe_align",),
                     description="vLLM fused_experts (its Triton fused_moe kernel)"),
         ),
     ),

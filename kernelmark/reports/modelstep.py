@@ -34,10 +34,37 @@ def build(runs: list, plans: list, dtype: str, price_per_hour=None, price_per_kw
         recs = list(dev.records.values())
         ests = []
         for kind, size, needs in plans:
-            found = [rollup.find(n, recs, dtype) for n in needs]
+            found = settle_covers([rollup.find(n, recs, dtype) for n in needs], recs, dtype)
             ests.append(rollup.Estimate(dev.label, dtype, kind, size, found, price_per_hour,
                                         price_per_kwh=price_per_kwh))
         out.append((dev, ests))
+    return out
+
+
+def settle_covers(found: list, recs: list, dtype: str) -> list:
+    """Components done inside another's kernel, counted there once. A record's "covers" names
+    ops its call also does (fused_moe's Triton and vLLM kernels align inside, the torch loop
+    does not); a component of such an op with the same count is then marked covered. The
+    backend of the covering component is picked fairly: each candidate's time less what it
+    covers (the covered components' own fastest times), against the others' times."""
+    own = {}        # op -> (count, per) -> µs of that component as found alone
+    for f in found:
+        if f.rec is not None:
+            own.setdefault(f.need.op, {})[(f.need.count, f.need.per)] = f.us
+
+    def credit_of(need):
+        return lambda r: sum(own.get(op, {}).get((need.count, need.per), 0.0) for op in r.get("covers", ()))
+
+    out = list(found)
+    for i, f in enumerate(out):
+        if f.rec is None or not any(r.get("covers") for r in recs if r["op"] == f.need.op):
+            continue
+        g = out[i] = rollup.find(f.need, recs, dtype, credit=credit_of(f.need))
+        for j, h in enumerate(out):
+            if j != i and h.need.op in g.rec.get("covers", ()) and (h.need.count, h.need.per) == \
+                    (g.need.count, g.need.per):
+                out[j] = rollup.Found(h.need, None, f"done inside {g.need.name} ({g.rec['backend']}): counted there",
+                                      covered=True)
     return out
 
 

@@ -296,12 +296,14 @@ class ReferenceDecoder:
             ids = torch.cat([ids, torch.full((t, 1), e.experts, dtype=ids.dtype, device=ids.device)], dim=1)
             weights = torch.cat([weights, torch.ones(t, 1, dtype=weights.dtype, device=weights.device)], dim=1)
         n, k = e.experts + e.shared, e.topk + e.shared
-        # its result feeds a grouped-GEMM kernel; the eager experts loop sorts for itself
-        self._run("moe_align", {"tokens": t, "experts": n, "topk": k, "block": 16}, step._dt("moe_align", self.dtype),
-                  {"topk_ids": ids, "experts": n, "block": 16})
         edt = expert_dtype(self.dtype)
-        y = self._run("fused_moe", {"tokens": t, "experts": e.experts, "topk": e.topk, "hidden": h, "inter": e.inter,
-                                    "shared": e.shared}, edt,
+        experts = {"tokens": t, "experts": e.experts, "topk": e.topk, "hidden": h, "inter": e.inter, "shared": e.shared}
+        # its result feeds a grouped-GEMM kernel (the eager experts loop sorts for itself); a
+        # fused_moe backend that aligns inside (``covers``) is not given a second align
+        if "moe_align" not in self._backend("fused_moe", self.backend_for("fused_moe", edt, experts)).covers:
+            self._run("moe_align", {"tokens": t, "experts": n, "topk": k, "block": 16},
+                      step._dt("moe_align", self.dtype), {"topk_ids": ids, "experts": n, "block": 16})
+        y = self._run("fused_moe", experts, edt,
                       {"x": x.to(dtypes.torch_dtype(edt)), "w1": layer["w1"], "w2": layer["w2"], "w1_scale": None,
                        "w2_scale": None, "topk_ids": ids, "topk_weights": weights, "dtype": edt})
         return y.to(x.dtype)

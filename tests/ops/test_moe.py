@@ -67,6 +67,10 @@ def test_routing_is_a_function_of_the_shape_and_recorded():
     assert rec["status"] == "ok", rec.get("reason")
     assert rec["inputs"]["experts_hit"] == moe.experts_hit(s) == len(torch.unique(a["topk_ids"]))
     assert rec["bytes"] == OP.nbytes(s, "bf16")
+    assert "covers" not in rec          # the eager loop does not align: the roll-up counts moe_align
+    r.run([Case("fused_moe", s, "bf16", ("triton",), (), "", None, 2, 2)])
+    # the Triton kernel aligns inside: its record says so, and a model roll-up counts it there once
+    assert out[1]["status"] == "checked" and out[1]["covers"] == ["moe_align"]
 
 
 @pytest.mark.parametrize("shape,dtype,why", [

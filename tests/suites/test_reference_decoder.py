@@ -187,3 +187,29 @@ def test_it_runs_the_backend_it_is_given_where_a_step_can_run_it():
     assert d.backends_used["rmsnorm"] == {"torch"} and d.backends_used["rope"] == {"torch"}
     assert d.substituted == {"rmsnorm triton": "torch", "silu_and_mul torch-compile": "torch",
                              "rope no-such-backend": "torch"}
+
+
+def test_a_fused_moe_backend_that_aligns_inside_gets_no_second_align(monkeypatch):
+    import dataclasses
+    cfg = CONFIGS["mixtral (moe)"]
+    orig = ReferenceDecoder._backend
+
+    def aligning(self, op, name):     # the eager loop, declared to align inside as Triton's kernel does
+        b = orig(self, op, name)
+        return dataclasses.replace(b, covers=("moe_align",)) if op == "fused_moe" else b
+
+    monkeypatch.setattr(ReferenceDecoder, "_backend", aligning)
+    calls = ReferenceDecoder(cfg, 2, 16, "fp32").record_step()
+    comps = step.components(cfg, 2, 16, "fp32")
+    assert "moe_align" not in {c.op for c in calls}
+    assert accounting(calls, [c for c in comps if c.op != "moe_align"]) == []
+    assert any("moe_align" in p for p in accounting(calls, comps))      # the roll-up must not count it either
+
+
+def test_time_ops_in_step_adds_up():
+    d = ReferenceDecoder(tiny(), 2, 16, "fp32")
+    got = d.time_ops_in_step(3)
+    assert 0 < got["ops_us"] < got["step_us"]
+    assert sum(got["by_key"].values()) == pytest.approx(got["ops_us"])
+    assert {k[0] for k in got["by_key"]} == {c.op for c in step.components(tiny(), 2, 16, "fp32")}
+    assert d.op_times is None           # the next step is not timed call by call
