@@ -318,8 +318,8 @@ def _md_section(sec: Section) -> list:
     heads = heads + [f"{b} {h}" for b in sec.backends for h in sec.sub]
     body = [k + [c for b in sec.backends for c in cells[b][i]] for i, k in enumerate(keys)]
 
-    def line(cs):
-        return "| " + " | ".join(c.replace("\\", "\\\\").replace("|", "\\|") for c in cs) + " |"
+    def line(cs):       # the records' text is md_cell-escaped already (render): not again
+        return "| " + " | ".join(cs) + " |"
     right = len(heads) - len(sec.sub) * len(sec.backends)
     return [line(heads), "|" + "|".join(["---"] * right + ["---:"] * (len(sec.sub) * len(sec.backends))) + "|"] + \
         [line(r) for r in body]

@@ -90,7 +90,9 @@ def _write(path, name, host="h", scale=1.0):
 
 
 def _assert_inert_markdown(text):
-    assert not re.search(r"(?<!\\)<(script|img|b>|/)", text), text  # every tag from the run file escaped
+    # every tag from the run file escaped: an odd number of backslashes before its "<" (an
+    # even number is escaped backslashes, and the tag after them live: text escaped twice)
+    assert not re.search(r"(?<!\\)(\\\\)*<(script|img|b>|/)", text), text
     assert not re.search(r"(?<!\\)\]\(javascript", text)
     assert "\x00" not in text and not any(c in text for c in BIDI)
     for target in re.findall(r"(?<!\\)\]\(([^)]*)\)", text):       # every link is one of ours
@@ -120,6 +122,18 @@ def test_report_md_and_csv(tmp_path, capsys):
             assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), row
     assert rows[0]["backend"].startswith("'=HYPERLINK") and float(rows[0]["median_us"]) == 10.1
     assert "\x00" not in rows[0]["label"] and "\u202e" not in rows[0]["label"]
+
+
+def test_a_markdown_table_cell_is_escaped_once(tmp_path, capsys):
+    # escaped twice, "\\<" is a literal backslash and then a live tag
+    run = tmp_path / "r.jsonl"
+    objs = [_header("dev")] + [{**_records()[0], "label": "a\\b<img src=x>c|d"}] + [{"type": "footer", "records": 1}]
+    run.write_text("".join(json.dumps(o) + "\n" for o in objs))
+    for extra in ([], ["--long"]):
+        assert cli.main(["report", str(run), "--format", "md", *extra]) == 0
+        md = capsys.readouterr().out
+        assert "a\\\\b\\<img src=x\\>c\\|d" in md, extra
+        _assert_inert_markdown(md)
 
 
 def test_report_table_has_no_control_characters(tmp_path, capsys):
