@@ -297,16 +297,3 @@ def check_cases(cases, targets, backends=None, on_result=None, max_configs: Opti
                     emit(Result(**ident, kernel=ln.kernel, config=ln.config, target=t.name,
                                 **compile_launch(ln, t)))
     return results
-
-
-def left_out(results) -> dict:
-    """{target: ["kernel config: why", ...]}: the autotune configs that tuning on that target
-    must leave out before compiling (they fail to compile there or exceed its limits), and
-    only there. Plain kernels (no config) are not tuning choices and are not listed."""
-    out: dict = {}
-    for r in results:
-        if r.config and r.status in (FAILED, OVER_LIMIT):
-            line = f"{r.kernel} {r.config}: {r.error}"
-            if line not in out.setdefault(r.target, []):
-                out[r.target].append(line)
-    return out

@@ -84,7 +84,7 @@ def _row(r: dict) -> tuple:
 def left_out(records: list) -> dict:
     """{target: ["kernel config: why", ...]}: the autotune configs that failed to compile or
     are over a limit on each target (what tuning there must leave out); plain kernels (no
-    config) are not tuning choices. The same rule as the compile check's footer."""
+    config) are not tuning choices. The compile file's footer and this table's both."""
     out: dict = {}
     for r in records:
         if r["config"] and r["status"] in BAD:
