@@ -68,7 +68,15 @@ def load_suite(spec: str):
                               meta={**meta0, "unsupported": f"no workloads for {defn.name} (no {wpath})"}))
             continue
         h.update(hashlib.sha256(wpath.read_bytes()).hexdigest().encode())
-        workloads = load_workloads(wpath, {defn.name: defn})
+        workloads = load_workloads(wpath, {defn.name: defn})     # still checked: a malformed file stops
+        if defn.unsupported and workloads:
+            # A dtype no op of ours takes: one row for the definition, the run goes on.
+            w = workloads[0]
+            cases.append(Case(defn.op_type, dict(w.axes), _first_dtype(defn), ("-",), (), label, None,
+                              len(cases) + 1, w.line, meta={**meta0, "uuid": w.uuid, "axes": w.axes,
+                                                            "workload": f"{w.path}:{w.line}",
+                                                            "unsupported": "; ".join(defn.unsupported)}))
+            continue
         for w in workloads:
             meta = {**meta0, "uuid": w.uuid, "axes": w.axes, "inputs": w.inputs, "workload": f"{w.path}:{w.line}"}
             dims = {**defn.const_axes(), **w.axes}
@@ -85,12 +93,13 @@ def load_suite(spec: str):
             where = f"{w.path}:{w.line}"
             try:
                 m = map_workload(defn, w)
-                case = _case(Case, m, len(cases) + 1, w.line, where)
+                case = _case(Case, m, len(cases) + 1, w.line, where, defn.name)
             except Unmappable as e:
                 # A definition we cannot map is one row, not one per workload.
                 if any(c.meta.get("definition") == defn.name and c.meta.get("unsupported") for c in cases):
                     continue
-                reason = str(e) if str(e).startswith("op_type ") else f"op_type {defn.op_type} ({defn.name}): {e}"
+                reason = str(e) if str(e).startswith(("op_type ", "dtype ")) else \
+                    f"op_type {defn.op_type} ({defn.name}): {e}"
                 cases.append(Case(defn.op_type, dict(w.axes), _first_dtype(defn), ("-",), (), label, None,
                                   len(cases) + 1, w.line, meta={**meta, "unsupported": reason}))
                 continue
@@ -113,12 +122,13 @@ def _first_dtype(defn) -> str:
     return next((DTYPE.get(t["dtype"], t["dtype"]) for t in defn.inputs.values()), "-")
 
 
-def _case(Case, m, index: int, line: int, where: str):
+def _case(Case, m, index: int, line: int, where: str, where_name: str = ""):
     """The case for a mapped workload, checked by the op as a suite file's case is."""
     from kernelmark.ops.registry import get_op
     op = get_op(m.op)
     if m.dtype not in op.dtypes:
-        raise Unmappable(f"op {op.name} has no dtype {m.dtype} (its dtypes: {', '.join(op.dtypes)})")
+        raise Unmappable(f"dtype {m.dtype} ({where_name}): op {op.name} has no dtype {m.dtype} "
+                         f"(its dtypes: {', '.join(op.dtypes)})")
     try:
         full = op.full_shape(m.shape)
         op.check_shape(full, m.dtype)

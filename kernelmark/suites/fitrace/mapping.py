@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 
 from kernelmark.ops.registry import all_ops
+from kernelmark.suites.fitrace.format import dim
 
 DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float8_e4m3fn": "fp8_e4m3"}
 # Index tensors our ops make themselves from the shape; a captured one is not used.
@@ -41,13 +42,14 @@ def tensor_shape(defn, dims: dict, name: str) -> list:
     if t is None:
         raise Unmappable(f"{defn.op_type} definition {defn.name} has no input {name!r} "
                          f"(inputs: {', '.join(defn.inputs)})")
-    return [dims[a] for a in (t["shape"] or [])]
+    return [dim(a, dims) for a in (t["shape"] or [])]
 
 
 def our_dtype(defn, name: str) -> str:
     fi = defn.inputs[name]["dtype"]
     if fi not in DTYPE:
-        raise Unmappable(f"input {name} is {fi}: no kernelmark dtype for it")
+        raise Unmappable(f"dtype {fi} ({defn.name}): input {name}; kernelmark's op dtypes are "
+                         f"{', '.join(DTYPE)}")
     return DTYPE[fi]
 
 

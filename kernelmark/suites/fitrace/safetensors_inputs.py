@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kernelmark.suites.fitrace.format import TraceFormatError
+from kernelmark.suites.fitrace.format import TraceFormatError, dim
 
 _TORCH_NAME = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16",
                "float8_e4m3fn": "float8_e4m3fn", "float8_e5m2": "float8_e5m2", "int64": "int64",
@@ -34,7 +34,7 @@ def check_blob(root, w, name: str, spec: dict, defn, dims: dict) -> str:
                                f"(it has {', '.join(sorted(tensors))})")
     t = tensors[spec["tensor_key"]]
     want = defn.inputs[name]
-    shape = [dims[a] for a in (want["shape"] or [])]
+    shape = [dim(a, dims) for a in (want["shape"] or [])]
     if list(t.shape) != shape or str(t.dtype).removeprefix("torch.") != _TORCH_NAME.get(want["dtype"]):
         raise TraceFormatError(f"{where}: input {name}: {spec['path']}[{spec['tensor_key']}] is "
                                f"{list(t.shape)} {str(t.dtype).removeprefix('torch.')}; the definition says "
