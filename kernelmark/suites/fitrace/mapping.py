@@ -31,6 +31,9 @@ class Mapped:
     shape: dict
     dtype: str
     notes: list = field(default_factory=list)
+    # The definition's inputs the op can take as given tensors: definition input -> the op's
+    # input (Op.given). A safetensors blob of one of these is fed; any other is only checked.
+    feeds: dict = field(default_factory=dict)
 
 
 def dims_of(defn, workload) -> dict:
@@ -70,20 +73,22 @@ def _op(name: str, params: tuple):
     return op
 
 
-def _mapped(name: str, shape: dict, dtype: str, notes=None) -> Mapped:
-    _op(name, tuple(shape))
-    return Mapped(name, shape, dtype, list(notes or []))
+def _mapped(name: str, shape: dict, dtype: str, notes=None, feeds=None) -> Mapped:
+    op = _op(name, tuple(shape))
+    feeds = {k: v for k, v in (feeds or {}).items() if v in op.given}   # what this build's op takes
+    return Mapped(name, shape, dtype, list(notes or []), feeds)
 
 
-def map_gemm(defn, w, dims) -> Mapped:
+def map_gemm(defn, w, dims, blobs=None) -> Mapped:
     m, k = tensor_shape(defn, dims, "A")
     n, k2 = tensor_shape(defn, dims, "B")          # B is [N, K]: C = A·Bᵀ, our "nt" layout
     if k != k2:
         raise Unmappable(f"A is [{m}, {k}] and B is [{n}, {k2}]: K differs")
-    return _mapped("gemm", {"m": m, "n": n, "k": k, "layout": "nt"}, our_dtype(defn, "A"))
+    return _mapped("gemm", {"m": m, "n": n, "k": k, "layout": "nt"}, our_dtype(defn, "A"),
+                   feeds={"A": "a", "B": "b"})
 
 
-def map_rmsnorm(defn, w, dims) -> Mapped:
+def map_rmsnorm(defn, w, dims, blobs=None) -> Mapped:
     tokens, hidden = tensor_shape(defn, dims, "hidden_states")
     name = "fused_add_rmsnorm" if "residual" in defn.inputs else "rmsnorm"
     shape, notes = {"tokens": tokens, "hidden": hidden}, []
@@ -92,7 +97,8 @@ def map_rmsnorm(defn, w, dims) -> Mapped:
         shape["eps"] = float(eps)
     elif "eps" not in defn.inputs:
         notes.append("eps is not an input of the definition: the op's default eps used")
-    return _mapped(name, shape, our_dtype(defn, "hidden_states"), notes)
+    return _mapped(name, shape, our_dtype(defn, "hidden_states"), notes,
+                   feeds={"hidden_states": "x", "weight": "weight", "residual": "residual"})
 
 
 def _kv_geometry(defn, dims, cache: str, heads_last: bool = True) -> tuple:
@@ -128,7 +134,7 @@ def _sm_scale_note(w, head_dim: int, notes: list, dim_for_scale=None) -> None:
                      "(same cost, different values)")
 
 
-def map_gqa_paged(defn, w, dims) -> Mapped:
+def map_gqa_paged(defn, w, dims, blobs=None) -> Mapped:
     if "qo_indptr" in defn.inputs:
         raise Unmappable("paged prefill (qo_indptr over a paged cache): kernelmark has no paged prefill op yet")
     batch, q_heads, head_dim = tensor_shape(defn, dims, "q")
@@ -145,7 +151,7 @@ def map_gqa_paged(defn, w, dims) -> Mapped:
                    our_dtype(defn, "q"), notes)
 
 
-def map_gqa_ragged(defn, w, dims) -> Mapped:
+def map_gqa_ragged(defn, w, dims, blobs=None) -> Mapped:
     total_q, q_heads, head_dim = tensor_shape(defn, dims, "q")
     total_kv, kv_heads, _ = tensor_shape(defn, dims, "k")
     batch = tensor_shape(defn, dims, "qo_indptr")[0] - 1
@@ -164,7 +170,7 @@ def map_gqa_ragged(defn, w, dims) -> Mapped:
                    our_dtype(defn, "q"), notes)
 
 
-def map_rope(defn, w, dims) -> Mapped:
+def map_rope(defn, w, dims, blobs=None) -> Mapped:
     qs = tensor_shape(defn, dims, "q")
     ks = tensor_shape(defn, dims, "k")
     if len(qs) != 3 or len(ks) != 3:
@@ -172,18 +178,21 @@ def map_rope(defn, w, dims) -> Mapped:
     shape = {"tokens": qs[0], "q_heads": qs[1], "kv_heads": ks[1], "head_dim": qs[2],
              "rotary_dim": dims.get("rotary_dim", qs[2])}
     notes = []
+    pos = (blobs or {}).get("positions")
+    rope = all_ops().get("rope")
+    if pos is not None and pos.numel() and rope and int(pos.max()) >= rope.defaults.get("max_position", 0):
+        shape["max_position"] = int(pos.max()) + 1      # the cos/sin cache must cover the given positions
     neox = scalar(w, "is_neox")
     if neox is not None:
         shape["style"] = "neox" if neox else "gptj"
     theta = scalar(w, "rope_theta") if scalar(w, "rope_theta") is not None else scalar(w, "theta")
     if theta is not None:
         shape["theta"] = theta
-    if "positions" in defn.inputs:
-        notes.append("positions synthesised by the op")
-    return _mapped("rope", shape, our_dtype(defn, "q"), notes)
+    return _mapped("rope", shape, our_dtype(defn, "q"), notes,
+                   feeds={"q": "q", "k": "k", "positions": "positions"})
 
 
-def map_sampling(defn, w, dims) -> Mapped:
+def map_sampling(defn, w, dims, blobs=None) -> Mapped:
     name = "probs" if "probs" in defn.inputs else "logits"
     batch, vocab = tensor_shape(defn, dims, name)
     if "top_k" not in defn.inputs and "top_p" not in defn.inputs:
@@ -198,7 +207,7 @@ def map_sampling(defn, w, dims) -> Mapped:
     return _mapped("top_k_top_p_sampling", shape, our_dtype(defn, name))
 
 
-def map_mla_paged(defn, w, dims) -> Mapped:
+def map_mla_paged(defn, w, dims, blobs=None) -> Mapped:
     if "qo_indptr" in defn.inputs:
         raise Unmappable("MLA paged prefill: kernelmark has an MLA decode op only")
     batch, heads, ckv_dim = tensor_shape(defn, dims, "q_nope")
@@ -226,12 +235,13 @@ MAPPERS = {
 }
 
 
-def map_workload(defn, w) -> Mapped:
+def map_workload(defn, w, blobs=None) -> Mapped:
+    """``blobs``: the workload's safetensors tensors that were read, by definition input."""
     fn = MAPPERS.get(defn.op_type)
     if fn is None:
         raise Unmappable(f"op_type {defn.op_type} ({defn.name})")
     try:
-        return fn(defn, w, dims_of(defn, w))
+        return fn(defn, w, dims_of(defn, w), blobs or {})
     except (KeyError, IndexError, TypeError, ValueError) as e:
         if isinstance(e, Unmappable):
             raise
