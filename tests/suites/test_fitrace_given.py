@@ -109,3 +109,37 @@ def test_a_given_tensor_the_op_does_not_take_or_of_another_shape_is_refused():
     x = rope.make_inputs(s, "fp32", torch.device("cpu"), torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="positions span 0..16; the cos/sin cache has max_position 16"):
         rope.use_given(x, {"positions": torch.tensor([0, 16])})
+
+
+PER_ROW_SAMPLING = {
+    "op_type": "sampling", "tags": ["model:toy-llm"],
+    "axes": {"batch_size": {"type": "var"}, "vocab_size": {"type": "const", "value": 128}},
+    "inputs": {"probs": {"shape": ["batch_size", "vocab_size"], "dtype": "float32"},
+               "top_k": {"shape": ["batch_size"], "dtype": "int32"},
+               "top_p": {"shape": ["batch_size"], "dtype": "float32"}},
+    "outputs": {"samples": {"shape": ["batch_size"], "dtype": "int64"}},
+}
+
+
+def _sampling(tmp_path, name, top_k, top_p):
+    st.save_file({"top_k": top_k, "top_p": top_p}, str(tmp_path / "blob" / f"{name}.safetensors"))
+    blob = {"type": "safetensors", "path": f"blob/{name}.safetensors"}
+    spec = {**PER_ROW_SAMPLING, "workloads": [({"batch_size": len(top_k)}, {
+        "probs": {"type": "random"}, "top_k": {**blob, "tensor_key": "top_k"},
+        "top_p": {**blob, "tensor_key": "top_p"}})]}
+    write_definition(tmp_path, name, spec)
+
+
+def test_per_row_sampling_parameters_one_value_mapped_else_unsupported_naming_the_input(tmp_path):
+    (tmp_path / "blob").mkdir()
+    _sampling(tmp_path, "same_rows", torch.tensor([20, 20, 20], dtype=torch.int32), torch.full((3,), 0.5))
+    _sampling(tmp_path, "rows_differ", torch.tensor([20, 5, 20], dtype=torch.int32), torch.full((3,), 0.5))
+    spec = {**PER_ROW_SAMPLING, "workloads": [({"batch_size": 2}, {})]}      # random per-row values
+    write_definition(tmp_path, "random_rows", spec)
+    by = {c.meta["definition"]: c for c in loader.load(str(tmp_path)).cases}
+    s = by["same_rows"]
+    assert (s.op, s.shape["top_k"], s.shape["top_p"]) == ("top_k_top_p_sampling", 20, 0.5)
+    assert any("top_k per-row tensor blob/same_rows.safetensors[top_k]: every row 20" in n for n in s.meta["notes"])
+    assert by["rows_differ"].meta["unsupported"].startswith(
+        "op_type sampling (rows_differ): per-row top_k tensor (its rows differ)")
+    assert "per-row top_k tensor (given as random, no values)" in by["random_rows"].meta["unsupported"]

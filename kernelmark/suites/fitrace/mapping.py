@@ -197,14 +197,36 @@ def map_sampling(defn, w, dims, blobs=None) -> Mapped:
     batch, vocab = tensor_shape(defn, dims, name)
     if "top_k" not in defn.inputs and "top_p" not in defn.inputs:
         return _mapped("argmax_sampling", {"batch": batch, "vocab": vocab}, our_dtype(defn, name))
-    top_k, top_p = scalar(w, "top_k"), scalar(w, "top_p")
-    if "top_k" in defn.inputs and top_k is None or "top_p" in defn.inputs and top_p is None:
-        raise Unmappable("per-row top_k/top_p tensors: kernelmark's sampler takes one top_k and top_p "
-                         "for the batch (give them as scalars)")
+    notes: list = []
+    top_k, top_p = (_one_value(defn, w, blobs or {}, n, notes) for n in ("top_k", "top_p"))
     shape = {"batch": batch, "vocab": vocab, "top_k": int(top_k) if top_k is not None else vocab}
     if top_p is not None:
         shape["top_p"] = float(top_p)
-    return _mapped("top_k_top_p_sampling", shape, our_dtype(defn, name))
+    return _mapped("top_k_top_p_sampling", shape, our_dtype(defn, name), notes)
+
+
+def _one_value(defn, w, blobs: dict, name: str, notes: list):
+    """The one top_k / top_p of the batch, or None where the definition has no such input.
+    A per-row tensor is taken only when it is a blob whose rows all hold one value: our
+    top_k_top_p_sampling, its Triton kernel, torch backend and reference take one top_k and
+    one top_p for the batch (per-row thresholds would be a change to each of them)."""
+    if name not in defn.inputs:
+        return None
+    v = scalar(w, name)
+    if v is not None:
+        return v
+    spec = w.inputs.get(name, {"type": "random"})
+    t = blobs.get(name)
+    if t is not None and t.numel() and bool((t == t.reshape(-1)[0]).all()):
+        v = t.reshape(-1)[0].item()
+        notes.append(f"{name} per-row tensor {spec['path']}[{spec['tensor_key']}]: every row {v:g}, run as "
+                     "one value for the batch")
+        return v
+    why = ("its rows differ" if t is not None else
+           "its blob is absent" if spec["type"] == "safetensors" else f"given as {spec['type']}, no values")
+    raise Unmappable(f"per-row {name} tensor ({why}): kernelmark's top_k_top_p_sampling takes one top_k and "
+                     "one top_p for the batch (its kernel, torch backend and reference have no per-row "
+                     "thresholds)")
 
 
 def map_mla_paged(defn, w, dims, blobs=None) -> Mapped:
