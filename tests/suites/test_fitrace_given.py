@@ -130,16 +130,31 @@ def _sampling(tmp_path, name, top_k, top_p):
     write_definition(tmp_path, name, spec)
 
 
-def test_per_row_sampling_parameters_one_value_mapped_else_unsupported_naming_the_input(tmp_path):
+def test_per_row_sampling_parameters_one_value_or_fed_per_row_else_unsupported(tmp_path):
     (tmp_path / "blob").mkdir()
     _sampling(tmp_path, "same_rows", torch.tensor([20, 20, 20], dtype=torch.int32), torch.full((3,), 0.5))
-    _sampling(tmp_path, "rows_differ", torch.tensor([20, 5, 20], dtype=torch.int32), torch.full((3,), 0.5))
+    _sampling(tmp_path, "rows_differ", torch.tensor([20, 5, 40], dtype=torch.int32), torch.tensor([0.9, 1.0, 0.6]))
     spec = {**PER_ROW_SAMPLING, "workloads": [({"batch_size": 2}, {})]}      # random per-row values
     write_definition(tmp_path, "random_rows", spec)
     by = {c.meta["definition"]: c for c in loader.load(str(tmp_path)).cases}
     s = by["same_rows"]
-    assert (s.op, s.shape["top_k"], s.shape["top_p"]) == ("top_k_top_p_sampling", 20, 0.5)
+    assert (s.op, s.shape["top_k"], s.shape["top_p"]) == ("top_k_top_p_sampling", 20, 0.5) and "given" not in s.meta
     assert any("top_k per-row tensor blob/same_rows.safetensors[top_k]: every row 20" in n for n in s.meta["notes"])
-    assert by["rows_differ"].meta["unsupported"].startswith(
-        "op_type sampling (rows_differ): per-row top_k tensor (its rows differ)")
     assert "per-row top_k tensor (given as random, no values)" in by["random_rows"].meta["unsupported"]
+
+    d = by["rows_differ"]
+    assert d.shape["top_k"] == 40 and set(d.meta["given"]) == {"top_k", "top_p"}
+    op = get_op("top_k_top_p_sampling")
+    x = _runner([])._inputs(op, d, torch.device("cpu"), seed=1)
+    assert x["top_k"].tolist() == [20, 5, 40]
+    ref = op.reference(x)
+    assert [int(n) for n in (ref.probs > 0).sum(-1)][1] <= 5          # row 1's own k, not the shape's 40
+    bad = ref.order[:, :1].clone()
+    bad[1, 0] = ref.order[1, 10]                 # rank 10: inside rows 0 and 2's sets, outside row 1's top 5
+    assert op.compare(ref.order[:, :1], ref, "fp32").passed
+    c = op.compare(bad, ref, "fp32")
+    assert not c.passed and "outside the top-k/top-p set" in c.detail
+    out = []
+    _runner(out).run([dataclasses.replace(d, backends=("torch", "triton"))])
+    assert out[0]["status"] == "ok" and out[0]["check"]["passed"]     # torch: per-row thresholds, checked
+    assert out[1]["status"] == "unsupported" and out[1]["reason"].startswith("per-row top_k/top_p: kernelmark's Triton")

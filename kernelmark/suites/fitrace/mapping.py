@@ -198,18 +198,20 @@ def map_sampling(defn, w, dims, blobs=None) -> Mapped:
     if "top_k" not in defn.inputs and "top_p" not in defn.inputs:
         return _mapped("argmax_sampling", {"batch": batch, "vocab": vocab}, our_dtype(defn, name))
     notes: list = []
-    top_k, top_p = (_one_value(defn, w, blobs or {}, n, notes) for n in ("top_k", "top_p"))
+    feeds: dict = {}
+    top_k, top_p = (_threshold(defn, w, blobs or {}, n, notes, feeds) for n in ("top_k", "top_p"))
     shape = {"batch": batch, "vocab": vocab, "top_k": int(top_k) if top_k is not None else vocab}
     if top_p is not None:
         shape["top_p"] = float(top_p)
-    return _mapped("top_k_top_p_sampling", shape, our_dtype(defn, name), notes)
+    return _mapped("top_k_top_p_sampling", shape, our_dtype(defn, name), notes, feeds)
 
 
-def _one_value(defn, w, blobs: dict, name: str, notes: list):
-    """The one top_k / top_p of the batch, or None where the definition has no such input.
-    A per-row tensor is taken only when it is a blob whose rows all hold one value: our
-    top_k_top_p_sampling, its Triton kernel, torch backend and reference take one top_k and
-    one top_p for the batch (per-row thresholds would be a change to each of them)."""
+def _threshold(defn, w, blobs: dict, name: str, notes: list, feeds: dict):
+    """The shape's top_k / top_p (None where the definition has no such input). A per-row
+    tensor needs values: a blob. One whose rows all hold one value is that value (every
+    backend runs it); one whose rows differ is fed as the op's per-row input (Op.given) and
+    the shape holds its largest value (only the torch backend and the reference take per-row
+    thresholds; the others are unsupported rows saying so). Random or absent: Unmappable."""
     if name not in defn.inputs:
         return None
     v = scalar(w, name)
@@ -217,16 +219,19 @@ def _one_value(defn, w, blobs: dict, name: str, notes: list):
         return v
     spec = w.inputs.get(name, {"type": "random"})
     t = blobs.get(name)
-    if t is not None and t.numel() and bool((t == t.reshape(-1)[0]).all()):
-        v = t.reshape(-1)[0].item()
-        notes.append(f"{name} per-row tensor {spec['path']}[{spec['tensor_key']}]: every row {v:g}, run as "
-                     "one value for the batch")
-        return v
-    why = ("its rows differ" if t is not None else
-           "its blob is absent" if spec["type"] == "safetensors" else f"given as {spec['type']}, no values")
-    raise Unmappable(f"per-row {name} tensor ({why}): kernelmark's top_k_top_p_sampling takes one top_k and "
-                     "one top_p for the batch (its kernel, torch backend and reference have no per-row "
-                     "thresholds)")
+    if t is None or not t.numel():
+        why = "its blob is absent" if spec["type"] == "safetensors" else f"given as {spec['type']}, no values"
+        raise Unmappable(f"per-row {name} tensor ({why}): nothing to run; kernelmark's top_k_top_p_sampling "
+                         "needs the values")
+    where = f"{name} per-row tensor {spec['path']}[{spec['tensor_key']}]"
+    flat = t.reshape(-1)
+    if bool((flat == flat[0]).all()):
+        notes.append(f"{where}: every row {flat[0].item():g}, run as one value for the batch")
+        return flat[0].item()
+    feeds[name] = name
+    notes.append(f"{where}: rows {flat.min().item():g}..{flat.max().item():g}, fed per row (the shape shows "
+                 "the largest); only the torch backend takes per-row values")
+    return flat.max().item()
 
 
 def map_mla_paged(defn, w, dims, blobs=None) -> Mapped:
