@@ -57,6 +57,7 @@ from kernelmark.ops.attention_libs import (
     _import_error, _gpu_half_only, _flash_attn_prefill, _flash_attn_varlen, _flash_attn_decode, _flash_attn_decode_supports, _torch_varlen_attn, _varlen_attn_available, _plan_flashinfer, _flashinfer_decode)
 from kernelmark.ops.attention_sdpa import sdpa_backends
 from kernelmark.ops.base import Backend, Op, positive_ints, shape_str
+from kernelmark.ops.paged_given import take_decode_given
 
 # The head dims the Triton kernels compile for (kernels/*_attention.py HEAD_DIMS; a
 # test keeps them equal). Op modules must not import Triton, hence the copy.
@@ -373,6 +374,7 @@ OPS = [
         elementwise=dtypes.ATTENTION_ELEMENTWISE,
         make_inputs=make_decode_inputs, reference=decode_reference, flops=decode_flops, nbytes=decode_bytes,
         validate=validate_decode,
+        given=("q", "k_cache", "v_cache", "kv_indptr", "kv_indices"), take_given=take_decode_given,
         backends=(
             Backend("triton", _triton_decode, triton=True, supports=_triton_supports, detail=_decode_config,
                     description="kernelmark's split-KV paged decode kernel (kernels/paged_decode_attention.py)"),

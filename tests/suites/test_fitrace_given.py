@@ -87,10 +87,44 @@ def test_blobs_become_the_ops_inputs_and_the_check_runs_on_them(given_root):
     assert all(rec["check"]["passed"] and rec["trace"]["given"] for rec in out)
 
 
-def test_a_blob_the_op_cannot_take_is_checked_and_said_not_fed(given_root):
+def _decode(root, indptr, indices, num_pages=16):
+    spec = copy.deepcopy(DEFS["gqa_paged_decode_h4_kv2_d16_ps4"])
+    axes, inputs = spec["workloads"][0]
+    axes.update(num_pages=num_pages, num_kv_indices=len(indices))
+    inputs["q"] = {"type": "safetensors", "path": "blob/decode.safetensors", "tensor_key": "q"}
+    spec["workloads"] = [(axes, inputs)]
+    write_definition(root, "gqa_paged_decode_h4_kv2_d16_ps4", spec)
+    st.save_file({"kv_indptr": torch.tensor(indptr, dtype=torch.int32),
+                  "kv_indices": torch.tensor(indices, dtype=torch.int32),
+                  "q": torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(3))},
+                 str(root / "blob" / "decode.safetensors"))
+    return next(c for c in loader.load(str(root)).cases if c.meta["definition"] == "gqa_paged_decode_h4_kv2_d16_ps4")
+
+
+def test_a_uniform_page_table_is_fed_and_attended_over(given_root):
     root, _ = given_root
-    d = next(c for c in loader.load(str(root)).cases if c.meta["definition"] == "gqa_paged_decode_h4_kv2_d16_ps4")
-    assert "given" not in d.meta
+    # Page 15 is past the op's own cache (6 pages needed + 4 spare): its pages are repeated up to it.
+    d = _decode(root, [0, 3, 6], [15, 2, 9, 11, 0, 13])
+    assert d.shape["context"] == 12 and set(d.meta["given"]) == {"q", "kv_indptr", "kv_indices"}
+    assert any("every context 12" in n for n in d.meta["notes"])
+    op = get_op("paged_decode_attention")
+    x = _runner([])._inputs(op, d, torch.device("cpu"), seed=1)
+    assert x["block_table"].tolist() == [[15, 2, 9], [11, 0, 13]] and x["k_cache"].shape[0] == 16
+    # The reference reads the given pages: attention of q[0] over pages 15, 2, 9 by hand.
+    k, v = (x[c][[15, 2, 9]].reshape(12, 2, 16).double() for c in ("k_cache", "v_cache"))
+    q0 = x["q"][0].double().view(2, 2, 16)                         # kv head, its 2 query heads, dim
+    p = torch.softmax(torch.einsum("hgd,nhd->hgn", q0, k) / 4.0, -1)
+    assert torch.allclose(op.reference(x)[0].double(), torch.einsum("hgn,nhd->hgd", p, v).reshape(4, 16))
+    out = []
+    _runner(out).run([dataclasses.replace(d, backends=("torch-gather-sdpa", "triton"))])
+    assert [(r["status"], r["check"]["passed"]) for r in out] == [("ok", True), ("checked", True)]
+
+
+def test_a_ragged_page_table_is_checked_noted_and_not_fed(given_root):
+    root, _ = given_root
+    d = _decode(root, [0, 2, 6], [1, 2, 3, 4, 5, 6], num_pages=8)
+    assert set(d.meta["given"]) == {"q"}                           # q still fed; the table not
+    assert any("contexts run 8..16: not fed" in n for n in d.meta["notes"])
     assert any("checked (shape, dtype) but not fed: op paged_decode_attention makes its own kv_indptr" in n
                for n in d.meta["notes"])
 

@@ -110,7 +110,8 @@ def load_suite(spec: str):
                 continue
             fed = _fed(root, w, m, blobs, notes)
             notes += [n for n in m.notes]
-            unfed = [n for n in INDEX_INPUTS if n in defn.inputs and n not in fed]
+            used = {g["input"] for g in fed.values()} | set(blobs)    # a read blob has its own note
+            unfed = [n for n in INDEX_INPUTS if n in defn.inputs and n not in used]
             if unfed and not any("synthesised" in n for n in notes):
                 notes.append(f"{'/'.join(unfed)} synthesised from the axes")
             if fed:

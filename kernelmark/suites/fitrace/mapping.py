@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
+
 from kernelmark.ops.registry import all_ops
 from kernelmark.suites.fitrace.format import dim
 
@@ -143,12 +145,39 @@ def map_gqa_paged(defn, w, dims, blobs=None) -> Mapped:
         raise Unmappable(f"k_cache {tensor_shape(defn, dims, 'k_cache')} does not match q [{batch}, "
                          f"{q_heads}, {head_dim}]")
     notes: list = []
-    context = _mean_context(defn, w, dims, batch, page_size, notes)
+    feeds = {"q": "q"}
+    context = _given_context(defn, blobs or {}, batch, page_size, notes)
+    if context is None:
+        context = _mean_context(defn, w, dims, batch, page_size, notes)
+    else:
+        feeds.update({n: n for n in ("kv_indptr", "kv_indices", "k_cache", "v_cache")})
     _sm_scale_note(w, head_dim, notes)
     return _mapped("paged_decode_attention", {"batch": batch, "context": context, "q_heads": q_heads,
                                               "kv_heads": kv_heads, "head_dim": head_dim,
                                               "page_size": page_size, "ragged": 0},
-                   our_dtype(defn, "q"), notes)
+                   our_dtype(defn, "q"), notes, feeds)
+
+
+def _given_context(defn, blobs: dict, batch: int, page_size: int, notes: list):
+    """The one context of a given page table (kv_indptr and kv_indices blobs, with
+    kv_last_page_len where the definition has it), or None where there is none to feed: the
+    op's contexts are uniform (its FLOPs and bytes are functions of the shape), so a table
+    whose sequences differ is noted and not fed."""
+    indptr, last = blobs.get("kv_indptr"), blobs.get("kv_last_page_len")
+    if indptr is None or blobs.get("kv_indices") is None or len(indptr) != batch + 1:
+        return None
+    if "kv_last_page_len" in defn.inputs and last is None:
+        notes.append("kv_last_page_len not given: the page table is not fed (its contexts are unknown)")
+        return None
+    pages = (indptr[1:] - indptr[:-1]).to(torch.int64)
+    lens = pages * page_size if last is None else (pages - 1) * page_size + last.to(torch.int64)
+    lo, hi = int(lens.min()), int(lens.max())
+    if lo != hi or lo < 1:
+        notes.append(f"the given kv_indptr's contexts run {lo}..{hi}: not fed (kernelmark's paged decode "
+                     "counts its work from one context a sequence)")
+        return None
+    notes.append(f"page table from the given kv_indptr/kv_indices: every context {lo}")
+    return lo
 
 
 def map_gqa_ragged(defn, w, dims, blobs=None) -> Mapped:
