@@ -217,9 +217,10 @@ def make_decode_inputs(shape, dtype, device, gen):
 
 # ---------------------------------------------------------------- reference
 
-def _attend_fp(q, k, v, causal, scale, ct):
+def _attend_fp(q, k, v, causal, scale, ct, offset: int = 0):
     """One sequence: q [sq, hq, d], k/v [sk, hk, d] -> [sq, hq, d] in ct, row-chunked.
-    Causal masking is top-left (query i sees keys 0..i)."""
+    Causal masking is top-left (query i sees keys 0..i), shifted by ``offset`` keys (query i
+    sees 0..offset + i: a chunk of queries after ``offset`` cached tokens, bottom-right)."""
     sq, hq, d = q.shape
     sk, hk, _ = k.shape
     group = hq // hk
@@ -233,7 +234,8 @@ def _attend_fp(q, k, v, causal, scale, ct):
             r1 = min(sq, r0 + rows)
             s = (qh[:, r0:r1] @ kh.T) * scale                     # [group, rows, sk]
             if causal:
-                mask = torch.arange(sk, device=q.device)[None, :] > torch.arange(r0, r1, device=q.device)[:, None]
+                mask = (torch.arange(sk, device=q.device)[None, :]
+                        > torch.arange(r0, r1, device=q.device)[:, None] + offset)
                 s = s.masked_fill(mask, float("-inf"))
             out[r0:r1, h * group:(h + 1) * group] = (torch.softmax(s, -1) @ vh).transpose(0, 1)
     return out

@@ -97,6 +97,25 @@ def test_every_mapped_op_type_becomes_the_matching_case(tmp_path):
     assert moe.meta["unsupported"].startswith("op_type moe (moe_fp8_e8_h64)")
 
 
+def test_gqa_paged_prefill_maps_to_paged_prefill_attention(tmp_path):
+    spec = copy.deepcopy(DEFS["gqa_paged_decode_h4_kv2_d16_ps4"])
+    spec["axes"].update(total_q=var())
+    spec["inputs"]["q"] = t(["total_q", "num_qo_heads", "head_dim"], "float32")
+    spec["inputs"]["qo_indptr"] = t(["len_indptr"], "int32")
+    spec["workloads"] = [({"batch_size": 2, "total_q": 6, "num_pages": 8, "len_indptr": 3, "num_kv_indices": 6},
+                          {"sm_scale": {"type": "scalar", "value": 0.25}}),
+                         ({"batch_size": 2, "total_q": 40, "num_pages": 8, "len_indptr": 3, "num_kv_indices": 6}, {})]
+    write_definition(tmp_path, "gqa_paged_prefill_causal_h4_kv2_d16_ps4", spec)
+    cases = loader.load(str(tmp_path)).cases
+    p = cases[0]
+    assert p.op == "paged_prefill_attention"
+    assert {k: p.shape[k] for k in ("batch", "q_len", "context", "q_heads", "kv_heads", "page_size", "causal")} == \
+        {"batch": 2, "q_len": 3, "context": 12, "q_heads": 4, "kv_heads": 2, "page_size": 4, "causal": 1}
+    assert any("causal (bottom-right) assumed" in n for n in p.meta["notes"])
+    # 20 queries a sequence over a context of 12: the queries' keys cannot all be cached.
+    assert "20 queries a sequence but a mean context of 12" in cases[1].meta["unsupported"]
+
+
 def test_unknown_op_type_is_an_unsupported_row_naming_it(tmp_path):
     spec = copy.deepcopy(DEFS["gemm_n64_k32"])
     spec["op_type"] = "warp_specialised_frobnicate"

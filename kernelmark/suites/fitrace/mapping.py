@@ -138,7 +138,7 @@ def _sm_scale_note(w, head_dim: int, notes: list, dim_for_scale=None) -> None:
 
 def map_gqa_paged(defn, w, dims, blobs=None) -> Mapped:
     if "qo_indptr" in defn.inputs:
-        raise Unmappable("paged prefill (qo_indptr over a paged cache): kernelmark has no paged prefill op yet")
+        return _gqa_paged_prefill(defn, w, dims)
     batch, q_heads, head_dim = tensor_shape(defn, dims, "q")
     page_size, kv_heads, d2 = _kv_geometry(defn, dims, "k_cache")
     if kv_heads is None or d2 != head_dim:
@@ -178,6 +178,35 @@ def _given_context(defn, blobs: dict, batch: int, page_size: int, notes: list):
         return None
     notes.append(f"page table from the given kv_indptr/kv_indices: every context {lo}")
     return lo
+
+
+def _gqa_paged_prefill(defn, w, dims) -> Mapped:
+    """q [total_q, Hq, D] in qo_indptr's sequences against a paged cache: paged_prefill_attention
+    with each sequence's queries and context at the means (the op's are uniform)."""
+    total_q, q_heads, head_dim = tensor_shape(defn, dims, "q")
+    page_size, kv_heads, d2 = _kv_geometry(defn, dims, "k_cache")
+    batch = tensor_shape(defn, dims, "qo_indptr")[0] - 1
+    if kv_heads is None or d2 != head_dim:
+        raise Unmappable(f"k_cache {tensor_shape(defn, dims, 'k_cache')} does not match q [{total_q}, "
+                         f"{q_heads}, {head_dim}]")
+    if batch < 1 or total_q < batch:
+        raise Unmappable(f"{total_q} queries over {batch} sequences: nothing to attend with")
+    notes: list = []
+    context = _mean_context(defn, w, dims, batch, page_size, notes)
+    q_len = total_q // batch
+    if q_len > context:
+        raise Unmappable(f"{q_len} queries a sequence but a mean context of {context}: the queries' own "
+                         "keys must be in the cache")
+    notes.append(f"queries uniform at the mean ({total_q} / batch {batch} = {q_len}); qo_indptr synthesised")
+    causal = scalar(w, "causal")
+    if causal is None:
+        notes.append("causal (bottom-right) assumed: the definition states the mask only in its reference")
+    _sm_scale_note(w, head_dim, notes)
+    return _mapped("paged_prefill_attention", {"batch": batch, "q_len": q_len, "context": context,
+                                               "q_heads": q_heads, "kv_heads": kv_heads, "head_dim": head_dim,
+                                               "page_size": page_size,
+                                               "causal": 1 if causal is None else int(bool(causal))},
+                   our_dtype(defn, "q"), notes)
 
 
 def map_gqa_ragged(defn, w, dims, blobs=None) -> Mapped:
