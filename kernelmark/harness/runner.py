@@ -232,6 +232,7 @@ class Runner:
         # NVML sampled during each measurement: CUDA only; None where NVML is missing.
         self._nvml_read = dev.nvml_reader(idx) if target.kind == "cuda" else None
         self._energy = None    # an energy_window.Session, opened before the first case with --energy
+        self._blobs: dict = {}  # (case index, safetensors path) -> its tensors, for the case being run
 
     def run(self, cases: list) -> int:
         """Run every case; returns the number of records written."""
@@ -284,7 +285,7 @@ class Runner:
             stage = "making the inputs"
             try:
                 on_start("reference")
-                inputs = op.make_inputs(case.shape, case.dtype, self.target.torch_device, self._gen(seed))
+                inputs = self._inputs(op, case, self.target.torch_device, seed)
                 stage = "computing the reference"
                 ref = op.reference(inputs)
                 del inputs
@@ -313,7 +314,27 @@ class Runner:
                     rec["health"] = health_flags(before, self.health(), during)
                 yield rec
         del ref
+        self._blobs = {}
         self._cleanup()
+
+    def _inputs(self, op, case: Case, device, seed: int):
+        """The op's inputs, with the case's given tensors (meta["given"]: a FlashInfer-Trace
+        workload's safetensors blobs, {our input: {path, tensor_key}}) in place of random ones,
+        so the reference and every backend compute on the same given data."""
+        inputs = op.make_inputs(case.shape, case.dtype, device, self._gen(seed))
+        given = (case.meta or {}).get("given")
+        if not given:
+            return inputs
+        from safetensors.torch import load_file
+        tensors = {}
+        for name, src in given.items():
+            # One read of each file per case: the timing's rotated sets take the same blobs.
+            key = (case.index, src["path"])
+            if key not in self._blobs:
+                self._blobs = {k: v for k, v in self._blobs.items() if k[0] == case.index}
+                self._blobs[key] = load_file(src["path"])
+            tensors[name] = self._blobs[key][src["tensor_key"]]
+        return op.use_given(inputs, tensors)
 
     def _gen(self, seed: int) -> torch.Generator:
         return torch.Generator(self.target.torch_device).manual_seed(seed)
@@ -354,7 +375,7 @@ class Runner:
         dev_ = self.target.torch_device
         stage = "making inputs"
         try:
-            inputs = b.setup(op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed)))
+            inputs = b.setup(self._inputs(op, case, dev_, seed))
             stage = "running"
             if b.triton and self.cfg.left_out:
                 b.leave_out_of_tuning(self._asked(op.name, b.name, case))
@@ -393,7 +414,7 @@ class Runner:
             set_bytes = op.nbytes(case.shape, case.dtype)
             n_sets = _n_input_sets(set_bytes, self.cache, _free_bytes(self.target), tensor_bytes(inputs),
                                    gpu=self.target.is_gpu)
-            sets = [inputs] + [b.setup(op.make_inputs(case.shape, case.dtype, dev_, self._gen(seed + i)))
+            sets = [inputs] + [b.setup(self._inputs(op, case, dev_, seed + i))
                                for i in range(1, n_sets)]
             stage = "timing"
             budget = self.cfg.budget_override or case.budget_s or self.cfg.timing.budget_s

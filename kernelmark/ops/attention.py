@@ -57,6 +57,7 @@ from kernelmark.ops.attention_libs import (
     _import_error, _gpu_half_only, _flash_attn_prefill, _flash_attn_varlen, _flash_attn_decode, _flash_attn_decode_supports, _torch_varlen_attn, _varlen_attn_available, _plan_flashinfer, _flashinfer_decode)
 from kernelmark.ops.attention_sdpa import sdpa_backends
 from kernelmark.ops.base import Backend, Op, positive_ints, shape_str
+from kernelmark.ops.paged_given import take_decode_given
 
 # The head dims the Triton kernels compile for (kernels/*_attention.py HEAD_DIMS; a
 # test keeps them equal). Op modules must not import Triton, hence the copy.
@@ -216,9 +217,10 @@ def make_decode_inputs(shape, dtype, device, gen):
 
 # ---------------------------------------------------------------- reference
 
-def _attend_fp(q, k, v, causal, scale, ct):
+def _attend_fp(q, k, v, causal, scale, ct, offset: int = 0):
     """One sequence: q [sq, hq, d], k/v [sk, hk, d] -> [sq, hq, d] in ct, row-chunked.
-    Causal masking is top-left (query i sees keys 0..i)."""
+    Causal masking is top-left (query i sees keys 0..i), shifted by ``offset`` keys (query i
+    sees 0..offset + i: a chunk of queries after ``offset`` cached tokens, bottom-right)."""
     sq, hq, d = q.shape
     sk, hk, _ = k.shape
     group = hq // hk
@@ -232,7 +234,8 @@ def _attend_fp(q, k, v, causal, scale, ct):
             r1 = min(sq, r0 + rows)
             s = (qh[:, r0:r1] @ kh.T) * scale                     # [group, rows, sk]
             if causal:
-                mask = torch.arange(sk, device=q.device)[None, :] > torch.arange(r0, r1, device=q.device)[:, None]
+                mask = (torch.arange(sk, device=q.device)[None, :]
+                        > torch.arange(r0, r1, device=q.device)[:, None] + offset)
                 s = s.masked_fill(mask, float("-inf"))
             out[r0:r1, h * group:(h + 1) * group] = (torch.softmax(s, -1) @ vh).transpose(0, 1)
     return out
@@ -373,6 +376,7 @@ OPS = [
         elementwise=dtypes.ATTENTION_ELEMENTWISE,
         make_inputs=make_decode_inputs, reference=decode_reference, flops=decode_flops, nbytes=decode_bytes,
         validate=validate_decode,
+        given=("q", "k_cache", "v_cache", "kv_indptr", "kv_indices"), take_given=take_decode_given,
         backends=(
             Backend("triton", _triton_decode, triton=True, supports=_triton_supports, detail=_decode_config,
                     description="kernelmark's split-KV paged decode kernel (kernels/paged_decode_attention.py)"),

@@ -103,6 +103,14 @@ def positive_ints(shape: Shape, names) -> None:
             raise ValueError(f"shape {shape_str(shape)}: {k} must be a positive integer, got {v!r}")
 
 
+def given_like(ours: torch.Tensor, given: torch.Tensor, name: str) -> torch.Tensor:
+    """A fresh copy of ``given`` shaped, placed and typed as the op's own ``ours`` (fresh, so
+    an op writing in place never changes what the next backend is given)."""
+    if tuple(given.shape) != tuple(ours.shape):
+        raise ValueError(f"given input {name} is {list(given.shape)}; the op's is {list(ours.shape)}")
+    return given.to(device=ours.device, dtype=ours.dtype, copy=True).contiguous()
+
+
 def shape_str(shape: Shape) -> str:
     return " ".join(f"{k}={v}" for k, v in shape.items())
 
@@ -137,6 +145,12 @@ class Op:
     # What the byte count rests on beyond the shape, for the record's "inputs":
     # inputs_summary(shape, dtype) -> dict (fused_moe: how many experts its routing hits).
     inputs_summary: Optional[Callable[[Shape, str], dict]] = None
+    # Inputs a caller may give instead of the random ones (a FlashInfer-Trace workload's
+    # safetensors blobs): names in the dict make_inputs returns. ``take_given(inputs,
+    # {name: tensor})`` puts them in where a plain swap of same-shape tensors is not enough
+    # (gemm's nt ``b`` is a view of W [N, K]); None: the swap of ``use_given``.
+    given: tuple = ()
+    take_given: Optional[Callable[[Any, dict], Any]] = None
 
     def backend(self, name: str) -> Backend:
         for b in self.backends:
@@ -164,6 +178,19 @@ class Op:
             self.validate(shape, dtype)
         else:
             positive_ints(shape, self.params)
+
+    def use_given(self, inputs, tensors: dict):
+        """``inputs`` with the given tensors in place of the op's own, on the inputs' device and
+        in their dtype; ValueError naming the input where the op cannot take one."""
+        unknown = [n for n in tensors if n not in self.given]
+        if unknown:
+            raise ValueError(f"op {self.name!r} cannot take given input(s) {', '.join(unknown)} "
+                             f"(it takes: {', '.join(self.given) or 'none'})")
+        if self.take_given is not None:
+            return self.take_given(inputs, tensors)
+        for name, t in tensors.items():
+            inputs[name] = given_like(inputs[name], t, name)
+        return inputs
 
     def compare(self, out, ref, dtype: str) -> CheckResult:
         if self.check is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from kernelmark import dtypes
-from kernelmark.ops.base import Backend, Op, positive_ints, shape_str
+from kernelmark.ops.base import Backend, Op, given_like, positive_ints, shape_str
 
 LAYOUTS = ("nn", "nt")
 
@@ -38,6 +38,17 @@ def make_inputs(shape, dtype, device, gen):
     x = {"a": a, "b": b, "dtype": dtype}
     if dtype == "fp8_e4m3":
         x["unit_scale"] = torch.ones((), device=device, dtype=torch.float32)   # _scaled_mm's per-tensor scales
+    return x
+
+
+def take_given(x, given):
+    """Given A [M, K] and B: B as FlashInfer-Trace and the "nt" layout give it, W [N, K]
+    (``b`` is its [K, N] view), else as ``b`` itself."""
+    for name, t in given.items():
+        if name == "b" and not x["b"].is_contiguous():
+            x["b"] = given_like(x["b"].t(), t, "b").t()
+        else:
+            x[name] = given_like(x[name], t, name)
     return x
 
 
@@ -106,6 +117,7 @@ OPS = [
         flops=flops,
         nbytes=nbytes,
         validate=validate,
+        given=("a", "b"), take_given=take_given,
         backends=(
             Backend("torch", _torch_run, supports=_torch_supports,
                     description="torch.matmul (cuBLAS/hipBLASLt on GPU, oneDNN/MKL on CPU); fp8 via torch._scaled_mm"),

@@ -193,7 +193,7 @@ OPS = [
         params=PARAMS, defaults=DEFAULTS, dtypes=DTYPES,
         make_inputs=make_inputs, reference=reference,
         flops=lambda shape: 4 * shape["tokens"] * shape["hidden"],
-        nbytes=nbytes, validate=validate,
+        nbytes=nbytes, validate=validate, given=("x", "weight"),
         backends=_backends(_triton, _torch, False, _flashinfer, _vllm, _sgl),
     ),
     Op(
@@ -202,7 +202,7 @@ OPS = [
         params=PARAMS, defaults=DEFAULTS, dtypes=DTYPES,
         make_inputs=fused_make_inputs, reference=fused_reference,
         flops=lambda shape: 5 * shape["tokens"] * shape["hidden"],
-        nbytes=fused_nbytes, validate=validate,
+        nbytes=fused_nbytes, validate=validate, given=("x", "weight", "residual"),
         backends=_backends(_triton_fused, _torch_fused, True, _flashinfer_fused, _vllm_fused,
                            _sgl_fused),
     ),

@@ -36,7 +36,7 @@ import torch
 
 from kernelmark import dtypes
 from kernelmark.ops import compiled, lib_backends as libs
-from kernelmark.ops.base import Backend, Op, positive_ints, shape_str
+from kernelmark.ops.base import Backend, Op, given_like, positive_ints, shape_str
 
 DTYPES = ("bf16", "fp16", "fp32")
 STYLES = ("neox", "gptj")
@@ -97,6 +97,18 @@ def make_inputs(shape, dtype, device, gen):
         "neox": shape["style"] == "neox",
         "rotary_dim": shape["rotary_dim"],
     }
+
+
+def take_given(x, given):
+    """Given q, k, positions; a position outside the cos/sin cache is refused by name (an
+    index out of range would fail inside a kernel, or read past the cache)."""
+    for name, t in given.items():
+        x[name] = given_like(x[name], t, name)
+    pos, n = x["positions"], x["cos_sin_cache"].shape[0]
+    if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= n):
+        raise ValueError(f"given positions span {int(pos.min())}..{int(pos.max())}; the cos/sin cache has "
+                         f"max_position {n}")
+    return x
 
 
 def _rotate64(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int, neox: bool):
@@ -207,6 +219,7 @@ OPS = [
                     "(NeoX or GPT-J layout, partial rotary, Llama 3.1 scaling as data); outputs (q, k)",
         params=PARAMS, defaults=DEFAULTS, dtypes=DTYPES,
         make_inputs=make_inputs, reference=reference, flops=flops, nbytes=nbytes, validate=validate,
+        given=("q", "k", "positions"), take_given=take_given,
         backends=(
             Backend("triton", _triton, triton=True, detail=_triton_config,
                     description="kernelmark's Triton RoPE (kernels/rope.py): a program per token and head "

@@ -42,7 +42,7 @@ import torch
 
 from kernelmark import dtypes
 from kernelmark.ops import compiled
-from kernelmark.ops.base import Backend, Op, positive_ints, shape_str
+from kernelmark.ops.base import Backend, Op, Unsupported, positive_ints, shape_str
 from kernelmark.ops.sampling_check import check_samples, exact_distribution
 
 LOGIT_STD = 2.0
@@ -145,20 +145,29 @@ def sampling_nbytes(shape, dtype):
     return shape["batch"] * (shape["vocab"] * dtypes.itemsize(dtype) + 8 * shape["draws"])
 
 
-def sample_torch(logits: torch.Tensor, top_k: int, top_p: float, temperature: float, draws: int) -> torch.Tensor:
+def sample_torch(logits: torch.Tensor, top_k, top_p, temperature: float, draws: int) -> torch.Tensor:
     """Plain torch: temperature, top-k (torch.topk, then top-p on the k sorted values, no
-    full sort), or top-p alone (a full sort), then torch.multinomial with replacement."""
+    full sort), or top-p alone (a full sort), then torch.multinomial with replacement.
+    top_k / top_p may be tensors of one value per row (a FlashInfer-Trace workload's): top-k
+    at the largest k, each row's values past its own k masked out."""
     l = logits.float()
     if temperature != 1.0:
         l = l / temperature
-    if top_k < l.shape[-1]:
-        vals, idx = torch.topk(l, top_k, dim=-1)
+    rows_k, rows_p = isinstance(top_k, torch.Tensor), isinstance(top_p, torch.Tensor)
+    kmax = int(top_k.max()) if rows_k else top_k
+    if rows_p:
+        top_p = top_p.view(-1, 1)
+    if kmax < l.shape[-1] or rows_k:
+        vals, idx = torch.topk(l, kmax, dim=-1)
+        if rows_k:
+            past = torch.arange(kmax, device=l.device)[None, :] >= top_k.view(-1, 1)
+            vals = vals.masked_fill(past, float("-inf"))
         p = torch.softmax(vals, dim=-1)
-        if top_p < 1.0:
+        if rows_p or top_p < 1.0:
             p = p.masked_fill(p.cumsum(-1) - p >= top_p, 0.0)
         return idx.gather(-1, torch.multinomial(p, draws, replacement=True))
     p = torch.softmax(l, dim=-1)
-    if top_p < 1.0:
+    if rows_p or top_p < 1.0:
         ps, idx = torch.sort(p, dim=-1, descending=True)
         ps = ps.masked_fill(ps.cumsum(-1) - ps >= top_p, 0.0)
         p = torch.zeros_like(p).scatter_(-1, idx, ps)
@@ -169,12 +178,50 @@ def _sampling_args(x) -> tuple:
     return x["logits"], x["top_k"], x["top_p"], x["temperature"], x["draws"]
 
 
+def sampling_take_given(x, given):
+    """Per-row top_k (int, [batch], in [1, vocab]) and top_p (float, [batch], in (0, 1]) in
+    place of the shape's one value: only the torch backend and the reference take them."""
+    b, v = x["logits"].shape
+    for name, t in given.items():
+        if tuple(t.shape) != (b,):
+            raise ValueError(f"given {name} is {list(t.shape)}; per-row values are [{b}]")
+        if name == "top_k":
+            t = t.to(x["logits"].device, torch.int64, copy=True)
+            bad = bool((t < 1).any() or (t > v).any())
+        else:
+            t = t.to(x["logits"].device, torch.float32, copy=True)
+            bad = bool((t <= 0).any() or (t > 1).any())
+        if bad:
+            raise ValueError(f"given {name} has values {t.min().item():g}..{t.max().item():g}, outside "
+                             + (f"[1, {v}]" if name == "top_k" else "(0, 1]"))
+        x[name] = t
+    return x
+
+
+def _one_threshold(run, who: str):
+    """``run`` where the batch has one top_k and one top_p; Unsupported for per-row tensors."""
+    def wrapped(x):
+        rows = [n for n in ("top_k", "top_p") if isinstance(x[n], torch.Tensor)]
+        if rows:
+            raise Unsupported(f"per-row {'/'.join(rows)}: {who} is measured with one value for the batch "
+                              "here (the torch backend takes per-row values)")
+        return run(x)
+    return wrapped
+
+
 def _sampling_torch(x):
     return sample_torch(*_sampling_args(x))
 
 
-_sampling_compile = compiled.Compiled(
-    _sampling_torch, compiled.tensor_key("logits", scalars=("top_k", "top_p", "temperature", "draws")))
+def _sampling_compile_key(x):
+    # Checked in the key (called before each compile or call): per-row tensors would give
+    # a fresh signature per input set; the compiled backend is measured with one value.
+    _one_threshold(lambda x: None, "torch-compile")(x)
+    return _SAMPLING_KEY(x)
+
+
+_SAMPLING_KEY = compiled.tensor_key("logits", scalars=("top_k", "top_p", "temperature", "draws"))
+_sampling_compile = compiled.Compiled(_sampling_torch, _sampling_compile_key)
 
 
 def _sampling_triton(x):
@@ -286,20 +333,22 @@ OPS = [
         nbytes=sampling_nbytes,
         validate=sampling_validate,
         check=check_samples,
+        given=("top_k", "top_p"), take_given=sampling_take_given,
         backends=(
-            Backend("triton", _sampling_triton, triton=True, supports=_triton_vocab,
+            Backend("triton", _one_threshold(_sampling_triton, "kernelmark's Triton sampler"), triton=True,
+                    supports=_triton_vocab,
                     description="kernelmark's Triton sampler: exact thresholds by a 16-way search on "
                                 "the logits' bits, then a blocked inverse-CDF draw (kernels/sampling.py)"),
             Backend("torch", _sampling_torch,
                     description="torch.topk, softmax, sort (top-p), torch.multinomial"),
             Backend("torch-compile", _sampling_compile, devices=GPU,
                     description="torch.compile of the torch backend (first compile outside timing)"),
-            Backend("flashinfer", _sampling_flashinfer, dtypes=("fp32",), devices=("cuda",),
+            Backend("flashinfer", _one_threshold(_sampling_flashinfer, "flashinfer"), dtypes=("fp32",), devices=("cuda",),
                     available=_flashinfer_available,
                     supports=_library_supports(_flashinfer_fn, "flashinfer.sampling.top_k_top_p_sampling_from_logits"),
                     description="flashinfer.sampling.top_k_top_p_sampling_from_logits (rejection "
                                 "sampling; temperature applied as a division before it)"),
-            Backend("sgl-kernel", _sampling_sgl, dtypes=("fp32",), devices=("cuda",), available=_sgl_available,
+            Backend("sgl-kernel", _one_threshold(_sampling_sgl, "sgl-kernel"), dtypes=("fp32",), devices=("cuda",), available=_sgl_available,
                     supports=_library_supports(_sgl_fn, "sgl_kernel.top_k_top_p_sampling_from_probs"),
                     description="softmax, then sgl_kernel.top_k_top_p_sampling_from_probs"),
         ),

@@ -71,12 +71,18 @@ def tv_bound(n: int, bins: int, delta: float = FALSE_FAILURE) -> float:
     return math.sqrt((bins * math.log(2.0) + math.log(1.0 / delta)) / (2.0 * n))
 
 
-def exact_distribution(logits: torch.Tensor, top_k: int, top_p: float, temperature: float) -> SamplingReference:
-    """The distribution a top_k-first, then top_p sampler draws from, per row, in fp64."""
+def exact_distribution(logits: torch.Tensor, top_k, top_p, temperature: float) -> SamplingReference:
+    """The distribution a top_k-first, then top_p sampler draws from, per row, in fp64.
+    top_k / top_p: one value for the batch, or a tensor of one per row."""
     l = logits.double() / float(temperature)
     order = torch.sort(l, dim=-1, descending=True, stable=True).indices
     ls = l.gather(-1, order)
-    kth = ls[:, top_k - 1:top_k]
+    if isinstance(top_k, torch.Tensor):
+        kth = ls.gather(-1, (top_k.to(l.device, torch.int64) - 1).view(-1, 1))
+    else:
+        kth = ls[:, top_k - 1:top_k]
+    if isinstance(top_p, torch.Tensor):
+        top_p = top_p.to(l.device, torch.float64).view(-1, 1)
     in_k = ls >= kth
     near_k = ls >= kth - K_SLACK * kth.abs() - 1e-300
     e = torch.where(near_k, torch.exp(ls - ls[:, :1]), 0.0)

@@ -143,3 +143,23 @@ def test_library_backends_say_why_they_do_not_run_here():
         if why is not None:
             assert "not installed" in why
     assert op.nbytes(op.full_shape(SHAPE), "bf16") == 4 * (1000 * 2 + 8 * 256)
+
+
+def test_per_row_thresholds_torch_samples_each_rows_own_set_and_the_rest_say_unsupported():
+    op = get_op("top_k_top_p_sampling")
+    shape = op.full_shape({**SHAPE, "top_k": 50, "draws": 512})
+    x = op.make_inputs(shape, "fp32", CPU, torch.Generator().manual_seed(5))
+    x = op.use_given(x, {"top_k": torch.tensor([50, 3, 20, 1], dtype=torch.int32),
+                         "top_p": torch.tensor([0.9, 1.0, 0.5, 1.0])})
+    ref = op.reference(x)
+    sizes = (ref.probs > 0).sum(-1).tolist()
+    assert sizes[1] <= 3 and sizes[3] == 1 and sizes[0] > 3          # each row its own k (and p)
+    out = op.backend("torch").run(x)
+    assert op.compare(out, ref, "fp32").passed                       # membership and the TV bound
+    same_k = get_op("top_k_top_p_sampling").backend("torch").run({**x, "top_k": 50})
+    assert not op.compare(same_k, ref, "fp32").passed                # one k for all rows: row 1 escapes its top 3
+    from kernelmark.ops.base import Unsupported
+    with pytest.raises(Unsupported, match="per-row top_k/top_p: kernelmark's Triton sampler"):
+        op.backend("triton").run(x)
+    with pytest.raises(ValueError, match=r"given top_k has values 0..3, outside \[1, 1000\]"):
+        op.use_given(x, {"top_k": torch.tensor([0, 3, 2, 1])})

@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "suites"))
 from fitrace_data import write_dataset  # noqa: E402
 
+NO_MODELS = ("flashinfer-bench's data models are not installed: scripts/setup-venv.sh installs them "
+             "(pip install --no-deps -r scripts/flashinfer-bench-models.txt); its setup line says why it could not")
+
 
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory):
@@ -58,7 +61,7 @@ def test_one_trace_per_timed_workload_and_backend(traced):
 
 
 def test_flashinfer_bench_models_accept_definitions_workloads_and_traces(traced):
-    data = pytest.importorskip("flashinfer_bench.data")
+    data = pytest.importorskip("flashinfer_bench.data", reason=NO_MODELS)
     root, run, traces = traced
     for d in (root / "definitions").rglob("*.json"):
         data.Definition.model_validate_json(d.read_text())
@@ -83,7 +86,7 @@ def test_failures_map_to_their_statuses_and_validate(traced):
     assert made["error"]["evaluation"]["status"] == "RUNTIME_ERROR" and "a error here" in made["error"]["evaluation"]["log"]
     assert made["timeout"]["evaluation"]["status"] == "TIMEOUT"
     assert made["checked"] is None and made["unsupported"] is None     # never given a number
-    data = pytest.importorskip("flashinfer_bench.data")
+    data = pytest.importorskip("flashinfer_bench.data", reason=NO_MODELS)
     for st in ("failed_check", "error", "timeout"):
         data.Trace.model_validate(made[st])
 

@@ -97,12 +97,65 @@ def test_every_mapped_op_type_becomes_the_matching_case(tmp_path):
     assert moe.meta["unsupported"].startswith("op_type moe (moe_fp8_e8_h64)")
 
 
+def test_gqa_paged_prefill_maps_to_paged_prefill_attention(tmp_path):
+    spec = copy.deepcopy(DEFS["gqa_paged_decode_h4_kv2_d16_ps4"])
+    spec["axes"].update(total_q=var())
+    spec["inputs"]["q"] = t(["total_q", "num_qo_heads", "head_dim"], "float32")
+    spec["inputs"]["qo_indptr"] = t(["len_indptr"], "int32")
+    spec["workloads"] = [({"batch_size": 2, "total_q": 6, "num_pages": 8, "len_indptr": 3, "num_kv_indices": 6},
+                          {"sm_scale": {"type": "scalar", "value": 0.25}}),
+                         ({"batch_size": 2, "total_q": 40, "num_pages": 8, "len_indptr": 3, "num_kv_indices": 6}, {})]
+    write_definition(tmp_path, "gqa_paged_prefill_causal_h4_kv2_d16_ps4", spec)
+    cases = loader.load(str(tmp_path)).cases
+    p = cases[0]
+    assert p.op == "paged_prefill_attention"
+    assert {k: p.shape[k] for k in ("batch", "q_len", "context", "q_heads", "kv_heads", "page_size", "causal")} == \
+        {"batch": 2, "q_len": 3, "context": 12, "q_heads": 4, "kv_heads": 2, "page_size": 4, "causal": 1}
+    assert any("causal (bottom-right) assumed" in n for n in p.meta["notes"])
+    # 20 queries a sequence over a context of 12: the queries' keys cannot all be cached.
+    assert "20 queries a sequence but a mean context of 12" in cases[1].meta["unsupported"]
+
+
 def test_unknown_op_type_is_an_unsupported_row_naming_it(tmp_path):
     spec = copy.deepcopy(DEFS["gemm_n64_k32"])
     spec["op_type"] = "warp_specialised_frobnicate"
     write_definition(tmp_path, "frob_1", spec)
     suite, by = _cases(tmp_path)
     assert len(suite.cases) == 1 and by["frob_1"].meta["unsupported"] == "op_type warp_specialised_frobnicate (frob_1)"
+
+
+# NVFP4 GEMM as newer datasets spell it: B packed two values a byte, its shape an expression.
+FP4_GEMM = {
+    "op_type": "gemm", "tags": ["model:toy-llm", "quantization:nvfp4"],
+    "axes": {"M": var(), "N": const(64), "K": const(32)},
+    "inputs": {"A": t(["M", "K"], "float4_e2m1"), "B": t(["N", "K // 2"], "uint8"),
+               "B_scale": t(["N"], "float32")},
+    "outputs": {"C": t(["M", "N"])},
+    "workloads": [({"M": 4}, {"A": {"type": "random"}, "B": {"type": "safetensors", "path": "blob/fp4.safetensors",
+                                                           "tensor_key": "B"}, "B_scale": {"type": "random"}}),
+                  ({"M": 8}, {})],
+}
+
+
+def test_a_dtype_we_lack_is_one_unsupported_row_the_rest_runs(tmp_path):
+    write_dataset(tmp_path, ["gemm_n64_k32"])
+    write_definition(tmp_path, "gemm_fp4_n64_k32", FP4_GEMM)
+    bf16_only = copy.deepcopy(DEFS["gemm_n64_k32"])         # a known dtype that gemm's op lacks
+    for x in ("A", "B"):
+        bf16_only["inputs"][x]["dtype"] = "float8_e5m2"
+    write_definition(tmp_path, "gemm_e5m2_n64_k32", bf16_only)
+    suite, by = _cases(tmp_path)
+    assert [c.op for c in suite.cases if c.meta["definition"] == "gemm_n64_k32"] == ["gemm", "gemm"]
+    fp4 = [c for c in suite.cases if c.meta["definition"] == "gemm_fp4_n64_k32"]
+    assert len(fp4) == 1                                     # one row for the definition, not one a workload
+    why = fp4[0].meta["unsupported"]
+    assert why.startswith("dtype float4_e2m1 (gemm_fp4_n64_k32): input A") and "dtype uint8 (gemm_fp4_n64_k32)" in why
+    assert by["gemm_e5m2_n64_k32"].meta["unsupported"].startswith("dtype float8_e5m2 (gemm_e5m2_n64_k32): input A")
+    # Still a malformed file where it is one: a bad workload line of that definition stops the run.
+    w = tmp_path / "workloads" / "gemm" / "gemm_fp4_n64_k32.jsonl"
+    w.write_text(w.read_text() + "{oops\n")
+    with pytest.raises(loader.SuiteError, match=r"gemm_fp4_n64_k32\.jsonl:3: malformed JSON"):
+        loader.load(str(tmp_path))
 
 
 def test_a_definition_without_workloads_is_a_row_in_a_dataset_an_error_alone(tmp_path):
@@ -154,7 +207,7 @@ def test_a_workload_breaking_an_axes_constraint_is_an_error_with_its_line(tmp_pa
     (lambda d, w: (None, w.write_text(w.read_text() + "{not json\n")), "jsonl:3", "malformed JSON"),
     (lambda d, w: (None, w.write_text(w.read_text().replace('"M": 8', '"M": -1'))), "jsonl:2", "axis M = -1"),
     (lambda d, w: (None, w.write_text(w.read_text().replace('"M": 8', '"Q": 8'))), "jsonl:2", "missing M"),
-    (lambda d, w: (d.write_text(d.read_text().replace('"float32"', '"float33"', 1)), None), "json:", "float33"),
+    (lambda d, w: (d.write_text(d.read_text().replace('"float32"', "32", 1)), None), "json:", "dtype must be a non-empty string"),
     (lambda d, w: (d.write_text(d.read_text().replace("def run(", "def walk(")), None), "json:",
      "defines no top-level function run"),
 ])
@@ -185,7 +238,7 @@ def test_safetensors_blob_absent_noted_present_checked(tmp_path):
     st.save_file({"kv_indptr": torch.tensor([0, 3, 6], dtype=torch.int32),
                   "kv_indices": torch.arange(6, dtype=torch.int32)}, str(root / "blob" / "decode.safetensors"))
     notes = _cases(root)[1][name].meta["notes"]
-    assert any("checked (shape, dtype) but not used" in n for n in notes)
+    assert any("kv_indptr fed from safetensors blob/decode.safetensors[kv_indptr]" in n for n in notes)
     st.save_file({"kv_indptr": torch.tensor([0, 3, 6, 9], dtype=torch.int32),
                   "kv_indices": torch.arange(6, dtype=torch.int32)}, str(root / "blob" / "decode.safetensors"))
     with pytest.raises(loader.SuiteError, match=r"\.jsonl:1: input kv_indptr: .*\[4\] int32; the definition says \[3\] int32"):
@@ -208,12 +261,13 @@ def test_run_dataset_end_to_end_records_trace_and_never_runs_the_reference(tmp_p
     harm = tmp_path / "harm"
     write_definition(root, "gemm_n64_k32", DEFS["gemm_n64_k32"], reference=HARM.format(p=str(harm)))
     write_definition(root, "moe_bf16_topk2_e8_h64_i32", MOE_BF16)      # a mapped MoE definition runs too
+    write_definition(root, "gemm_fp4_n64_k32", FP4_GEMM)                # fp4: a row, the run goes on
     out = tmp_path / "run.jsonl"
     p = _kernelmark("run", "--suite", str(root), "--out", str(out), "--budget", "0.01", "--backends", "torch")
     assert p.returncode == 0, p.stderr
     assert not harm.exists() and not Path(str(harm) + ".run").exists()
     run = results.load(str(out))
-    gemm = [r for r in run.records if r["op"] == "gemm"]
+    gemm = [r for r in run.records if r["op"] == "gemm" and r["status"] != "unsupported"]
     assert [r["trace"]["uuid"] for r in gemm] == ["gemm_n64_k32-0", "gemm_n64_k32-1"]
     assert all(r["status"] == "ok" and r["check"]["passed"] and r["trace"]["definition"] == "gemm_n64_k32"
                and len(r["trace"]["reference_sha256"]) == 64 for r in gemm)
@@ -225,6 +279,10 @@ def test_run_dataset_end_to_end_records_trace_and_never_runs_the_reference(tmp_p
     fused = [r for r in run.records if r["op"] == "fused_moe"]
     assert [r["trace"]["uuid"] for r in fused] == ["moe_bf16_topk2_e8_h64_i32-0", "moe_bf16_topk2_e8_h64_i32-1"]
     assert all(r["status"] == "ok" and r["check"]["passed"] for r in fused)
+    fp4 = [r for r in run.records if r["trace"]["definition"] == "gemm_fp4_n64_k32"]
+    assert len(fp4) == 1 and fp4[0]["status"] == "unsupported"
+    assert fp4[0]["reason"].startswith("dtype float4_e2m1 (gemm_fp4_n64_k32)")
+    assert "unsupported x1: dtype float4_e2m1 (gemm_fp4_n64_k32)" in p.stdout
 
 
 def test_run_malformed_dataset_exits_2_with_one_line(tmp_path, capsys):

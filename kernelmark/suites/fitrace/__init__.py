@@ -16,7 +16,8 @@ from kernelmark.suites.fitrace import constraints as cons
 from kernelmark.suites.fitrace.format import TraceFormatError, load_definition, load_workloads
 from kernelmark.suites.fitrace.mapping import INDEX_INPUTS, MAPPERS, Unmappable, map_workload
 from kernelmark.suites.fitrace.mapping_moe import map_moe
-from kernelmark.suites.fitrace.safetensors_inputs import check_blob
+from kernelmark.suites.fitrace.safetensors_inputs import given as given_blob
+from kernelmark.suites.fitrace.safetensors_inputs import read_blob
 
 # As for suite files: a dataset this large is to be run a definition at a time.
 MAX_CASES = 20000
@@ -68,7 +69,15 @@ def load_suite(spec: str):
                               meta={**meta0, "unsupported": f"no workloads for {defn.name} (no {wpath})"}))
             continue
         h.update(hashlib.sha256(wpath.read_bytes()).hexdigest().encode())
-        workloads = load_workloads(wpath, {defn.name: defn})
+        workloads = load_workloads(wpath, {defn.name: defn})     # still checked: a malformed file stops
+        if defn.unsupported and workloads:
+            # A dtype no op of ours takes: one row for the definition, the run goes on.
+            w = workloads[0]
+            cases.append(Case(defn.op_type, dict(w.axes), _first_dtype(defn), ("-",), (), label, None,
+                              len(cases) + 1, w.line, meta={**meta0, "uuid": w.uuid, "axes": w.axes,
+                                                            "workload": f"{w.path}:{w.line}",
+                                                            "unsupported": "; ".join(defn.unsupported)}))
+            continue
         for w in workloads:
             meta = {**meta0, "uuid": w.uuid, "axes": w.axes, "inputs": w.inputs, "workload": f"{w.path}:{w.line}"}
             dims = {**defn.const_axes(), **w.axes}
@@ -78,25 +87,35 @@ def load_suite(spec: str):
                                        f"{defn.name}: {'; '.join(failed)}")
             if not_checked:
                 meta["constraints_not_checked"] = not_checked
-            notes = []
+            notes, blobs = [], {}
             for name, spec_ in w.inputs.items():
                 if spec_["type"] == "safetensors":
-                    notes.append(check_blob(root, w, name, spec_, defn, dims))
+                    t, note = read_blob(root, w, name, spec_, defn, dims)
+                    if t is None:
+                        notes.append(note)
+                    else:
+                        blobs[name] = t
             where = f"{w.path}:{w.line}"
             try:
-                m = map_workload(defn, w)
-                case = _case(Case, m, len(cases) + 1, w.line, where)
+                m = map_workload(defn, w, blobs)
+                case = _case(Case, m, len(cases) + 1, w.line, where, defn.name)
             except Unmappable as e:
                 # A definition we cannot map is one row, not one per workload.
                 if any(c.meta.get("definition") == defn.name and c.meta.get("unsupported") for c in cases):
                     continue
-                reason = str(e) if str(e).startswith("op_type ") else f"op_type {defn.op_type} ({defn.name}): {e}"
+                reason = str(e) if str(e).startswith(("op_type ", "dtype ")) else \
+                    f"op_type {defn.op_type} ({defn.name}): {e}"
                 cases.append(Case(defn.op_type, dict(w.axes), _first_dtype(defn), ("-",), (), label, None,
                                   len(cases) + 1, w.line, meta={**meta, "unsupported": reason}))
                 continue
+            fed = _fed(root, w, m, blobs, notes)
             notes += [n for n in m.notes]
-            if any(n in defn.inputs for n in INDEX_INPUTS) and not any("synthesised" in n for n in notes):
-                notes.append("index inputs synthesised from the axes")
+            used = {g["input"] for g in fed.values()} | set(blobs)    # a read blob has its own note
+            unfed = [n for n in INDEX_INPUTS if n in defn.inputs and n not in used]
+            if unfed and not any("synthesised" in n for n in notes):
+                notes.append(f"{'/'.join(unfed)} synthesised from the axes")
+            if fed:
+                meta["given"] = fed
             cases.append(Case(case.op, case.shape, case.dtype, case.backends, (), label, None,
                               case.index, case.line, meta={**meta, "notes": notes} if notes else meta))
     if len(cases) > MAX_CASES:
@@ -108,17 +127,33 @@ def load_suite(spec: str):
                  sha256=h.hexdigest(), cases=tuple(cases))
 
 
+def _fed(root, w, m, blobs: dict, notes: list) -> dict:
+    """{our op's input: where its blob is} for the blobs the op takes (the runner feeds them to
+    the reference and every backend); a note for each blob read but not fed."""
+    fed = {}
+    for name, t in blobs.items():
+        spec = w.inputs[name]
+        if name in m.feeds:
+            fed[m.feeds[name]] = {**given_blob(root, spec), "input": name}
+            notes.append(f"{name} fed from safetensors {spec['path']}[{spec['tensor_key']}]")
+        else:
+            notes.append(f"safetensors {spec['path']} checked (shape, dtype) but not fed: op {m.op} makes its "
+                         f"own {name} (from the axes)")
+    return fed
+
+
 def _first_dtype(defn) -> str:
     from kernelmark.suites.fitrace.mapping import DTYPE
     return next((DTYPE.get(t["dtype"], t["dtype"]) for t in defn.inputs.values()), "-")
 
 
-def _case(Case, m, index: int, line: int, where: str):
+def _case(Case, m, index: int, line: int, where: str, where_name: str = ""):
     """The case for a mapped workload, checked by the op as a suite file's case is."""
     from kernelmark.ops.registry import get_op
     op = get_op(m.op)
     if m.dtype not in op.dtypes:
-        raise Unmappable(f"op {op.name} has no dtype {m.dtype} (its dtypes: {', '.join(op.dtypes)})")
+        raise Unmappable(f"dtype {m.dtype} ({where_name}): op {op.name} has no dtype {m.dtype} "
+                         f"(its dtypes: {', '.join(op.dtypes)})")
     try:
         full = op.full_shape(m.shape)
         op.check_shape(full, m.dtype)

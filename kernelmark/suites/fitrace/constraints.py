@@ -66,6 +66,16 @@ def evaluate(expr: str, axes: dict) -> Optional[bool]:
         return False
 
 
+def value(expr: str, axes: dict):
+    """The number an axes-only expression gives (a shape entry such as ``hidden_size // 2``);
+    raises NotAxesOnly for any other."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError as e:
+        raise NotAxesOnly(f"is not a Python expression ({e.msg})") from None
+    return _eval(tree, axes)
+
+
 def check_all(constraints: list, axes: dict) -> tuple:
     """(failed, not_checked): the constraints the axes break, and those not axes-only."""
     failed, not_checked = [], []

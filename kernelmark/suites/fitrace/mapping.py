@@ -13,7 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
+
 from kernelmark.ops.registry import all_ops
+from kernelmark.suites.fitrace.format import dim
 
 DTYPE = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float8_e4m3fn": "fp8_e4m3"}
 # Index tensors our ops make themselves from the shape; a captured one is not used.
@@ -30,6 +33,9 @@ class Mapped:
     shape: dict
     dtype: str
     notes: list = field(default_factory=list)
+    # The definition's inputs the op can take as given tensors: definition input -> the op's
+    # input (Op.given). A safetensors blob of one of these is fed; any other is only checked.
+    feeds: dict = field(default_factory=dict)
 
 
 def dims_of(defn, workload) -> dict:
@@ -41,13 +47,14 @@ def tensor_shape(defn, dims: dict, name: str) -> list:
     if t is None:
         raise Unmappable(f"{defn.op_type} definition {defn.name} has no input {name!r} "
                          f"(inputs: {', '.join(defn.inputs)})")
-    return [dims[a] for a in (t["shape"] or [])]
+    return [dim(a, dims) for a in (t["shape"] or [])]
 
 
 def our_dtype(defn, name: str) -> str:
     fi = defn.inputs[name]["dtype"]
     if fi not in DTYPE:
-        raise Unmappable(f"input {name} is {fi}: no kernelmark dtype for it")
+        raise Unmappable(f"dtype {fi} ({defn.name}): input {name}; kernelmark's op dtypes are "
+                         f"{', '.join(DTYPE)}")
     return DTYPE[fi]
 
 
@@ -68,20 +75,22 @@ def _op(name: str, params: tuple):
     return op
 
 
-def _mapped(name: str, shape: dict, dtype: str, notes=None) -> Mapped:
-    _op(name, tuple(shape))
-    return Mapped(name, shape, dtype, list(notes or []))
+def _mapped(name: str, shape: dict, dtype: str, notes=None, feeds=None) -> Mapped:
+    op = _op(name, tuple(shape))
+    feeds = {k: v for k, v in (feeds or {}).items() if v in op.given}   # what this build's op takes
+    return Mapped(name, shape, dtype, list(notes or []), feeds)
 
 
-def map_gemm(defn, w, dims) -> Mapped:
+def map_gemm(defn, w, dims, blobs=None) -> Mapped:
     m, k = tensor_shape(defn, dims, "A")
     n, k2 = tensor_shape(defn, dims, "B")          # B is [N, K]: C = A·Bᵀ, our "nt" layout
     if k != k2:
         raise Unmappable(f"A is [{m}, {k}] and B is [{n}, {k2}]: K differs")
-    return _mapped("gemm", {"m": m, "n": n, "k": k, "layout": "nt"}, our_dtype(defn, "A"))
+    return _mapped("gemm", {"m": m, "n": n, "k": k, "layout": "nt"}, our_dtype(defn, "A"),
+                   feeds={"A": "a", "B": "b"})
 
 
-def map_rmsnorm(defn, w, dims) -> Mapped:
+def map_rmsnorm(defn, w, dims, blobs=None) -> Mapped:
     tokens, hidden = tensor_shape(defn, dims, "hidden_states")
     name = "fused_add_rmsnorm" if "residual" in defn.inputs else "rmsnorm"
     shape, notes = {"tokens": tokens, "hidden": hidden}, []
@@ -90,7 +99,8 @@ def map_rmsnorm(defn, w, dims) -> Mapped:
         shape["eps"] = float(eps)
     elif "eps" not in defn.inputs:
         notes.append("eps is not an input of the definition: the op's default eps used")
-    return _mapped(name, shape, our_dtype(defn, "hidden_states"), notes)
+    return _mapped(name, shape, our_dtype(defn, "hidden_states"), notes,
+                   feeds={"hidden_states": "x", "weight": "weight", "residual": "residual"})
 
 
 def _kv_geometry(defn, dims, cache: str, heads_last: bool = True) -> tuple:
@@ -126,24 +136,80 @@ def _sm_scale_note(w, head_dim: int, notes: list, dim_for_scale=None) -> None:
                      "(same cost, different values)")
 
 
-def map_gqa_paged(defn, w, dims) -> Mapped:
+def map_gqa_paged(defn, w, dims, blobs=None) -> Mapped:
     if "qo_indptr" in defn.inputs:
-        raise Unmappable("paged prefill (qo_indptr over a paged cache): kernelmark has no paged prefill op yet")
+        return _gqa_paged_prefill(defn, w, dims)
     batch, q_heads, head_dim = tensor_shape(defn, dims, "q")
     page_size, kv_heads, d2 = _kv_geometry(defn, dims, "k_cache")
     if kv_heads is None or d2 != head_dim:
         raise Unmappable(f"k_cache {tensor_shape(defn, dims, 'k_cache')} does not match q [{batch}, "
                          f"{q_heads}, {head_dim}]")
     notes: list = []
-    context = _mean_context(defn, w, dims, batch, page_size, notes)
+    feeds = {"q": "q"}
+    context = _given_context(defn, blobs or {}, batch, page_size, notes)
+    if context is None:
+        context = _mean_context(defn, w, dims, batch, page_size, notes)
+    else:
+        feeds.update({n: n for n in ("kv_indptr", "kv_indices", "k_cache", "v_cache")})
     _sm_scale_note(w, head_dim, notes)
     return _mapped("paged_decode_attention", {"batch": batch, "context": context, "q_heads": q_heads,
                                               "kv_heads": kv_heads, "head_dim": head_dim,
                                               "page_size": page_size, "ragged": 0},
+                   our_dtype(defn, "q"), notes, feeds)
+
+
+def _given_context(defn, blobs: dict, batch: int, page_size: int, notes: list):
+    """The one context of a given page table (kv_indptr and kv_indices blobs, with
+    kv_last_page_len where the definition has it), or None where there is none to feed: the
+    op's contexts are uniform (its FLOPs and bytes are functions of the shape), so a table
+    whose sequences differ is noted and not fed."""
+    indptr, last = blobs.get("kv_indptr"), blobs.get("kv_last_page_len")
+    if indptr is None or blobs.get("kv_indices") is None or len(indptr) != batch + 1:
+        return None
+    if "kv_last_page_len" in defn.inputs and last is None:
+        notes.append("kv_last_page_len not given: the page table is not fed (its contexts are unknown)")
+        return None
+    pages = (indptr[1:] - indptr[:-1]).to(torch.int64)
+    lens = pages * page_size if last is None else (pages - 1) * page_size + last.to(torch.int64)
+    lo, hi = int(lens.min()), int(lens.max())
+    if lo != hi or lo < 1:
+        notes.append(f"the given kv_indptr's contexts run {lo}..{hi}: not fed (kernelmark's paged decode "
+                     "counts its work from one context a sequence)")
+        return None
+    notes.append(f"page table from the given kv_indptr/kv_indices: every context {lo}")
+    return lo
+
+
+def _gqa_paged_prefill(defn, w, dims) -> Mapped:
+    """q [total_q, Hq, D] in qo_indptr's sequences against a paged cache: paged_prefill_attention
+    with each sequence's queries and context at the means (the op's are uniform)."""
+    total_q, q_heads, head_dim = tensor_shape(defn, dims, "q")
+    page_size, kv_heads, d2 = _kv_geometry(defn, dims, "k_cache")
+    batch = tensor_shape(defn, dims, "qo_indptr")[0] - 1
+    if kv_heads is None or d2 != head_dim:
+        raise Unmappable(f"k_cache {tensor_shape(defn, dims, 'k_cache')} does not match q [{total_q}, "
+                         f"{q_heads}, {head_dim}]")
+    if batch < 1 or total_q < batch:
+        raise Unmappable(f"{total_q} queries over {batch} sequences: nothing to attend with")
+    notes: list = []
+    context = _mean_context(defn, w, dims, batch, page_size, notes)
+    q_len = total_q // batch
+    if q_len > context:
+        raise Unmappable(f"{q_len} queries a sequence but a mean context of {context}: the queries' own "
+                         "keys must be in the cache")
+    notes.append(f"queries uniform at the mean ({total_q} / batch {batch} = {q_len}); qo_indptr synthesised")
+    causal = scalar(w, "causal")
+    if causal is None:
+        notes.append("causal (bottom-right) assumed: the definition states the mask only in its reference")
+    _sm_scale_note(w, head_dim, notes)
+    return _mapped("paged_prefill_attention", {"batch": batch, "q_len": q_len, "context": context,
+                                               "q_heads": q_heads, "kv_heads": kv_heads, "head_dim": head_dim,
+                                               "page_size": page_size,
+                                               "causal": 1 if causal is None else int(bool(causal))},
                    our_dtype(defn, "q"), notes)
 
 
-def map_gqa_ragged(defn, w, dims) -> Mapped:
+def map_gqa_ragged(defn, w, dims, blobs=None) -> Mapped:
     total_q, q_heads, head_dim = tensor_shape(defn, dims, "q")
     total_kv, kv_heads, _ = tensor_shape(defn, dims, "k")
     batch = tensor_shape(defn, dims, "qo_indptr")[0] - 1
@@ -162,7 +228,7 @@ def map_gqa_ragged(defn, w, dims) -> Mapped:
                    our_dtype(defn, "q"), notes)
 
 
-def map_rope(defn, w, dims) -> Mapped:
+def map_rope(defn, w, dims, blobs=None) -> Mapped:
     qs = tensor_shape(defn, dims, "q")
     ks = tensor_shape(defn, dims, "k")
     if len(qs) != 3 or len(ks) != 3:
@@ -170,33 +236,63 @@ def map_rope(defn, w, dims) -> Mapped:
     shape = {"tokens": qs[0], "q_heads": qs[1], "kv_heads": ks[1], "head_dim": qs[2],
              "rotary_dim": dims.get("rotary_dim", qs[2])}
     notes = []
+    pos = (blobs or {}).get("positions")
+    rope = all_ops().get("rope")
+    if pos is not None and pos.numel() and rope and int(pos.max()) >= rope.defaults.get("max_position", 0):
+        shape["max_position"] = int(pos.max()) + 1      # the cos/sin cache must cover the given positions
     neox = scalar(w, "is_neox")
     if neox is not None:
         shape["style"] = "neox" if neox else "gptj"
     theta = scalar(w, "rope_theta") if scalar(w, "rope_theta") is not None else scalar(w, "theta")
     if theta is not None:
         shape["theta"] = theta
-    if "positions" in defn.inputs:
-        notes.append("positions synthesised by the op")
-    return _mapped("rope", shape, our_dtype(defn, "q"), notes)
+    return _mapped("rope", shape, our_dtype(defn, "q"), notes,
+                   feeds={"q": "q", "k": "k", "positions": "positions"})
 
 
-def map_sampling(defn, w, dims) -> Mapped:
+def map_sampling(defn, w, dims, blobs=None) -> Mapped:
     name = "probs" if "probs" in defn.inputs else "logits"
     batch, vocab = tensor_shape(defn, dims, name)
     if "top_k" not in defn.inputs and "top_p" not in defn.inputs:
         return _mapped("argmax_sampling", {"batch": batch, "vocab": vocab}, our_dtype(defn, name))
-    top_k, top_p = scalar(w, "top_k"), scalar(w, "top_p")
-    if "top_k" in defn.inputs and top_k is None or "top_p" in defn.inputs and top_p is None:
-        raise Unmappable("per-row top_k/top_p tensors: kernelmark's sampler takes one top_k and top_p "
-                         "for the batch (give them as scalars)")
+    notes: list = []
+    feeds: dict = {}
+    top_k, top_p = (_threshold(defn, w, blobs or {}, n, notes, feeds) for n in ("top_k", "top_p"))
     shape = {"batch": batch, "vocab": vocab, "top_k": int(top_k) if top_k is not None else vocab}
     if top_p is not None:
         shape["top_p"] = float(top_p)
-    return _mapped("top_k_top_p_sampling", shape, our_dtype(defn, name))
+    return _mapped("top_k_top_p_sampling", shape, our_dtype(defn, name), notes, feeds)
 
 
-def map_mla_paged(defn, w, dims) -> Mapped:
+def _threshold(defn, w, blobs: dict, name: str, notes: list, feeds: dict):
+    """The shape's top_k / top_p (None where the definition has no such input). A per-row
+    tensor needs values: a blob. One whose rows all hold one value is that value (every
+    backend runs it); one whose rows differ is fed as the op's per-row input (Op.given) and
+    the shape holds its largest value (only the torch backend and the reference take per-row
+    thresholds; the others are unsupported rows saying so). Random or absent: Unmappable."""
+    if name not in defn.inputs:
+        return None
+    v = scalar(w, name)
+    if v is not None:
+        return v
+    spec = w.inputs.get(name, {"type": "random"})
+    t = blobs.get(name)
+    if t is None or not t.numel():
+        why = "its blob is absent" if spec["type"] == "safetensors" else f"given as {spec['type']}, no values"
+        raise Unmappable(f"per-row {name} tensor ({why}): nothing to run; kernelmark's top_k_top_p_sampling "
+                         "needs the values")
+    where = f"{name} per-row tensor {spec['path']}[{spec['tensor_key']}]"
+    flat = t.reshape(-1)
+    if bool((flat == flat[0]).all()):
+        notes.append(f"{where}: every row {flat[0].item():g}, run as one value for the batch")
+        return flat[0].item()
+    feeds[name] = name
+    notes.append(f"{where}: rows {flat.min().item():g}..{flat.max().item():g}, fed per row (the shape shows "
+                 "the largest); only the torch backend takes per-row values")
+    return flat.max().item()
+
+
+def map_mla_paged(defn, w, dims, blobs=None) -> Mapped:
     if "qo_indptr" in defn.inputs:
         raise Unmappable("MLA paged prefill: kernelmark has an MLA decode op only")
     batch, heads, ckv_dim = tensor_shape(defn, dims, "q_nope")
@@ -224,12 +320,13 @@ MAPPERS = {
 }
 
 
-def map_workload(defn, w) -> Mapped:
+def map_workload(defn, w, blobs=None) -> Mapped:
+    """``blobs``: the workload's safetensors tensors that were read, by definition input."""
     fn = MAPPERS.get(defn.op_type)
     if fn is None:
         raise Unmappable(f"op_type {defn.op_type} ({defn.name})")
     try:
-        return fn(defn, w, dims_of(defn, w))
+        return fn(defn, w, dims_of(defn, w), blobs or {})
     except (KeyError, IndexError, TypeError, ValueError) as e:
         if isinstance(e, Unmappable):
             raise

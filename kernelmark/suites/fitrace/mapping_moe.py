@@ -121,7 +121,7 @@ def _routing(defn, dims, w, tokens: int, experts: int, reasons: list, notes: lis
     return topk
 
 
-def map_moe(defn, w, dims) -> Mapped:
+def map_moe(defn, w, dims, blobs=None) -> Mapped:
     hidden, w1, w2 = _find(defn, HIDDEN), _find(defn, GEMM1), _find(defn, GEMM2)
     if not (hidden and w1 and w2):
         lack = [x for x, n in ((HIDDEN[0], hidden), ("w1 or gemm1_weights", w1), ("w2 or gemm2_weights", w2))
