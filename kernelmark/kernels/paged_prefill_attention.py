@@ -9,8 +9,9 @@ vLLM, SGLang and FlashInfer); not causal, to every key of its sequence. The quer
 packed (q [total_q, q_heads, d]) with ``cu_seqlens_q`` [batch + 1] (FlashInfer's
 ``qo_indptr``).
 
-Tiling, as in kernels/prefill_attention.py: a program owns BLOCK_M query rows of one
-(sequence, q head) and walks the keys in BLOCK_N steps with an online softmax in base 2
+Tiling, as in kernels/prefill_attention.py, with the GQA group packed into the rows: a
+program owns BLOCK_M query rows of one (sequence, kv head), each row a (chunk token, q
+head of the group) pair, token-major, and walks the keys in BLOCK_N steps with an online softmax in base 2
 (scale pre-multiplied by log2 e), fp32 accumulation. Each key tile is read through the
 block table token by token (token t of a sequence is in block block_table[s, t //
 PAGE_SIZE] at offset t % PAGE_SIZE), so a tile may span several pages or part of one,
@@ -21,8 +22,10 @@ first row's position under causal masking, and inside the context) run without m
 arithmetic; only the tiles on the diagonal or across the context's end are masked.
 Tiles above the last row's position are never visited.
 
-GQA: q head h reads kv head h // (q_heads // kv_heads) through its stride; K and V are
-never repeated.
+GQA: q head h belongs to kv head h // (q_heads // kv_heads); packing the group's heads
+into one program's rows reads each K/V tile once for the whole group (not once per q
+head), and a short chunk (a decode-like single token) still fills GROUP rows of the
+tile. K and V are never repeated.
 
 Loop bounds are scalars (sums and minima of loaded scalars), never tensors, so that the
 interpreter of triton 3.6 runs the loops with kernels/interpreter_compat.py's patch.
@@ -115,30 +118,33 @@ def _paged_tiles(acc, l_i, m_i, q, K_cache, V_cache, bt_row, kvh, stride_kb, str
 def _paged_prefill_kernel(
         Q, K_cache, V_cache, block_table, cu_seqlens_q, context_lens, O, qk_scale,
         stride_qt, stride_qh, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
-        stride_btb, stride_ot, stride_oh, q_heads, MAX_Q_LEN, MAX_CONTEXT,
+        stride_btb, stride_ot, stride_oh, kv_heads, MAX_Q_LEN, MAX_CONTEXT,
         GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE_SIZE: tl.constexpr, CAUSAL: tl.constexpr,
         UPCAST_DOT: tl.constexpr, IEEE_FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     # MAX_Q_LEN sizes the grid and, with MAX_CONTEXT, keys the tuning; the kernel reads
-    # each sequence's own lengths. Query tiles run last-first: under causal masking the
-    # longest programs start first.
+    # each sequence's own lengths. A program's BLOCK_M rows are (token, q head) pairs of
+    # one kv head's group, token-major: row r is chunk token r // GROUP, q head
+    # kvh * GROUP + r % GROUP, so every K/V tile loaded serves the whole group. Query
+    # tiles run last-first: under causal masking the longest programs start first.
     start_m = tl.num_programs(0) - 1 - tl.program_id(0)
     bh = tl.program_id(1)
-    b = bh // q_heads
-    h = bh % q_heads
-    kvh = h // GROUP
+    b = bh // kv_heads
+    kvh = bh % kv_heads
     q_start = tl.load(cu_seqlens_q + b).to(tl.int64)
     q_len = (tl.load(cu_seqlens_q + b + 1) - tl.load(cu_seqlens_q + b)).to(tl.int32)
-    if start_m * BLOCK_M >= q_len:
+    if start_m * BLOCK_M >= q_len * GROUP:
         return
     ctx = tl.load(context_lens + b).to(tl.int32)
     prefix = ctx - q_len
 
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_r = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
-    row_ok = offs_m < q_len
-    rows = q_start + offs_m
-    q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-    pos = prefix + offs_m            # each row's position in its sequence
+    row_ok = offs_r < q_len * GROUP
+    tok = offs_r // GROUP
+    heads = kvh * GROUP + offs_r % GROUP
+    q_off = (q_start + tok) * stride_qt + heads * stride_qh
+    q = tl.load(Q + q_off[:, None] + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    pos = prefix + tok               # each row's position in its sequence
 
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
@@ -148,8 +154,8 @@ def _paged_prefill_kernel(
     # first row's position. [hi_full, hi) is masked; keys past the last row's position
     # (causal) or the context are never visited.
     if CAUSAL:
-        hi = tl.minimum(prefix + (start_m + 1) * BLOCK_M, ctx)
-        hi_full = tl.minimum(prefix + start_m * BLOCK_M + 1, ctx)
+        hi = tl.minimum(prefix + ((start_m + 1) * BLOCK_M - 1) // GROUP + 1, ctx)
+        hi_full = tl.minimum(prefix + (start_m * BLOCK_M) // GROUP + 1, ctx)
     else:
         hi = ctx
         hi_full = ctx
@@ -163,8 +169,8 @@ def _paged_prefill_kernel(
                                  HEAD_DIM, PAGE_SIZE, BLOCK_M, BLOCK_N, UPCAST_DOT, IEEE_FP32)
 
     out = acc / l_i[:, None]
-    tl.store(O + rows[:, None] * stride_ot + h * stride_oh + offs_d[None, :], out.to(O.dtype.element_ty),
-             mask=row_ok[:, None])
+    o_off = (q_start + tok) * stride_ot + heads * stride_oh
+    tl.store(O + o_off[:, None] + offs_d[None, :], out.to(O.dtype.element_ty), mask=row_ok[:, None])
 
 
 def _check(q, k_cache, v_cache, block_table, cu_seqlens_q, context_lens):
@@ -200,8 +206,8 @@ def _check(q, k_cache, v_cache, block_table, cu_seqlens_q, context_lens):
                          f"{tuple(cu_seqlens_q.shape)}")
     batch = cu_seqlens_q.shape[0] - 1
     paged.check_table_args(q, block_table, context_lens, batch, page_size)
-    if batch * q_heads > _MAX_GRID_Y:
-        raise ValueError(f"batch * q_heads = {batch * q_heads} exceeds the grid limit {_MAX_GRID_Y}")
+    if batch * kv_heads > _MAX_GRID_Y:
+        raise ValueError(f"batch * kv_heads = {batch * kv_heads} exceeds the grid limit {_MAX_GRID_Y}")
     if q.device.type == "cpu" and not interpreting():
         raise ValueError("CPU tensors need the Triton interpreter (TRITON_INTERPRET=1 before importing triton)")
     return page_size, kv_heads, head_dim
@@ -272,12 +278,13 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     o = torch.empty_like(q, memory_format=torch.contiguous_format)
     if max_q_len == 0 or q.shape[0] == 0:
         return o
-    grid = lambda meta: (triton.cdiv(max_q_len, meta["BLOCK_M"]), batch * q_heads)  # noqa: E731
+    group = q_heads // kv_heads
+    grid = lambda meta: (triton.cdiv(max_q_len * group, meta["BLOCK_M"]), batch * kv_heads)  # noqa: E731
     _paged_prefill_kernel[grid](
         q, k_cache, v_cache, block_table, cu_seqlens_q, context_lens, o, sm_scale * _LOG2E,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2), block_table.stride(0),
-        o.stride(0), o.stride(1), q_heads, max_q_len, max_context_len,
-        GROUP=q_heads // kv_heads, HEAD_DIM=head_dim, PAGE_SIZE=page_size, CAUSAL=bool(causal),
+        o.stride(0), o.stride(1), kv_heads, max_q_len, max_context_len,
+        GROUP=group, HEAD_DIM=head_dim, PAGE_SIZE=page_size, CAUSAL=bool(causal),
         UPCAST_DOT=interpreting() and q.dtype == torch.bfloat16, IEEE_FP32=q.dtype == torch.float32)
     return o
