@@ -236,3 +236,17 @@ def test_a_run_of_one_case_times_torch_and_checks_triton(tmp_path):
     assert recs["triton"]["status"] == "checked" and recs["triton"]["check"]["passed"]
     assert recs["flashinfer"]["status"] != "ok"                     # GPU only: never timed here
     assert "paged_prefill_attention" in p.stdout and "checked" in p.stdout
+
+
+def test_the_attention_suite_has_cpu_and_gpu_cases():
+    from kernelmark.harness.runner import INTERPRETER_MAX_BYTES, INTERPRETER_MAX_FLOPS
+    from kernelmark.suites import loader
+    ours = [c for c in loader.load("attention").cases if c.op == "paged_prefill_attention"]
+    cpu = [c for c in ours if c.runs_on("cpu")]
+    gpu = [c for c in ours if c.runs_on("cuda")]
+    assert cpu and gpu and not set(map(id, cpu)) & set(map(id, gpu))
+    for c in cpu:       # small enough that the interpreter checks the Triton kernel
+        assert OP.flops(c.shape) <= INTERPRETER_MAX_FLOPS and OP.nbytes(c.shape, c.dtype) <= INTERPRETER_MAX_BYTES
+    llama = {"batch": 4, "q_tokens": 512, "context": 4096, "q_heads": 32, "kv_heads": 8, "head_dim": 128}
+    assert any(all(c.shape[k] == v for k, v in llama.items()) and c.shape["page_size"] == 16 for c in gpu)
+    assert {c.shape["ragged"] for c in gpu} == {0, 1} and all(OP.nbytes(c.shape, c.dtype) < 2 ** 30 for c in gpu)
