@@ -54,6 +54,7 @@ def _compare(o, ref, name):
     ([21, 21], [53, 53], 4, 1, 16, "fp32"),        # q tail (21 = 16 + 5), context tail, GQA 4
     ([5, 19, 1], [40, 19, 30], 2, 1, 8, "bf16"),   # ragged, no prefix, decode-like, tiles span pages
     ([17], [70], 2, 2, 32, "fp16"),                # MHA, a tile is half a page
+    ([4, 3], [9, 3], 2, 1, 1, "fp32"),             # pages of one token (FlashInfer-Trace's 3-D caches)
 ])
 def test_matches_reference(name, q_lens, ctx_lens, hq, hk, ps):
     q, kc, vc, table, cu, ctx = _case(q_lens, ctx_lens, hq, hk, 16, ps, DTYPES[name], seed=len(q_lens) + ps)
