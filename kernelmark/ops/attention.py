@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from kernelmark import dtypes
 from kernelmark.kernels import paged
 from kernelmark.ops.attention_libs import (
-    _import_error, _gpu_half_only, _flash_attn_prefill, _flash_attn_varlen, _flash_attn_decode, _flash_attn_decode_supports, _torch_varlen_attn, _varlen_attn_available, _plan_flashinfer, _flashinfer_decode)
+    _import_error, _gpu_half_only, _flash_attn_prefill, _flash_attn_varlen, _flash_attn_decode, _flash_attn_decode_supports, _torch_varlen_attn, _varlen_attn_available, _plan_flashinfer, _flashinfer_run)
 from kernelmark.ops.attention_sdpa import sdpa_backends
 from kernelmark.ops.base import Backend, Op, positive_ints, shape_str
 from kernelmark.ops.paged_given import take_decode_given
@@ -217,10 +217,10 @@ def make_decode_inputs(shape, dtype, device, gen):
 
 # ---------------------------------------------------------------- reference
 
-def _attend_fp(q, k, v, causal, scale, ct, offset: int = 0):
+def _attend_fp(q, k, v, causal, scale, ct, offset=0):
     """One sequence: q [sq, hq, d], k/v [sk, hk, d] -> [sq, hq, d] in ct, row-chunked.
-    Causal masking is top-left (query i sees keys 0..i), shifted by ``offset`` keys (query i
-    sees 0..offset + i: a chunk of queries after ``offset`` cached tokens, bottom-right)."""
+    Causal masking sees keys 0..offset + i from query i: top-left with offset 0; a chunk
+    after a cached prefix of ``offset`` tokens (paged prefill) sees the prefix too."""
     sq, hq, d = q.shape
     sk, hk, _ = k.shape
     group = hq // hk
@@ -234,8 +234,8 @@ def _attend_fp(q, k, v, causal, scale, ct, offset: int = 0):
             r1 = min(sq, r0 + rows)
             s = (qh[:, r0:r1] @ kh.T) * scale                     # [group, rows, sk]
             if causal:
-                mask = (torch.arange(sk, device=q.device)[None, :]
-                        > torch.arange(r0, r1, device=q.device)[:, None] + offset)
+                rows_at = torch.arange(r0, r1, device=q.device)[:, None] + offset
+                mask = torch.arange(sk, device=q.device)[None, :] > rows_at
                 s = s.masked_fill(mask, float("-inf"))
             out[r0:r1, h * group:(h + 1) * group] = (torch.softmax(s, -1) @ vh).transpose(0, 1)
     return out
@@ -386,7 +386,7 @@ OPS = [
             Backend("flash-attn", _flash_attn_decode, dtypes=_HALF, available=lambda: _import_error("flash_attn"),
                     supports=_flash_attn_decode_supports,
                     description="flash_attn.flash_attn_with_kvcache with block_table"),
-            Backend("flashinfer", _flashinfer_decode, dtypes=_HALF, available=lambda: _import_error("flashinfer"),
+            Backend("flashinfer", _flashinfer_run, dtypes=_HALF, available=lambda: _import_error("flashinfer"),
                     supports=_gpu_half_only("flashinfer"),
                     description="flashinfer BatchDecodeWithPagedKVCacheWrapper (NHD), planned outside the timed call"),
         ),

@@ -92,10 +92,25 @@ def _varlen_attn_available():
 _FLASHINFER_WORKSPACE: dict = {}
 
 
-def _plan_flashinfer(x) -> None:
+def paged_kv_csr(x) -> tuple:
+    """FlashInfer's paged-KV tables on the host, from the block table and context lengths:
+    (kv_indptr [batch + 1]: each sequence's first entry in kv_indices, kv_indices: the
+    used pages in sequence order, kv_last_page_len [batch]: tokens in each last page)."""
+    ps, lens = x["page_size"], x["context_lens_host"]
+    pages = [paged.blocks_needed(n, ps) for n in lens]
+    table = x["block_table"].cpu()
+    indices = torch.cat([table[i, :p] for i, p in enumerate(pages)]).to(torch.int32)
+    indptr = torch.tensor([0] + list(torch.tensor(pages).cumsum(0).tolist()), dtype=torch.int32)
+    last = torch.tensor([(n - 1) % ps + 1 for n in lens], dtype=torch.int32)
+    return indptr, indices, last
+
+
+def _plan_flashinfer(x, prefill: bool = False) -> None:
     """FlashInfer plans a batch on the host before running it; planning is set-up, not
     the op, so it is done here, once per inputs set, and never in the timed call. The
-    plan, or why it failed, is kept in the inputs under "_flashinfer"."""
+    plan, or why it failed, is kept in the inputs under "_flashinfer". ``prefill``: the
+    BatchPrefillWithPagedKVCacheWrapper of paged prefill (x["cu_seqlens_q"] is its
+    qo_indptr, x["causal"] its causal), else the decode wrapper."""
     if _import_error("flashinfer"):
         return
     try:
@@ -104,21 +119,23 @@ def _plan_flashinfer(x) -> None:
         if dev not in _FLASHINFER_WORKSPACE:     # float scratch, shared: runs are serial
             _FLASHINFER_WORKSPACE.clear()
             _FLASHINFER_WORKSPACE[dev] = torch.empty(128 << 20, dtype=torch.uint8, device=dev)
-        w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(_FLASHINFER_WORKSPACE[dev], kv_layout="NHD")
-        ps, lens = x["page_size"], x["context_lens_host"]
-        pages = [paged.blocks_needed(n, ps) for n in lens]
-        table = x["block_table"].cpu()
-        indices = torch.cat([table[i, :p] for i, p in enumerate(pages)]).to(torch.int32)
-        indptr = torch.tensor([0] + list(torch.tensor(pages).cumsum(0).tolist()), dtype=torch.int32)
-        last = torch.tensor([(n - 1) % ps + 1 for n in lens], dtype=torch.int32)
-        w.plan(indptr.to(dev), indices.to(dev), last.to(dev), x["q_heads"], x["kv_heads"], x["q"].shape[-1], ps,
-               pos_encoding_mode="NONE", sm_scale=x["scale"], q_data_type=x["q"].dtype, kv_data_type=x["q"].dtype)
+        indptr, indices, last = (t.to(dev) for t in paged_kv_csr(x))
+        heads = (x["q_heads"], x["kv_heads"], x["q"].shape[-1], x["page_size"])
+        kw = {"pos_encoding_mode": "NONE", "sm_scale": x["scale"], "q_data_type": x["q"].dtype,
+              "kv_data_type": x["q"].dtype}
+        if prefill:
+            w = flashinfer.BatchPrefillWithPagedKVCacheWrapper(_FLASHINFER_WORKSPACE[dev], kv_layout="NHD")
+            w.plan(x["cu_seqlens_q"], indptr, indices, last, *heads, causal=x["causal"], **kw)
+        else:
+            w = flashinfer.BatchDecodeWithPagedKVCacheWrapper(_FLASHINFER_WORKSPACE[dev], kv_layout="NHD")
+            w.plan(indptr, indices, last, *heads, **kw)
         x["_flashinfer"] = w
     except Exception as e:      # recorded by the backend, never breaks the other backends
         x["_flashinfer"] = f"flashinfer planning failed: {type(e).__name__}: {e}"
 
 
-def _flashinfer_decode(x):
+def _flashinfer_run(x):
+    """The timed call of a planned FlashInfer wrapper (decode or paged prefill)."""
     w = x.get("_flashinfer")
     if w is None or isinstance(w, str):
         raise RuntimeError(w or "flashinfer was not planned for these inputs (needs a CUDA device)")

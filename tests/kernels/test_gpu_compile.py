@@ -1,4 +1,5 @@
-"""The decode-step kernels (rmsnorm, activation, rope, embedding) compile for an H100 (sm_90)
+"""The decode-step kernels (rmsnorm, activation, rope, embedding) and paged prefill attention
+(one Hopper tile of its autotune list) compile for an H100 (sm_90)
 on this machine, which has no GPU: Triton's own compiler, down to PTX and a cubin with the
 ptxas its wheel ships. The interpreter that checks them everywhere else accepts code the
 compiler refuses (a global that is not a tl.constexpr, for one: the interpreter runs it,
@@ -34,11 +35,18 @@ JOBS = [
     ("rope", {"q_ptr": "*bf16", "k_ptr": "*bf16", "pos_ptr": "*i64", "cache_ptr": "*fp32", "T": "i32", "HQ": "i32",
               "HK": "i32", "stride_qt": "i32", "stride_qh": "i32", "stride_kt": "i32", "stride_kh": "i32",
               "stride_cache": "i32"}, {"HALF": 32, "HALF_BLOCK": 32, "ROT_BLOCK": 64, "NEOX": False, "BLOCK_H": 8}, 1),
+    ("paged_prefill_attention",
+     {"Q": "*bf16", "K_cache": "*bf16", "V_cache": "*bf16", "block_table": "*i32", "cu_seqlens_q": "*i32",
+      "context_lens": "*i32", "O": "*bf16", "qk_scale": "fp32",
+      **{f"stride_{n}": "i32" for n in ("qt", "qh", "kb", "kt", "kh", "vb", "vt", "vh", "btb", "ot", "oh")},
+      "kv_heads": "i32", "MAX_Q_LEN": "i32", "MAX_CONTEXT": "i32"},
+     {"GROUP": 4, "HEAD_DIM": 128, "PAGE_SIZE": 16, "CAUSAL": True, "UPCAST_DOT": False, "IEEE_FP32": False,
+      "BLOCK_M": 128, "BLOCK_N": 64}, 8),
     ("embedding", {"ids_ptr": "*i64", "table_ptr": "*bf16", "out_ptr": "*bf16", "M": "i32", "N": "i32",
                    "VOCAB": "i32", "stride_table": "i32", "stride_out": "i32"}, {"ROWS": 2, "BLOCK_N": 1024}, 4),
 ]
 KERNELS = {"rmsnorm": "_rmsnorm_kernel", "activation": "_act_and_mul_kernel", "rope": "_rope_kernel",
-           "embedding": "_embedding_kernel"}
+           "embedding": "_embedding_kernel", "paged_prefill_attention": "_paged_prefill_kernel"}
 # Sizes and strides the JIT would see divisible by 16 (token and head counts are arbitrary).
 DIVISIBLE = ("N", "I")
 
@@ -59,6 +67,8 @@ def _probe() -> dict:
     results = []
     for family, sig, consts, warps in JOBS:
         fn = getattr(importlib.import_module(f"kernelmark.kernels.{family}"), KERNELS[family])
+        if hasattr(fn, "configs"):          # an autotuned kernel: its JIT function
+            fn = fn.fn
         attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(sig)
                  if sig[n].startswith("*") or n.startswith("stride") or n in DIVISIBLE}
         try:

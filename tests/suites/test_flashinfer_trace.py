@@ -109,8 +109,8 @@ def test_gqa_paged_prefill_maps_to_paged_prefill_attention(tmp_path):
     cases = loader.load(str(tmp_path)).cases
     p = cases[0]
     assert p.op == "paged_prefill_attention"
-    assert {k: p.shape[k] for k in ("batch", "q_len", "context", "q_heads", "kv_heads", "page_size", "causal")} == \
-        {"batch": 2, "q_len": 3, "context": 12, "q_heads": 4, "kv_heads": 2, "page_size": 4, "causal": 1}
+    assert {k: p.shape[k] for k in ("batch", "q_tokens", "context", "q_heads", "kv_heads", "page_size", "causal")} == \
+        {"batch": 2, "q_tokens": 3, "context": 12, "q_heads": 4, "kv_heads": 2, "page_size": 4, "causal": 1}
     assert any("causal (bottom-right) assumed" in n for n in p.meta["notes"])
     # 20 queries a sequence over a context of 12: the queries' keys cannot all be cached.
     assert "20 queries a sequence but a mean context of 12" in cases[1].meta["unsupported"]

@@ -202,9 +202,9 @@ def _gqa_paged_prefill(defn, w, dims) -> Mapped:
     if causal is None:
         notes.append("causal (bottom-right) assumed: the definition states the mask only in its reference")
     _sm_scale_note(w, head_dim, notes)
-    return _mapped("paged_prefill_attention", {"batch": batch, "q_len": q_len, "context": context,
+    return _mapped("paged_prefill_attention", {"batch": batch, "q_tokens": q_len, "context": context,
                                                "q_heads": q_heads, "kv_heads": kv_heads, "head_dim": head_dim,
-                                               "page_size": page_size,
+                                               "page_size": page_size, "ragged": 0,
                                                "causal": 1 if causal is None else int(bool(causal))},
                    our_dtype(defn, "q"), notes)
 
