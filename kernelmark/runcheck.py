@@ -20,9 +20,20 @@ INT_BOUND = 2 ** 63             # ints must fit 64 bits (the history database st
 TIME_RANGE_US = (1e-6, 1e12)    # a femtosecond to 11.6 days: anything outside was not measured
 
 
-def check_values(obj: dict, where: str) -> None:
+class WideNumber(Exception):
+    """A float of magnitude 2**63 or more, found by check_values(..., wide=WIDE): what a JSON
+    parser that turns integers beyond 64 bits into floats (orjson) gives for one. Not a
+    refusal: results.RunReader reads the line again with Python's json, which keeps it an
+    int, for this module to refuse it (or the float to pass) as it always has."""
+
+
+WIDE = float(INT_BOUND)
+
+
+def check_values(obj: dict, where: str, wide: float = math.inf) -> None:
     """Every number finite and every int within 64 bits, at most MAX_DEPTH levels deep.
-    Walks without recursion; the samples (flat lists of numbers) are checked on their own."""
+    Walks without recursion; the samples (flat lists of numbers) are checked on their own.
+    ``wide``: a finite float of that magnitude or more raises WideNumber."""
     timing = obj.get("timing")
     flat = id(timing.get("samples_us")) if isinstance(timing, dict) else None
     stack = [(obj, "", 1)]
@@ -34,7 +45,9 @@ def check_values(obj: dict, where: str) -> None:
         for k, v in items:
             t = type(v)
             if t is float:
-                if not math.isfinite(v):
+                if not -wide < v < wide:        # with wide = inf: not finite (NaN fails both)
+                    if math.isfinite(v):
+                        raise WideNumber(where)
                     raise RunFileError(f"{where}: {_name(prefix, k)} is {v}: a run file holds finite numbers only")
             elif t is int:
                 if not -INT_BOUND <= v < INT_BOUND:
