@@ -59,7 +59,6 @@ never counted as unchanged, never a regression).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -230,7 +229,12 @@ def _norm_ppf(q: float) -> float:
 # ------------------------------------------------------------------ matching runs
 
 def record_key(rec: dict) -> tuple:
-    return (rec["op"], json.dumps(rec["shape"], sort_keys=True), rec["dtype"], rec["backend"])
+    """(op, shape, dtype, backend). The shape as its sorted (name, type, value) triples: equal
+    exactly when the shapes' JSON (sort_keys) is, 1, 1.0 and true told apart by their type and
+    -0.0 from 0.0 by its text, without encoding 200,000 shapes as JSON (a tenth of compare's
+    time on a large run)."""
+    return (rec["op"], tuple(sorted((k, type(v), repr(v) if type(v) is float else v)
+                                    for k, v in rec["shape"].items())), rec["dtype"], rec["backend"])
 
 
 @dataclass

@@ -343,3 +343,15 @@ def test_rank_test_of_rows_is_each_rows(n1, n2):
     x[::3], y[::3] = np.round(x[::3], 1), np.round(y[::3], 1)        # ties in every third row
     x[1], y[1] = 2.0, 2.0                                              # all equal
     assert ranktest.mann_whitney_p_rows(x, y) == [compare.mann_whitney_p(y[i], x[i]) for i in range(12)]
+
+
+def test_records_pair_up_exactly_when_their_shapes_json_is_equal():
+    """compare's key tells shapes apart as their JSON does (it was json.dumps of the shape)."""
+    shapes = [{"m": 1}, {"m": 1.0}, {"m": True}, {"m": "1"}, {"m": 0.0}, {"m": -0.0}, {"m": 1, "n": 2},
+              {"n": 2, "m": 1}, {"m": 1, "n": 2.5}, {"m": 1e300}, {"m": 10 ** 18}, {}, {"m": False}, {"m": 0}]
+    rec = {"op": "gemm", "dtype": "fp32", "backend": "torch"}
+    for a in shapes:
+        for b in shapes:
+            same_json = json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+            ka, kb = compare.record_key({**rec, "shape": a}), compare.record_key({**rec, "shape": b})
+            assert (ka == kb) == same_json and (hash(ka) == hash(kb)) >= same_json, (a, b)
