@@ -66,7 +66,7 @@ from typing import Optional
 
 import numpy as np
 
-from kernelmark.reports import pairstats, ranktest, resample, sides
+from kernelmark.reports import pairstats, ranktest, resample, sides, textable
 from kernelmark.reports.escape import md_cell, md_text, plain
 from kernelmark.results import strict_json
 
@@ -520,9 +520,11 @@ def render(c: Comparison, base_header: dict, head_header: dict, fmt: str = "tabl
            f"device: {(head_header.get('device') or {}).get('name')}"]
     summary = summary_lines(c, fail_on)
     # Names and notes come from the run files: escaped for the format (kernelmark/reports/escape.py).
-    cell = md_cell if fmt == "md" else plain
-    table = tabulate([[cell(x) for x in r] for r in rows], headers=heads,
-                     tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
+    if fmt == "md":
+        table = tabulate([[md_cell(x) for x in r] for r in rows], headers=heads, tablefmt="github",
+                         disable_numparse=True)
+    else:       # tabulate's simple table, without its type inference per cell (textable.py)
+        table = textable.simple([[plain(x) for x in r] for r in rows], heads)
     if fmt == "md":
         return "\n".join([f"> {md_text(x)}  " for x in top + summary]) + "\n\n" + table
     return "\n".join(plain(x) for x in top + summary) + "\n\n" + table
