@@ -58,8 +58,8 @@ class Batch:
             return
         base, head, draws, done = self._base, self._head, self._draws, self._done
         self._base, self._head, self._draws, self._done = [], [], [], []
-        med_b, boot_b = _medians(head, [d[0] for d in draws], self.n_boot)
-        med_a, boot_a = _medians(base, [d[1] for d in draws], self.n_boot)
+        med_b, boot_b, head = _medians(head, [d[0] for d in draws], self.n_boot)
+        med_a, boot_a, base = _medians(base, [d[1] for d in draws], self.n_boot)
         lo, hi = np.quantile(boot_b / boot_a, [self.alpha / 2, 1 - self.alpha / 2], axis=1)
         p = _rank_tests(base, head)
         for i, d in enumerate(done):
@@ -67,25 +67,28 @@ class Batch:
 
 
 def _medians(arrays: list, draws: list, n_boot: int) -> tuple:
-    """(median of each array, its n_boot bootstrap medians at its draw), as
+    """(median of each array, its n_boot bootstrap medians at its draw, the array sorted), as
     compare.bootstrap_medians gives them: one sort and one gather for all the arrays of a draw
     (of a sample count)."""
     med = np.empty(len(arrays))
     boot = np.empty((len(arrays), n_boot))
+    ordered = [None] * len(arrays)
     rows: dict = {}
     for i, d in enumerate(draws):
         rows.setdefault(id(d), (d, []))[1].append(i)
     for d, at in rows.values():
         xs = np.sort(np.stack([arrays[i] for i in at]), axis=1)
+        for i, row in zip(at, xs):
+            ordered[i] = row
         if len(at) == len(arrays):                # the usual batch: one sample count
             at = slice(None)
         med[at] = np.median(xs, axis=1)
         boot[at] = resample.medians_at(xs, d)
-    return med, boot
+    return med, boot, ordered
 
 
 def _rank_tests(base: list, head: list) -> list:
-    """compare.mann_whitney_p of each pair (HEAD against BASE)."""
+    """compare.mann_whitney_p of each pair (HEAD against BASE), from the samples sorted."""
     p = [1.0] * len(base)
     sizes: dict = {}
     for i, (a, b) in enumerate(zip(base, head)):
@@ -94,6 +97,6 @@ def _rank_tests(base: list, head: list) -> list:
     for rows in sizes.values():
         x = np.stack([head[i] for i in rows])
         y = np.stack([base[i] for i in rows])
-        for i, v in zip(rows, ranktest.mann_whitney_p_rows(x, y)):
+        for i, v in zip(rows, ranktest.mann_whitney_p_sorted_rows(x, y)):
             p[i] = v
     return p
