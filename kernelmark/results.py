@@ -275,12 +275,14 @@ class RunReader:
     time, each checked as it is read, and ``record_at(where)`` reads one again from the
     place ``records(where=True)`` gave for it. ``footer`` is known once ``records()`` has
     run to the end of the file. ``keep_samples=False`` drops ``timing.samples_us`` from each
-    record once it has been checked, for readers that never look at the samples.
+    record once it has been checked, for readers that never look at the samples;
+    ``sample_arrays`` gives them as float64 numpy arrays (compare), not lists.
     """
 
-    def __init__(self, path: str, keep_samples: bool = True):
+    def __init__(self, path: str, keep_samples: bool = True, sample_arrays: bool = False):
         self.path = str(path)
         self.keep_samples = keep_samples
+        self._check = _check_body_line_arrays if sample_arrays and keep_samples else _check_body_line
         self.footer: Optional[dict] = None
         self.warnings: list = []
         self._random = None
@@ -324,7 +326,7 @@ class RunReader:
             if not raw:
                 break
             line += 1
-            obj = self._parse(raw, line, _check_body_line)
+            obj = self._parse(raw, line, self._check)
             if obj is None:         # a torn last line: the run was killed mid-write
                 break
             if obj["type"] == "record":
@@ -341,7 +343,7 @@ class RunReader:
             self._random = open(self.path, "rb")
         self._random.seek(offset)
         raw = self._random.read(size)
-        obj = self._parse(raw, line, _check_body_line) if len(raw) == size and raw.endswith(b"\n") else None
+        obj = self._parse(raw, line, self._check) if len(raw) == size and raw.endswith(b"\n") else None
         if obj is None or obj.get("type") != "record":
             raise RunFileError(f"{self.path}:{line}: the file changed while it was being read")
         return self._slim(obj)
@@ -417,18 +419,22 @@ def load(path: str, keep_samples: bool = True) -> Run:
         return Run(reader.path, reader.header, records, reader.footer, reader.warnings)
 
 
-def _check_body_line(obj: dict, where: str) -> None:
+def _check_body_line(obj: dict, where: str, arrays: bool = False) -> None:
     """A line after the header: a record or the footer."""
     kind = obj.get("type")
     if kind == "record":
         miss = [k for k in _REQUIRED_RECORD if k not in obj]
         if miss:
             raise RunFileError(f"{where}: record lacks {', '.join(miss)}")
-        check_record(obj, where)
+        check_record(obj, where, arrays)
     elif kind == "footer":
         check_footer(obj, where)
     else:
         raise RunFileError(f"{where}: unknown line type {kind!r}")
+
+
+def _check_body_line_arrays(obj: dict, where: str) -> None:
+    _check_body_line(obj, where, arrays=True)
 
 
 def _check_header_line(header: dict, where: str) -> None:

@@ -338,3 +338,29 @@ def test_orjson_and_pythons_json_give_the_same_records_and_refusals(tmp_path, mo
     refused = [x for x in fast if x.startswith("refused")]
     assert 8 <= len(refused) < len(fast) - 6          # both kinds of outcome are compared
     assert any("beyond 64 bits" in x for x in refused) and any(":3: not JSON" in x for x in refused)
+
+
+def _read_with_arrays(path):
+    try:
+        with results.RunReader(path, sample_arrays=True) as reader:
+            return list(reader.records())
+    except results.RunFileError as e:
+        return "refused: " + str(e)
+
+
+def test_samples_as_arrays_are_the_lists_and_refused_alike(tmp_path, json_parser):
+    """compare reads the samples as numpy arrays, checked by numpy: the same values, and the
+    same refusals (NaN, infinities, zero, beyond the time range, ints too large for a float)."""
+    import numpy as np
+    good = [_record(timing=_timing(samples_us=[1.0, 2, 3.5, 1e12, 1e-6])), _record(shape={"m": 2}, timing=_timing()),
+            _record(status="skipped", timing=None, reason="no")]
+    path = _write_lines(tmp_path / "good.jsonl", good)
+    got, want = _read_with_arrays(path), results.load(path).records
+    assert type(got[0]["timing"]["samples_us"]) is np.ndarray and got[0]["timing"]["samples_us"].dtype == float
+    assert [r["timing"]["samples_us"].tolist() for r in got[:2]] == [r["timing"]["samples_us"] for r in want[:2]]
+    for bad in ([1.0, NAN], [NAN, 1.0], [1.0, INF], [-INF, 1.0], [1.0, 0.0], [1.0, 2e12], [1.0, 10 ** 400], [1, True]):
+        p = _write_lines(tmp_path / "bad.jsonl", [_record(timing=_timing(samples_us=bad))])
+        refused = _read_with_arrays(p)
+        with pytest.raises(results.RunFileError) as e:
+            results.load(p)
+        assert refused == "refused: " + str(e.value) and "samples_us" in refused

@@ -343,7 +343,9 @@ def _one_process(groups, n: int) -> bool:
 
 
 def _samples(t: dict) -> tuple:
-    s = t.get("samples_us") or []
+    s = t.get("samples_us")
+    if s is None or len(s) == 0:        # a list, or a numpy array (results.RunReader(sample_arrays=True))
+        s = []
     g = t.get("groups")
     if g and sum(g) != len(s):
         g = None
@@ -371,7 +373,7 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
     elif sa == "ok" and sb == "ok":
         ta, tb = a["timing"], b["timing"]
         (xa, ga), (xb, gb) = _samples(ta), _samples(tb)
-        if not (xa and xb):
+        if not (len(xa) and len(xb)):
             pair.note = "no stored samples: interval from the stored CIs"
         ma, mb = ta.get("method"), tb.get("method")
         if ma != mb:
@@ -387,7 +389,7 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
                 st.ratio, st.ci_low, st.ci_high, st.p, st.verdict
             _stalls_make_noisy(pair, ta, tb)       # after the notes above: it adds to them
 
-        if not (xa and xb):
+        if not (len(xa) and len(xb)):
             finish(_from_intervals(ta, tb, threshold, alpha))
             return pair
         pair.base_n, pair.head_n = len(xa), len(xb)
