@@ -17,6 +17,8 @@ and says more about the load than about kernelmark): 100,000 records of 1,000 sa
     compare (table)       99.2 s user, 315 s wall, 545 MB (load 4.6-6.8)   50.8 s user, 142 s wall, 424 MB (load 5.0-5.9)
     compare --format json 100.5 s user, 177 s wall, 422 MB (load 6.8-2.5)  57.0 s user, 214 s wall, 479 MB (load 5.9-6.5)
     report --format csv   26.9 s user, 28 s wall, 173 MB (load 2.5-1.9)    16.8 s user, 87 s wall, 173 MB (load 6.5-6.8)
+    again, load 2.6-2.8:                                                   csv 14.6 s user, 20 s wall, 173 MB;
+                                                                           compare 49.2 s user, 71 s wall, 424 MB
 
 The same verdicts (39,395 unchanged) and geometric mean before and after; the intervals'
 ends moved by 6e-5 on average (at most 3e-4), the bootstrap's Monte Carlo error (the draws
