@@ -28,7 +28,10 @@ import numpy as np
 
 from kernelmark.reports import ranktest, resample
 
-BATCH = 256       # pairs held at once: 256 x 2 x 1000 samples is 4 MB
+# Pairs held at once. Each step then works on arrays of BATCH x N_BOOT (64 x 4000 doubles,
+# 2 MB: they stay in cache, and the allocator reuses them): 256 took 1.7x as long, measured
+# on 3,942 pairs of 1,000 samples (1.65 s against 0.93 s; 32 was no faster than 64).
+BATCH = 64
 
 
 class Batch:
