@@ -13,12 +13,10 @@ load average 2-7 throughout, so user CPU time is the figure to read; wall time w
 and says more about the load than about kernelmark): 100,000 records of 1,000 samples, HEAD
 --scale 1.02 (39,395 timed pairs, all unchanged), /usr/bin/time -f "%U user %e wall %M KB":
 
-                          before (93b055a)                      after (orjson installed)
-    compare (table)       99.2 s user, 315 s wall, 545 MB (load 4.6-6.8)   50.8 s user, 142 s wall, 424 MB (load 5.0-5.9)
-    compare --format json 100.5 s user, 177 s wall, 422 MB (load 6.8-2.5)  57.0 s user, 214 s wall, 479 MB (load 5.9-6.5)
-    report --format csv   26.9 s user, 28 s wall, 173 MB (load 2.5-1.9)    16.8 s user, 87 s wall, 173 MB (load 6.5-6.8)
-    again, load 2.6-2.8:                                                   csv 14.6 s user, 20 s wall, 173 MB;
-                                                                           compare 49.2 s user, 71 s wall, 424 MB
+                          before (93b055a)                        after (this branch, orjson installed)
+    compare (table)        99.2 s user, 315 s wall, 545 MB (load 4.6-6.8)   45.7 s user, 100 s wall, 422 MB (load 3.1-3.4)
+    compare --format json 100.5 s user, 177 s wall, 422 MB (load 6.8-2.5)   46.5 s user,  94 s wall, 474 MB (load 3.1)
+    report --format csv    26.9 s user,  28 s wall, 173 MB (load 2.5-1.9)   14.6 s user,  20 s wall, 173 MB (load 2.6-2.8)
 
 The same verdicts (39,395 unchanged) and geometric mean before and after; the intervals'
 ends moved by 6e-5 on average (at most 3e-4), the bootstrap's Monte Carlo error (the draws
@@ -26,10 +24,10 @@ are now shared by the pairs of one sample count); the csv is byte for byte the s
 
 What is left, per 10,000 records (timed on the same loaded machine, so roughly): reading
 both files 2 s (orjson 0.9 s, the checks 0.6 s: Python builds 2,000 floats per timed
-pair, which nothing here avoids), the statistics 2.3 s (per batch of 256 pairs: the
-quantile's partition of 256 x 4,000 ratios 22 ms, the rank test 25 ms, sorts and gathers
-23 ms), the table 0.5 s, the json 0.6 s (Python's indenting encoder), imports 1.5 s once
-(scipy.stats). The issue's "seconds" is not reached: about a minute on this machine.
+pair, which nothing here avoids), the statistics about 1 s (the quantile's partition of
+4,000 ratios a pair, the rank test, sorts and gathers), the table 0.3 s, the json 0.6 s
+(Python's indenting encoder; one that writes each scalar with the C encoder was slower),
+imports 1.5 s once (scipy.stats). The issue's "seconds" is not reached: 45 s of CPU.
 """
 
 from __future__ import annotations
