@@ -55,7 +55,22 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from kernelmark.errors import RunFileError  # noqa: F401  (results.RunFileError, as it always was)
-from kernelmark.runcheck import STATUSES, check_footer, check_header, check_record, check_values  # noqa: F401 (STATUSES)
+from kernelmark.runcheck import (STATUSES, WIDE, WideNumber, check_footer, check_header,  # noqa: F401 (STATUSES)
+                                 check_record, check_values)
+
+# Reading: orjson where it is installed (setup.cfg), five times Python's json on a run file's
+# lines, which are nearly all numbers. It only ever reads a line faster, never differently:
+# a line it refuses, or that a check refuses, or that holds a float of 2**63 or more (orjson
+# makes an integer beyond 64 bits a float; Python's json keeps it an int, which the checks
+# refuse) is read again by Python's json and checked again, so what is refused and the
+# message saying why are those of Python's json (tests/test_results.py runs every refusal
+# both ways). The machines we measure on may lack orjson: then Python's json reads it all.
+try:
+    from orjson import JSONDecodeError as _FastJSONError
+    from orjson import loads as FAST_LOADS
+except ImportError:             # pragma: no cover (the fallback is tested by setting FAST_LOADS = None)
+    FAST_LOADS = None
+    _FastJSONError = ValueError
 
 SCHEMA_VERSION = 1
 
@@ -260,12 +275,14 @@ class RunReader:
     time, each checked as it is read, and ``record_at(where)`` reads one again from the
     place ``records(where=True)`` gave for it. ``footer`` is known once ``records()`` has
     run to the end of the file. ``keep_samples=False`` drops ``timing.samples_us`` from each
-    record once it has been checked, for readers that never look at the samples.
+    record once it has been checked, for readers that never look at the samples;
+    ``sample_arrays`` gives them as float64 numpy arrays (compare), not lists.
     """
 
-    def __init__(self, path: str, keep_samples: bool = True):
+    def __init__(self, path: str, keep_samples: bool = True, sample_arrays: bool = False):
         self.path = str(path)
         self.keep_samples = keep_samples
+        self._check = _check_body_line_arrays if sample_arrays and keep_samples else _check_body_line
         self.footer: Optional[dict] = None
         self.warnings: list = []
         self._random = None
@@ -282,10 +299,9 @@ class RunReader:
             self.close()
             raise RunFileError(f"{path}: empty file, not a run file")
         try:
-            header = self._parse(raw, 1)
+            header = self._parse(raw, 1, _check_header_line)
             if header is None:
                 raise RunFileError(f"{path}: no complete line")
-            _check_header_line(header, f"{path}:1")
         except RunFileError:
             self.close()
             raise
@@ -310,18 +326,14 @@ class RunReader:
             if not raw:
                 break
             line += 1
-            obj = self._parse(raw, line)
+            obj = self._parse(raw, line, self._check)
             if obj is None:         # a torn last line: the run was killed mid-write
                 break
-            kind = obj.get("type")
-            if kind == "record":
-                rec = self._record(obj, line)
+            if obj["type"] == "record":
+                rec = self._slim(obj)
                 yield ((offset, len(raw), line), rec) if where else rec
-            elif kind == "footer":
-                check_footer(obj, f"{self.path}:{line}")
-                footer = obj
             else:
-                raise RunFileError(f"{self.path}:{line}: unknown line type {kind!r}")
+                footer = obj
         self.footer = footer
 
     def record_at(self, where: tuple) -> dict:
@@ -331,20 +343,15 @@ class RunReader:
             self._random = open(self.path, "rb")
         self._random.seek(offset)
         raw = self._random.read(size)
-        obj = self._parse(raw, line) if len(raw) == size and raw.endswith(b"\n") else None
+        obj = self._parse(raw, line, self._check) if len(raw) == size and raw.endswith(b"\n") else None
         if obj is None or obj.get("type") != "record":
             raise RunFileError(f"{self.path}:{line}: the file changed while it was being read")
-        return self._record(obj, line)
+        return self._slim(obj)
 
-    def _record(self, obj: dict, line: int) -> dict:
-        where = f"{self.path}:{line}"
-        miss = [k for k in _REQUIRED_RECORD if k not in obj]
-        if miss:
-            raise RunFileError(f"{where}: record lacks {', '.join(miss)}")
-        check_record(obj, where)
-        if not self.keep_samples and isinstance(obj.get("timing"), dict):
-            obj["timing"].pop("samples_us", None)
-        return obj
+    def _slim(self, rec: dict) -> dict:
+        if not self.keep_samples and isinstance(rec.get("timing"), dict):
+            rec["timing"].pop("samples_us", None)
+        return rec
 
     def _readline(self, line: int) -> bytes:
         raw = self._f.readline(MAX_LINE_BYTES + 1)
@@ -353,9 +360,19 @@ class RunReader:
                                "not a kernelmark run file line")
         return raw
 
-    def _parse(self, raw: bytes, line: int) -> Optional[dict]:
-        """The line's JSON object; None for a torn last line (with a warning)."""
+    def _parse(self, raw: bytes, line: int, check) -> Optional[dict]:
+        """The line's JSON object, checked (``check(obj, where)`` after check_values); None for
+        a torn last line (with a warning)."""
         where = f"{self.path}:{line}"
+        if FAST_LOADS is not None:
+            try:
+                obj = FAST_LOADS(raw)
+                if type(obj) is dict:
+                    check_values(obj, where, wide=WIDE)
+                    check(obj, where)
+                    return obj
+            except (_FastJSONError, RunFileError, WideNumber):
+                pass            # read again below: refused, if at all, as Python's json reads it
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -377,6 +394,7 @@ class RunReader:
         if not isinstance(obj, dict):
             raise RunFileError(f"{where}: expected a JSON object")
         check_values(obj, where)
+        check(obj, where)
         return obj
 
     def close(self) -> None:
@@ -399,6 +417,24 @@ def load(path: str, keep_samples: bool = True) -> Run:
         for w in reader.warnings:
             warnings.warn(w)
         return Run(reader.path, reader.header, records, reader.footer, reader.warnings)
+
+
+def _check_body_line(obj: dict, where: str, arrays: bool = False) -> None:
+    """A line after the header: a record or the footer."""
+    kind = obj.get("type")
+    if kind == "record":
+        miss = [k for k in _REQUIRED_RECORD if k not in obj]
+        if miss:
+            raise RunFileError(f"{where}: record lacks {', '.join(miss)}")
+        check_record(obj, where, arrays)
+    elif kind == "footer":
+        check_footer(obj, where)
+    else:
+        raise RunFileError(f"{where}: unknown line type {kind!r}")
+
+
+def _check_body_line_arrays(obj: dict, where: str) -> None:
+    _check_body_line(obj, where, arrays=True)
 
 
 def _check_header_line(header: dict, where: str) -> None:

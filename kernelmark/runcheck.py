@@ -20,9 +20,20 @@ INT_BOUND = 2 ** 63             # ints must fit 64 bits (the history database st
 TIME_RANGE_US = (1e-6, 1e12)    # a femtosecond to 11.6 days: anything outside was not measured
 
 
-def check_values(obj: dict, where: str) -> None:
+class WideNumber(Exception):
+    """A float of magnitude 2**63 or more, found by check_values(..., wide=WIDE): what a JSON
+    parser that turns integers beyond 64 bits into floats (orjson) gives for one. Not a
+    refusal: results.RunReader reads the line again with Python's json, which keeps it an
+    int, for this module to refuse it (or the float to pass) as it always has."""
+
+
+WIDE = float(INT_BOUND)
+
+
+def check_values(obj: dict, where: str, wide: float = math.inf) -> None:
     """Every number finite and every int within 64 bits, at most MAX_DEPTH levels deep.
-    Walks without recursion; the samples (flat lists of numbers) are checked on their own."""
+    Walks without recursion; the samples (flat lists of numbers) are checked on their own.
+    ``wide``: a finite float of that magnitude or more raises WideNumber."""
     timing = obj.get("timing")
     flat = id(timing.get("samples_us")) if isinstance(timing, dict) else None
     stack = [(obj, "", 1)]
@@ -34,7 +45,9 @@ def check_values(obj: dict, where: str) -> None:
         for k, v in items:
             t = type(v)
             if t is float:
-                if not math.isfinite(v):
+                if not -wide < v < wide:        # with wide = inf: not finite (NaN fails both)
+                    if math.isfinite(v):
+                        raise WideNumber(where)
                     raise RunFileError(f"{where}: {_name(prefix, k)} is {v}: a run file holds finite numbers only")
             elif t is int:
                 if not -INT_BOUND <= v < INT_BOUND:
@@ -158,7 +171,9 @@ def _fields(obj: dict, spec: tuple, where: str) -> None:
             raise RunFileError(f"{where}: {key} is {v:g}, outside {bounds[0]:g} to {bounds[1]:g}")
 
 
-def check_record(r: dict, where: str) -> None:
+def check_record(r: dict, where: str, arrays: bool = False) -> None:
+    """``arrays``: the samples, once checked, become a float64 numpy array in the record
+    (compare computes on them as arrays; numpy checks an array faster than Python a list)."""
     _fields(r, _RECORD_FIELDS, where)
     _expect(r, "inputs", _OPT_DICT, where)
     _check_energy(r, where)
@@ -187,7 +202,7 @@ def check_record(r: dict, where: str) -> None:
     if r["status"] == "ok" and t is None:
         raise RunFileError(f"{where}: timing is missing")
     if t is not None:
-        _check_timing(t, r["status"] == "ok", f"{where} timing")
+        _check_timing(t, r["status"] == "ok", f"{where} timing", arrays)
 
 
 def _check_pruned(r: dict, where: str) -> None:
@@ -207,7 +222,7 @@ def _check_pruned(r: dict, where: str) -> None:
                 raise RunFileError(f"{where}: pruned[{i}].{key} must be a non-empty string")
 
 
-def _check_timing(t: dict, timed: bool, where: str) -> None:
+def _check_timing(t: dict, timed: bool, where: str, arrays: bool = False) -> None:
     if timed:
         for key in ("median_us", "ci_rel"):
             if key not in t:
@@ -221,9 +236,31 @@ def _check_timing(t: dict, timed: bool, where: str) -> None:
         # One pass in C for the common case; the slow path only finds what to name.
         if not set(map(type, s)) <= {int, float}:
             raise RunFileError(f"{where}: samples_us must be numbers")
-        if not (math.isfinite(sum(s)) and _LOW <= min(s) and max(s) <= _HIGH):
-            bad = next(x for x in s if not (math.isfinite(x) and _LOW <= x <= _HIGH))
+        if arrays and _as_array(t):
+            return
+        try:
+            fine = math.isfinite(sum(s)) and _LOW <= min(s) and max(s) <= _HIGH
+        except OverflowError:       # an int past a float's range (1e308) among the samples
+            fine = False
+        if not fine:
+            bad = next(x for x in s if not _LOW <= x <= _HIGH)     # NaN fails both comparisons
             raise RunFileError(f"{where}: samples_us holds {bad}, not a time of {_LOW:g} to {_HIGH:g} µs")
+
+
+def _as_array(t: dict) -> bool:
+    """Replace the samples (numbers, already checked to be) by a float64 array if each is a
+    time in TIME_RANGE_US; False, leaving the list, otherwise (the list check names the bad
+    one) or when a sample is an int too large for a float."""
+    import numpy as np
+    try:
+        a = np.array(t["samples_us"], dtype=float)
+    except OverflowError:
+        return False
+    # min and max are NaN where any sample is NaN, and then fail the comparisons
+    if not (_LOW <= a.min() and a.max() <= _HIGH):
+        return False
+    t["samples_us"] = a
+    return True
 
 
 def check_footer(f: dict, where: str) -> None:

@@ -8,3 +8,18 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("KERNELMARK_CACHE_DIR", tempfile.mkdtemp(prefix="kernelmark-test-cache-"))
 # Every `kernelmark run` is also added to a history database; keep the tests' runs out of the user's.
 os.environ.setdefault("KERNELMARK_DATA_DIR", tempfile.mkdtemp(prefix="kernelmark-test-data-"))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(params=["orjson", "stdlib"])
+def json_parser(request, monkeypatch):
+    """Run files read by orjson (where it is installed) and by Python's json, its fallback on
+    machines without it (kernelmark/results.py): every refusal must be the same both ways."""
+    from kernelmark import results
+    if request.param == "stdlib":
+        monkeypatch.setattr(results, "FAST_LOADS", None)
+    elif results.FAST_LOADS is None:
+        pytest.skip("orjson is not installed")
+    return request.param

@@ -159,3 +159,36 @@ def test_mutated_run_files(ops):
 @given(st.binary(max_size=300))
 def test_garbage_run_files(data):
     _load_run(data)
+
+
+def _outcome(path: str, fast) -> str:
+    """What reading the run file gives with the parser ``fast`` (None: Python's json): the
+    lines read, as repr (1, 1.0 and True differ), or the refusal's message."""
+    real = results.FAST_LOADS
+    results.FAST_LOADS = fast
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run = results.load(path)
+        return repr((run.header, run.records, run.footer, run.warnings))
+    except results.RunFileError as e:
+        return "refused: " + str(e)
+    finally:
+        results.FAST_LOADS = real
+
+
+@settings(FUZZ, max_examples=150)
+@given(mutations, st.integers(0, 3), st.sampled_from(["flops", "tflops", "shape", "label", "timing", "health"]),
+       json_values)
+def test_orjson_reads_what_pythons_json_reads(ops, line, key, value):
+    """The fast parser (orjson, where installed) gives the records and refusals of Python's json."""
+    if results.FAST_LOADS is None:
+        return
+    lines = _real_run()
+    lines[line][key] = value
+    text = _mutate("\n".join(json.dumps(x) for x in lines) + "\n", ops)
+    path = _write(text.encode("utf-8", "surrogatepass"), ".jsonl")
+    try:
+        assert _outcome(path, results.FAST_LOADS) == _outcome(path, None)
+    finally:
+        os.unlink(path)

@@ -1,4 +1,5 @@
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ def _record(**kw):
     return r
 
 
-def test_round_trip(tmp_path):
+def test_round_trip(tmp_path, json_parser):
     p = tmp_path / "r.jsonl"
     w = results.RunWriter(str(p))
     w.header(_header())
@@ -32,7 +33,7 @@ def test_round_trip(tmp_path):
     assert run.complete and run.footer["records"] == 2
 
 
-def test_truncated_last_line_is_dropped_with_a_warning(tmp_path):
+def test_truncated_last_line_is_dropped_with_a_warning(tmp_path, json_parser):
     p = tmp_path / "r.jsonl"
     w = results.RunWriter(str(p))
     w.header(_header())
@@ -52,14 +53,14 @@ def test_truncated_last_line_is_dropped_with_a_warning(tmp_path):
     ('{"type": "header", "schema": 99}\n', "schema version 99"),
     ('{"type": "header", "schema": 1}\n', "header lacks"),
 ])
-def test_bad_files_are_refused_with_a_reason(tmp_path, content, match):
+def test_bad_files_are_refused_with_a_reason(tmp_path, json_parser, content, match):
     p = tmp_path / "r.jsonl"
     p.write_text(content)
     with pytest.raises(results.RunFileError, match=match):
         results.load(str(p))
 
 
-def test_bad_records_are_refused_with_their_line(tmp_path):
+def test_bad_records_are_refused_with_their_line(tmp_path, json_parser):
     p = tmp_path / "r.jsonl"
     lines = [{"type": "header", "schema": 1, **_header()}, {"type": "record", "op": "gemm"}]
     p.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
@@ -180,7 +181,7 @@ NAN, INF = float("nan"), float("inf")
     (_record(health={"x": {"y": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}}), "nests deeper than 16"),
     (_record(status="failed_check", check={"passed": False, "rel_l2": [1]}), "rel_l2 has the wrong type"),
 ])
-def test_crafted_records_are_refused_naming_the_line(tmp_path, record, match):
+def test_crafted_records_are_refused_naming_the_line(tmp_path, json_parser, record, match):
     path = _write_lines(tmp_path / "r.jsonl", [_record(), record])
     with pytest.raises(results.RunFileError, match=r"r\.jsonl:3.*" + match):
         results.load(path)
@@ -196,7 +197,7 @@ def test_crafted_records_are_refused_naming_the_line(tmp_path, record, match):
     ('{"type": "record", "op": "gemm", "shape": {"m": 1}, "dtype": "fp32", "backend": "torch", '
      '"status": "ok", "timing": {"median_us": NaN, "ci_rel": 0}}', "timing.median_us is nan"),
 ])
-def test_crafted_lines_are_refused_naming_the_line(tmp_path, raw, match):
+def test_crafted_lines_are_refused_naming_the_line(tmp_path, json_parser, raw, match):
     path = _write_lines(tmp_path / "r.jsonl", [_record()], raw_record=raw)
     with pytest.raises(results.RunFileError, match=r"r\.jsonl:3: " + match):
         results.load(path)
@@ -208,7 +209,7 @@ def test_crafted_lines_are_refused_naming_the_line(tmp_path, raw, match):
     (lambda h: h["peaks"].update(tflops={"bf16": -1}), "tflops.bf16 is not a non-negative number"),
     (lambda h: h["device"].update(datasheet={"name": "X", "tflops": {}}), "copy_gbps is missing"),
 ])
-def test_crafted_headers_are_refused(tmp_path, change, match):
+def test_crafted_headers_are_refused(tmp_path, json_parser, change, match):
     h = {"type": "header", "schema": 1, **_header()}
     change(h)
     p = tmp_path / "r.jsonl"
@@ -233,7 +234,7 @@ def test_check_values_are_kept_as_text_where_they_were_not_finite(tmp_path):
 
 # ---------------------------------------------------------------- reading lazily
 
-def test_reader_gives_the_records_load_gives_one_at_a_time(tmp_path):
+def test_reader_gives_the_records_load_gives_one_at_a_time(tmp_path, json_parser):
     recs = [_record(shape={"m": i}, timing=_timing(median_us=1.0 + i)) for i in range(5)]
     recs.insert(2, _record(status="skipped", timing=None, reason="no"))
     path = _write_lines(tmp_path / "r.jsonl", recs)
@@ -255,7 +256,7 @@ def test_reader_gives_the_records_load_gives_one_at_a_time(tmp_path):
     assert [r["timing"]["median_us"] for r in slim.records if r["status"] == "ok"] == [1, 2, 3, 4, 5]
 
 
-def test_reader_drops_a_torn_last_line_with_a_warning(tmp_path):
+def test_reader_drops_a_torn_last_line_with_a_warning(tmp_path, json_parser):
     path = _write_lines(tmp_path / "r.jsonl", [_record()])
     with open(path, "a") as f:
         f.write('{"type": "record", "op": "ge')
@@ -264,7 +265,7 @@ def test_reader_drops_a_torn_last_line_with_a_warning(tmp_path):
         assert reader.warnings == [f"{path}:3: truncated last line dropped (run interrupted mid-write?)"]
 
 
-def test_reader_says_when_the_file_changed_under_it(tmp_path):
+def test_reader_says_when_the_file_changed_under_it(tmp_path, json_parser):
     path = _write_lines(tmp_path / "r.jsonl", [_record(), _record(shape={"m": 2})])
     with results.RunReader(path) as reader:
         places = [w for w, _ in reader.records(where=True)]
@@ -287,3 +288,79 @@ def test_strict_json_writes_no_nan_or_infinity():
     text = results.strict_json({"a": [1.0, NAN, {"b": INF, "c": -INF}], "d": (2, "x")}, indent=1)
     assert _strict_loads(text) == {"a": [1.0, None, {"b": None, "c": None}], "d": [2, "x"]}
     assert results.strict_json({"p": Path("/x")}) == '{"p": "/x"}'
+
+
+# ---------------------------------------------------------------- orjson and Python's json read alike
+
+_GOOD = json.dumps({"type": "record", **_record(timing=_timing())})
+EDGE_LINES = [
+    # integers at and past 64 bits: orjson reads those beyond 2**64 (and below -2**63) as floats
+    _GOOD.replace('"m": 1', '"m": 9223372036854775807'), _GOOD.replace('"m": 1', '"m": 9223372036854775808'),
+    _GOOD.replace('"m": 1', '"m": 18446744073709551616'), _GOOD.replace('"m": 1', '"m": -9223372036854775809'),
+    _GOOD.replace('"m": 1', '"m": ' + "7" * 25), _GOOD.replace('"m": 1', '"m": 1e19'),
+    _GOOD.replace('"m": 1', '"m": -0'), _GOOD.replace('"m": 1', '"m": 1E400'),
+    _GOOD.replace('"samples_us": [1.0', '"samples_us": [' + "3" * 25),
+    _GOOD.replace('"samples_us": [1.0', '"samples_us": [18446744073709551616'),
+    _GOOD.replace('"samples_us": [1.0', '"samples_us": [Infinity'),
+    _GOOD[:-1] + ', "label": "\\ud800"}',                          # a lone surrogate: orjson refuses it
+    _GOOD[:-1] + ', "label": "a", "label": "b"}',                # a key twice: the last one, both ways
+    _GOOD[:-1] + ', "health": ' + "[" * 17 + "]" * 17 + "}", _GOOD[:-1] + ', "label": ' + "[" * 2000 + "]" * 2000 + "}",
+    "\ufeff" + _GOOD, _GOOD.replace("1.1", "1.1000000000000000000000000000000001"), "[1, 2]", "3", "",
+    _GOOD[:-1] + ', "label": "\x01"}', _GOOD[:-1] + ', "reason": "caf\\u00e9 \\ud83d\\ude00"}',
+]
+
+
+def _outcome(path):
+    """What reading the file gives: its header, records, footer and warnings as repr (so 1,
+    1.0 and True differ), or the refusal's message."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run = results.load(path)
+        return repr((run.header, run.records, run.footer, run.warnings))
+    except results.RunFileError as e:
+        return "refused: " + str(e)
+
+
+def test_orjson_and_pythons_json_give_the_same_records_and_refusals(tmp_path, monkeypatch):
+    pytest.importorskip("orjson")
+    paths = [str(p) for p in sorted((Path(__file__).parents[1] / "published").glob("*/*.jsonl"))]
+    for i, line in enumerate(EDGE_LINES):
+        p = tmp_path / f"edge{i}.jsonl"
+        with open(_write_lines(p, [_record()]), "a") as f:
+            f.write(line + "\n" + ("" if i % 2 else '{"type": "footer", "records": 2}\n'))
+        paths.append(str(p))
+    paths.append(_write_lines(tmp_path / "torn.jsonl", [_record()], raw_record='{"type": "record", "op": "ge'))
+    (tmp_path / "torn.jsonl").write_text((tmp_path / "torn.jsonl").read_text().rstrip("\n"))
+    fast = [_outcome(p) for p in paths]
+    monkeypatch.setattr(results, "FAST_LOADS", None)
+    assert fast == [_outcome(p) for p in paths]
+    refused = [x for x in fast if x.startswith("refused")]
+    assert 8 <= len(refused) < len(fast) - 6          # both kinds of outcome are compared
+    assert any("beyond 64 bits" in x for x in refused) and any(":3: not JSON" in x for x in refused)
+
+
+def _read_with_arrays(path):
+    try:
+        with results.RunReader(path, sample_arrays=True) as reader:
+            return list(reader.records())
+    except results.RunFileError as e:
+        return "refused: " + str(e)
+
+
+def test_samples_as_arrays_are_the_lists_and_refused_alike(tmp_path, json_parser):
+    """compare reads the samples as numpy arrays, checked by numpy: the same values, and the
+    same refusals (NaN, infinities, zero, beyond the time range, ints too large for a float)."""
+    import numpy as np
+    good = [_record(timing=_timing(samples_us=[1.0, 2, 3.5, 1e12, 1e-6])), _record(shape={"m": 2}, timing=_timing()),
+            _record(status="skipped", timing=None, reason="no")]
+    path = _write_lines(tmp_path / "good.jsonl", good)
+    got, want = _read_with_arrays(path), results.load(path).records
+    assert type(got[0]["timing"]["samples_us"]) is np.ndarray and got[0]["timing"]["samples_us"].dtype == float
+    assert [r["timing"]["samples_us"].tolist() for r in got[:2]] == [r["timing"]["samples_us"] for r in want[:2]]
+    for bad in ([1.0, NAN], [NAN, 1.0], [1.0, INF], [-INF, 1.0], [1.0, 0.0], [1.0, 2e12], [1.0, 10 ** 400], [1, True]):
+        p = _write_lines(tmp_path / "bad.jsonl", [_record(timing=_timing(samples_us=bad))])
+        refused = _read_with_arrays(p)
+        with pytest.raises(results.RunFileError) as e:
+            results.load(p)
+        assert refused == "refused: " + str(e.value) and "samples_us" in refused

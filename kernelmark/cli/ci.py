@@ -50,10 +50,11 @@ def load_run(path: str):
 
 def open_run(path: str):
     """A results.RunReader (header read and checked, records read later), for files that may
-    be too large to hold; _say_warnings once its records have been read."""
+    be too large to hold; _say_warnings once its records have been read. The samples come as
+    numpy arrays: compare computes on them as such."""
     from kernelmark import results
     try:
-        return results.RunReader(path)
+        return results.RunReader(path, sample_arrays=True)
     except results.RunFileError as e:
         raise UsageError(_explain(path, e)) from None
 

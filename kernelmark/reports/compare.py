@@ -59,7 +59,6 @@ never counted as unchanged, never a regression).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -67,7 +66,7 @@ from typing import Optional
 
 import numpy as np
 
-from kernelmark.reports import pairstats, ranktest, resample, sides
+from kernelmark.reports import pairstats, ranktest, resample, sides, textable
 from kernelmark.reports.escape import md_cell, md_text, plain
 from kernelmark.results import strict_json
 
@@ -85,14 +84,17 @@ _BROKEN = ("failed_check", "error", "crashed", "timeout", "oom")
 # ------------------------------------------------------------------ statistics
 
 def bootstrap_medians(samples, groups: Optional[list] = None, n_boot: int = N_BOOT,
-                      rng: Optional[np.random.Generator] = None) -> np.ndarray:
+                      rng: Optional[np.random.Generator] = None, draws: Optional[resample.Draws] = None,
+                      side: int = resample.HEAD) -> np.ndarray:
     """``n_boot`` bootstrap replicates of the median of ``samples``.
 
     Ungrouped: the exact bootstrap distribution of the median, drawn through the
     order statistics (the distribution resampling and taking the median gives), in
     O(n + n_boot). For even n the two middle order statistics are drawn comonotone,
     which widens the interval slightly (conservative); the timing engine's stopping
-    rule leaves odd counts (5 + 10 + 20 + ...).
+    rule leaves odd counts (5 + 10 + 20 + ...). ``draws``: the comparison's draws, shared by
+    every side of this n (kernelmark/reports/resample.py, common random numbers); without
+    it, draws of its own from ``rng``.
     Grouped (``groups`` = sizes of consecutive per-process blocks, at least MIN_GROUPS):
     processes are resampled with replacement, and the median of the pooled resample, each
     process weighted equally (``process_median``), is taken; the spread is widened by
@@ -105,13 +107,8 @@ def bootstrap_medians(samples, groups: Optional[list] = None, n_boot: int = N_BO
         raise ValueError("no samples")
     if groups and len(groups) >= MIN_GROUPS and sum(groups) == n:
         return _cluster_medians(x, groups, n_boot, rng)
-    xs = np.sort(x)
-    u = rng.random(n_boot)
-    lo = xs[np.minimum(resample.order_stat_index(n, (n + 1) // 2, u), n - 1)]
-    if n % 2:
-        return lo
-    hi = xs[np.minimum(resample.order_stat_index(n, n // 2 + 1, u), n - 1)]
-    return (lo + hi) / 2
+    draws = draws or resample.Draws(rng, n_boot)
+    return resample.medians_at(np.sort(x), draws.index(n, side))
 
 
 def valid_groups(groups: Optional[list], n: int) -> Optional[list]:
@@ -193,13 +190,17 @@ def decide(ratio: float, ci_low: float, ci_high: float, p: float, threshold: flo
 
 def compare_samples(base, head, threshold: float = 0.05, alpha: float = 0.01,
                     base_groups: Optional[list] = None, head_groups: Optional[list] = None,
-                    n_boot: int = N_BOOT, rng: Optional[np.random.Generator] = None) -> Stat:
-    """Ratio HEAD/BASE of medians, its (1 - alpha) bootstrap interval, the rank test, the verdict."""
+                    n_boot: int = N_BOOT, rng: Optional[np.random.Generator] = None,
+                    draws: Optional[resample.Draws] = None) -> Stat:
+    """Ratio HEAD/BASE of medians, its (1 - alpha) bootstrap interval, the rank test, the verdict.
+    ``draws``: the comparison's bootstrap draws (bootstrap_medians); without it, its own."""
     rng = rng or np.random.default_rng()
+    draws = draws or resample.Draws(rng, n_boot)
     a, b = np.asarray(base, float), np.asarray(head, float)
     base_groups, head_groups = valid_groups(base_groups, a.size), valid_groups(head_groups, b.size)
     ratio = process_median(b, head_groups) / process_median(a, base_groups)
-    reps = bootstrap_medians(b, head_groups, n_boot, rng) / bootstrap_medians(a, base_groups, n_boot, rng)
+    reps = (bootstrap_medians(b, head_groups, n_boot, rng, draws, resample.HEAD) /
+            bootstrap_medians(a, base_groups, n_boot, rng, draws, resample.BASE))
     lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
     p = mann_whitney_p(a, b)
     return Stat(ratio, float(lo), float(hi), p, decide(ratio, float(lo), float(hi), p, threshold, alpha))
@@ -228,7 +229,12 @@ def _norm_ppf(q: float) -> float:
 # ------------------------------------------------------------------ matching runs
 
 def record_key(rec: dict) -> tuple:
-    return (rec["op"], json.dumps(rec["shape"], sort_keys=True), rec["dtype"], rec["backend"])
+    """(op, shape, dtype, backend). The shape as its sorted (name, type, value) triples: equal
+    exactly when the shapes' JSON (sort_keys) is, 1, 1.0 and true told apart by their type and
+    -0.0 from 0.0 by its text, without encoding 200,000 shapes as JSON (a tenth of compare's
+    time on a large run)."""
+    return (rec["op"], tuple(sorted((k, type(v), repr(v) if type(v) is float else v)
+                                    for k, v in rec["shape"].items())), rec["dtype"], rec["backend"])
 
 
 @dataclass
@@ -337,7 +343,9 @@ def _one_process(groups, n: int) -> bool:
 
 
 def _samples(t: dict) -> tuple:
-    s = t.get("samples_us") or []
+    s = t.get("samples_us")
+    if s is None or len(s) == 0:        # a list, or a numpy array (results.RunReader(sample_arrays=True))
+        s = []
     g = t.get("groups")
     if g and sum(g) != len(s):
         g = None
@@ -345,10 +353,13 @@ def _samples(t: dict) -> tuple:
 
 
 def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alpha: float,
-                    rng: np.random.Generator, later: Optional[pairstats.Batch] = None) -> Pair:
+                    rng: np.random.Generator, later: Optional[pairstats.Batch] = None,
+                    draws: Optional[resample.Draws] = None) -> Pair:
     """The pair of BASE record ``a`` and HEAD record ``b`` (either may be None) with its verdict.
     ``later``: a timed pair's statistics may wait in this batch (compare_runs flushes it
-    before it reads the verdicts); the generator is drawn from in the same order either way."""
+    before it reads the verdicts), and its bootstrap draws are the batch's; ``draws``: those
+    of the comparison otherwise (without either, the pair's own). The generator is drawn
+    from in the same order either way."""
     r = a or b
     pair = Pair(r["op"], r["shape"], r["dtype"], r["backend"], r.get("label", ""), "unchanged")
     sa, sb = (a or {}).get("status"), (b or {}).get("status")
@@ -362,7 +373,7 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
     elif sa == "ok" and sb == "ok":
         ta, tb = a["timing"], b["timing"]
         (xa, ga), (xb, gb) = _samples(ta), _samples(tb)
-        if not (xa and xb):
+        if not (len(xa) and len(xb)):
             pair.note = "no stored samples: interval from the stored CIs"
         ma, mb = ta.get("method"), tb.get("method")
         if ma != mb:
@@ -378,7 +389,7 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
                 st.ratio, st.ci_low, st.ci_high, st.p, st.verdict
             _stalls_make_noisy(pair, ta, tb)       # after the notes above: it adds to them
 
-        if not (xa and xb):
+        if not (len(xa) and len(xb)):
             finish(_from_intervals(ta, tb, threshold, alpha))
             return pair
         pair.base_n, pair.head_n = len(xa), len(xb)
@@ -386,9 +397,8 @@ def compare_records(a: Optional[dict], b: Optional[dict], threshold: float, alph
             later.add(xa, xb, lambda ratio, lo, hi, p: finish(
                 Stat(ratio, lo, hi, p, decide(ratio, lo, hi, p, threshold, alpha))))
             return pair
-        if later is not None:
-            later.flush()          # the draws of the pairs before this one come first
-        finish(compare_samples(xa, xb, threshold, alpha, ga, gb, rng=rng))
+        finish(compare_samples(xa, xb, threshold, alpha, ga, gb, rng=rng,
+                               draws=later.draws if later is not None else draws))
     elif sa == "ok":
         pair.verdict = "missing"
         pair.note = "not in HEAD" if b is None else f"HEAD {sb}: {b.get('reason', '')}"[:160]
@@ -512,9 +522,11 @@ def render(c: Comparison, base_header: dict, head_header: dict, fmt: str = "tabl
            f"device: {(head_header.get('device') or {}).get('name')}"]
     summary = summary_lines(c, fail_on)
     # Names and notes come from the run files: escaped for the format (kernelmark/reports/escape.py).
-    cell = md_cell if fmt == "md" else plain
-    table = tabulate([[cell(x) for x in r] for r in rows], headers=heads,
-                     tablefmt="github" if fmt == "md" else "simple", disable_numparse=True)
+    if fmt == "md":
+        table = tabulate([[md_cell(x) for x in r] for r in rows], headers=heads, tablefmt="github",
+                         disable_numparse=True)
+    else:       # tabulate's simple table, without its type inference per cell (textable.py)
+        table = textable.simple([[plain(x) for x in r] for r in rows], heads)
     if fmt == "md":
         return "\n".join([f"> {md_text(x)}  " for x in top + summary]) + "\n\n" + table
     return "\n".join(plain(x) for x in top + summary) + "\n\n" + table

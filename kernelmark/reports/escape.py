@@ -41,7 +41,10 @@ def strip_unsafe(s: str) -> str:
 
 def plain(x) -> str:
     """Text for a terminal: no NUL, no bidi controls, every other control a space."""
-    return _CONTROLS.sub(" ", strip_unsafe(_text(x)))
+    s = _text(x)
+    if s.isprintable():     # all it changes is unprintable (Cc, Cf, Zl, Zp): one C pass says none is here
+        return s
+    return _CONTROLS.sub(" ", strip_unsafe(s))
 
 
 def one_line(obj):

@@ -45,39 +45,46 @@ def mann_whitney_p(x, y) -> float:
 def mann_whitney_p_rows(x: np.ndarray, y: np.ndarray) -> list:
     """mann_whitney_p(x[i], y[i]) for each row i of two 2-D arrays (rows of one size each), in
     one pass over all rows: what `compare` of a large run uses (kernelmark/reports/pairstats.py).
-    Rows whose values are all equal get 1.0, as compare.mann_whitney_p gives them. The same
-    arithmetic as mann_whitney_p, element by element; rank sums and the tie term are sums of
-    half-integers and integers, exact in any order, so each p is the one-row p exactly."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    m, n1 = x.shape
-    n2 = y.shape[1]
+    Rows whose values are all equal get 1.0, as compare.mann_whitney_p gives them."""
+    return mann_whitney_p_sorted_rows(np.sort(np.asarray(x, dtype=float), axis=1),
+                                      np.sort(np.asarray(y, dtype=float), axis=1))
+
+
+def mann_whitney_p_sorted_rows(xs: np.ndarray, ys: np.ndarray) -> list:
+    """mann_whitney_p_rows of rows already sorted (pairstats sorts them for the medians).
+
+    The same p as mann_whitney_p, exactly, from the same two numbers: U of x, counted as the
+    y below each x plus half those equal to it (the rank sum less n1(n1 + 1)/2, which is what
+    it is), and the tie term, the sum over runs of equal values of c^3 - c. Both are sums of
+    integers and halves, exact in any order; the rest is mann_whitney_p's arithmetic. Sorted
+    rows need no sort of the pooled values: a binary search of each x in its row of y, and
+    the runs of the two rows merged (a stable sort of two sorted runs is one merge)."""
+    m, n1 = xs.shape
+    n2 = ys.shape[1]
     n = n1 + n2
-    xy = np.concatenate([x, y], axis=1)
-    # Not a stable sort: every value of a run of ties gets the run's average rank, so which
-    # side's value stands where within the run changes no rank sum.
-    order = np.argsort(xy, axis=1)
-    v = np.take_along_axis(xy, order, axis=1)
-    step = v[:, 1:] != v[:, :-1]
-    edge = np.ones((m, 1), dtype=bool)
-    pos = np.arange(n)
-    # Where the run of equal values holding each sorted position starts and ends.
-    start = np.maximum.accumulate(np.where(np.concatenate([edge, step], axis=1), pos, 0), axis=1)
-    end = np.minimum.accumulate(np.where(np.concatenate([step, edge], axis=1), pos, n)[:, ::-1], axis=1)[:, ::-1]
-    count = end - start + 1
-    rank = start + 1 + (count - 1) / 2                   # average rank (1-based) at each sorted position
-    u1 = np.where(order < n1, rank, 0.0).sum(axis=1) - n1 * (n1 + 1) / 2
+    u1 = np.empty(m)
+    for i in range(m):
+        below = np.searchsorted(ys[i], xs[i], "left").sum()
+        at_most = np.searchsorted(ys[i], xs[i], "right").sum()
+        u1[i] = (below + at_most) / 2
+    v = np.sort(np.concatenate([xs, ys], axis=1), axis=1, kind="stable")
+    start = np.ones((m, n), dtype=bool)
+    start[:, 1:] = v[:, 1:] != v[:, :-1]
+    runs = np.flatnonzero(start)                       # where each run starts, row after row
+    c = np.diff(np.append(runs, m * n))               # its length (a row's first run starts it)
+    per_row = start.sum(axis=1)
+    tie_term = np.add.reduceat(c ** 3 - c, np.concatenate([[0], np.cumsum(per_row)[:-1]])).astype(float)
     u = np.maximum(u1, n1 * n2 - u1)
-    tie_term = (count.astype(float) ** 2 - 1).sum(axis=1)   # each run of c adds c(c^2 - 1) = c^3 - c
     with np.errstate(invalid="ignore", divide="ignore"):
         s = np.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
         from scipy.special import ndtr
         p = np.where(s > 0, 2 * ndtr(-((u - n1 * n2 / 2 - 0.5) / s)), 1.0)
     p = np.minimum(np.maximum(p, 0.0), 1.0)
     out = [float(q) for q in p]
-    ties = (count > 1).any(axis=1)
+    ties = per_row < n
     for i in range(m):
         if v[i, 0] == v[i, -1]:
             out[i] = 1.0
         elif (n1 <= 8 or n2 <= 8) and not ties[i]:
-            out[i] = mann_whitney_p(x[i], y[i])        # scipy's exact distribution
+            out[i] = mann_whitney_p(xs[i], ys[i])      # scipy's exact distribution
     return out

@@ -82,7 +82,7 @@ def _commands(good, bad, tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(CRAFTED))
-def test_crafted_run_files_exit_2_with_one_line(name, files, tmp_path, capsys):
+def test_crafted_run_files_exit_2_with_one_line(name, files, tmp_path, capsys, json_parser):
     good, crafted = files
     bad = crafted[name]
     for what, argv in _commands(good, bad, tmp_path).items():
@@ -103,7 +103,7 @@ def test_a_good_file_beside_a_bad_one_is_reported_and_the_bad_one_named(files, c
     assert out.count("\n") == 3 and f"{crafted['nan-samples']}:3" in err
 
 
-def test_good_file_passes_every_command(files, tmp_path, capsys):
+def test_good_file_passes_every_command(files, tmp_path, capsys, json_parser):
     """The fixture itself is a valid run: each refusal above is about the crafted line."""
     good, _ = files
     for what, argv in _commands(good, good, tmp_path).items():

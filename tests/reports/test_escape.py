@@ -206,3 +206,13 @@ def test_every_json_output_is_strict(tmp_path, capsys):
     assert cli.main(["export", a, "-o", str(tmp_path / "pb.json")]) == 0
     json.loads((tmp_path / "pb.json").read_text(), **strict)
     assert results.strict_json({"x": float("nan")}) == '{"x": null}'
+
+
+def test_plain_leaves_printable_text_as_the_full_path_would():
+    """plain's shortcut (printable text is returned as it is) gives what the full path gives,
+    for every character of the Basic Multilingual Plane and beyond, alone and among others."""
+    from kernelmark.reports.escape import _CONTROLS, plain, strip_unsafe
+    chars = [chr(c) for c in range(0x30000) if not 0xD800 <= c < 0xE000]
+    for c in chars:
+        s = "a" + c + "b"
+        assert plain(s) == _CONTROLS.sub(" ", strip_unsafe(s)), hex(ord(c))

@@ -213,7 +213,8 @@ def _in_memory_compare(base, head, threshold, alpha, seed=0):
 
     ia, ib = index(base, "BASE"), index(head, "HEAD")
     keys = list(ia) + [k for k in ib if k not in ia]
-    pairs = [compare.compare_records(ia.get(k), ib.get(k), threshold, alpha, rng) for k in keys]
+    draws = resample.Draws(rng, compare.N_BOOT)       # the comparison's, shared by its pairs
+    pairs = [compare.compare_records(ia.get(k), ib.get(k), threshold, alpha, rng, draws=draws) for k in keys]
     rank = {v: i for i, v in enumerate(compare.VERDICTS)}
     pairs.sort(key=lambda p: (rank[p.verdict], -(p.ratio or 0)))
     return compare.Comparison(base.path, head.path, threshold, alpha, pairs, compare.mismatches(base, head), notes)
@@ -251,8 +252,9 @@ def test_compare_streamed_gives_mains_pairs_on_a_real_run(tmp_path, capsys, monk
     main had."""
     if which == "published":
         base, head = str(PUBLISHED), _head_of_published(tmp_path / "head.jsonl")
-    else:           # small batches: several fill up, and pooled pairs flush some half full
+    else:           # small batches: several fill up; few draws held: some drawn again
         monkeypatch.setattr(pairstats, "BATCH", 16)
+        monkeypatch.setattr(resample, "KEEP", 2)
         base = big_run(tmp_path / "base.jsonl", 400, seed=1)
         head = big_run(tmp_path / "head.jsonl", 400, seed=2, scale=1.03, drop_every=37)
     streamed, sides_ = {}, ((base, head), (head, base), (base, base))[:3 if which == "published" else 1]
@@ -301,7 +303,8 @@ def test_a_batch_gives_each_pairs_statistics_as_one_pair_alone(monkeypatch):
             a, b = np.full(na, 3.0), np.full(nb, 3.0)
         pairs.append((a.tolist(), b.tolist()))
     one, batched = np.random.default_rng(4), np.random.default_rng(4)
-    want = [compare.compare_samples(a, b, 0.05, 0.01, rng=one) for a, b in pairs]
+    shared = resample.Draws(one, compare.N_BOOT)
+    want = [compare.compare_samples(a, b, 0.05, 0.01, rng=one, draws=shared) for a, b in pairs]
     got = []
     batch = pairstats.Batch(0.01, compare.N_BOOT, batched)
     for a, b in pairs:
@@ -311,6 +314,28 @@ def test_a_batch_gives_each_pairs_statistics_as_one_pair_alone(monkeypatch):
     assert one.random() == batched.random()          # the same draws, no more
 
 
+def test_bootstrap_draws_are_made_once_per_sample_count_and_side():
+    """Common random numbers: every pair of one sample count shares its side's draws, HEAD's
+    and BASE's are drawn apart (independent even at one count), and each is the median's
+    order statistic drawn as bootstrap_medians of its own draws gives it."""
+    rng = np.random.default_rng(2)
+    draws = resample.Draws(rng, compare.N_BOOT)
+    for _ in range(3):
+        for n in (35, 36):
+            for side in (resample.HEAD, resample.BASE):
+                draws.index(n, side)
+    fresh = np.random.default_rng(2)
+    fresh.random(4 * compare.N_BOOT)
+    assert rng.random() == fresh.random()                 # 4 draws made, not 12
+    assert draws.index(35, resample.HEAD) is draws.index(35, resample.HEAD)
+    assert not np.array_equal(draws.index(35, resample.HEAD)[0], draws.index(35, resample.BASE)[0])
+    x = np.random.default_rng(3).lognormal(0, 0.1, 36)
+    assert np.array_equal(compare.bootstrap_medians(x, rng=np.random.default_rng(7)),
+                          compare.bootstrap_medians(x, draws=resample.Draws(np.random.default_rng(7), compare.N_BOOT)))
+    lo, hi = draws.index(36, resample.BASE)
+    assert (lo <= hi).all() and lo.min() >= 0 and hi.max() <= 35 and draws.index(35, resample.BASE)[1] is None
+
+
 @pytest.mark.parametrize("n1, n2", [(30, 40), (21, 21), (500, 700), (3, 50), (5, 6), (8, 8), (9, 9), (2, 2)])
 def test_rank_test_of_rows_is_each_rows(n1, n2):
     rng = np.random.default_rng(n1 + n2)
@@ -318,3 +343,15 @@ def test_rank_test_of_rows_is_each_rows(n1, n2):
     x[::3], y[::3] = np.round(x[::3], 1), np.round(y[::3], 1)        # ties in every third row
     x[1], y[1] = 2.0, 2.0                                              # all equal
     assert ranktest.mann_whitney_p_rows(x, y) == [compare.mann_whitney_p(y[i], x[i]) for i in range(12)]
+
+
+def test_records_pair_up_exactly_when_their_shapes_json_is_equal():
+    """compare's key tells shapes apart as their JSON does (it was json.dumps of the shape)."""
+    shapes = [{"m": 1}, {"m": 1.0}, {"m": True}, {"m": "1"}, {"m": 0.0}, {"m": -0.0}, {"m": 1, "n": 2},
+              {"n": 2, "m": 1}, {"m": 1, "n": 2.5}, {"m": 1e300}, {"m": 10 ** 18}, {}, {"m": False}, {"m": 0}]
+    rec = {"op": "gemm", "dtype": "fp32", "backend": "torch"}
+    for a in shapes:
+        for b in shapes:
+            same_json = json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+            ka, kb = compare.record_key({**rec, "shape": a}), compare.record_key({**rec, "shape": b})
+            assert (ka == kb) == same_json and (hash(ka) == hash(kb)) >= same_json, (a, b)
