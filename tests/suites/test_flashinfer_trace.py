@@ -15,7 +15,6 @@ from kernelmark.suites.fitrace import mapping
 sys.path.insert(0, str(Path(__file__).parent))
 from fitrace_data import DEFS, MOE_BF16, const, t, var, write_dataset, write_definition  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 
 EXTRA = {
     "gqa_ragged_prefill_h4_kv2_d16": {
