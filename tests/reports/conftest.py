@@ -4,21 +4,10 @@ The copies live in the tests' temporary directory only: never under published/."
 import contextlib
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def kernelmark(*args, cwd=ROOT):
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "kernelmark", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="session")
