@@ -23,7 +23,9 @@ def _kernelmark(*args, env_extra=None):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "smoke.jsonl"
-    p = _kernelmark("run", "--suite", "smoke", "--out", str(out), "--budget", "0.05")
+    # Budget 0.02 s a case (57 timed of 221 records): what is checked here is what the run
+    # records and prints, not the timings' precision.
+    p = _kernelmark("run", "--suite", "smoke", "--out", str(out), "--budget", "0.02")
     assert p.returncode == 0, p.stderr
     return p, results.load(str(out))
 

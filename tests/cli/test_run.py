@@ -42,17 +42,6 @@ def _lines_written(path: Path, proc, n: int, timeout: float = 120) -> None:
     raise AssertionError(f"the first run wrote fewer than {n} lines (exit {proc.poll()})")
 
 
-@pytest.fixture
-def chaos_ops(monkeypatch):
-    """The test-only ops of tests/chaos_ops.py, in this process and the runs it starts."""
-    from kernelmark.ops import registry
-    monkeypatch.setenv("KERNELMARK_OP_MODULES", "chaos_ops")
-    monkeypatch.syspath_prepend(str(ROOT / "tests"))
-    registry.all_ops.cache_clear()
-    yield
-    registry.all_ops.cache_clear()
-
-
 def test_a_second_run_to_the_same_out_is_refused_while_the_first_writes(tmp_path, capsys, chaos_ops):
     out = tmp_path / "r.jsonl"
     suite = tmp_path / "hang.toml"      # one record, then a backend that sleeps until it is interrupted

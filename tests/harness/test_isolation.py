@@ -1,4 +1,8 @@
-"""Runs that survive: crashes, hangs, OOM, kill -9 and --resume (CPU, worker processes)."""
+"""Runs that survive: crashes, hangs, OOM, kill -9 and --resume (CPU, worker processes).
+
+Where the test is about the workers or the run file, not the `kernelmark` process itself, the
+run is `cli.main` in this process (its workers are still real processes): each `python -m
+kernelmark` costs a torch import. kill -9, Ctrl-C and `python -P` need a real process."""
 import os
 import signal
 import subprocess
@@ -8,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kernelmark import results
+from kernelmark import cli, results
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = Path(__file__).resolve().parents[1]
@@ -27,16 +31,18 @@ def _suite(tmp_path, body):
     return str(p)
 
 
-def _run(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "kernelmark", "run", "--quiet", *args], capture_output=True,
-                          text=True, env=_env(), cwd=ROOT, timeout=300, **kw)
+def _main(capsys, *args):
+    """`kernelmark run --quiet ARGS` in this process: (status, stdout, stderr)."""
+    status = cli.main(["run", "--quiet", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
-def test_crash_hang_exit_and_oom_cost_only_their_own_backend(tmp_path):
+def test_crash_hang_exit_and_oom_cost_only_their_own_backend(tmp_path, capsys, chaos_ops):
     suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nshapes = [{n = 256}]\n')
     out = tmp_path / "r.jsonl"
-    p = _run("--suite", suite, "--out", str(out), "--timeout", "4", "--budget", "0.02")
-    assert p.returncode == 0, p.stderr
+    status, stdout, err = _main(capsys, "--suite", suite, "--out", str(out), "--timeout", "4", "--budget", "0.02")
+    assert status == 0, err
     run = results.load(str(out))
     st = {r["backend"]: r for r in run.records}
     assert set(st) == {"good", "segfault", "hang", "exit", "oom", "good_too"}
@@ -47,7 +53,7 @@ def test_crash_hang_exit_and_oom_cost_only_their_own_backend(tmp_path):
     assert st["oom"]["status"] == "oom" and "20.00 GiB" in st["oom"]["reason"]
     assert run.footer["worker_starts"] == 4        # first, after segfault, after hang, after exit
     for word in ("crashed", "timeout", "oom"):
-        assert word in p.stdout
+        assert word in stdout
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="the test's own process needs -P (Python 3.11+)")
@@ -86,7 +92,7 @@ def _keys(run):
     return [results.record_key(r) for r in run.records]
 
 
-def test_kill_9_then_resume_holds_every_case_exactly_once(tmp_path):
+def test_kill_9_then_resume_holds_every_case_exactly_once(tmp_path, capsys, chaos_ops):
     suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nbackends = ["good", "good_too"]\n'
                              '[case.grid]\nn = [64, 128, 256, 512, 1024, 2048]\nslow_ms = 400\n')
     out = tmp_path / "r.jsonl"
@@ -103,8 +109,9 @@ def test_kill_9_then_resume_holds_every_case_exactly_once(tmp_path):
     partial = results.load(str(out))
     assert 3 <= len(partial.records) < 12 and not partial.complete
     # --force: the environment check is tested below; here, only that nothing is lost or doubled.
-    p = _run("--resume", str(out), "--force")
-    assert p.returncode == 0, p.stderr
+    # The resume runs here, with the killed run's own isolation (a worker process).
+    status, _, err = _main(capsys, "--resume", str(out), "--force")
+    assert status == 0, err
     final = results.load(str(out))
     keys = _keys(final)
     assert len(keys) == 12 and len(set(keys)) == 12
@@ -112,24 +119,26 @@ def test_kill_9_then_resume_holds_every_case_exactly_once(tmp_path):
     assert final.records[:len(partial.records)] == partial.records
 
 
-def test_resume_refuses_a_changed_suite(tmp_path):
+def test_resume_refuses_a_changed_suite(tmp_path, capsys, chaos_ops):
     suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nbackends = ["good"]\nshapes = [{n = 64}]\n')
     out = tmp_path / "r.jsonl"
-    assert _run("--suite", suite, "--out", str(out), "--budget", "0.02").returncode == 0
+    # No worker: the refusal comes before any case runs.
+    assert _main(capsys, "--suite", suite, "--out", str(out), "--budget", "0.02", "--isolation", "none")[0] == 0
     # Make it look interrupted, then change the suite under it.
     lines = out.read_text().splitlines()
     out.write_text("\n".join(lines[:-2]) + "\n")
     Path(suite).write_text(Path(suite).read_text() + "\n# edited\n")
-    p = _run("--resume", str(out))
-    assert p.returncode == 2 and "suite" in p.stderr and "changed" in p.stderr
+    status, _, err = _main(capsys, "--resume", str(out))
+    assert status == 2 and "suite" in err and "changed" in err
+    assert err.startswith("kernelmark: error: ") and "Traceback" not in err
 
 
-def test_resume_of_a_complete_run_says_so(tmp_path):
+def test_resume_of_a_complete_run_says_so(tmp_path, capsys, chaos_ops):
     suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nbackends = ["good"]\nshapes = [{n = 64}]\n')
     out = tmp_path / "r.jsonl"
-    assert _run("--suite", suite, "--out", str(out), "--budget", "0.02").returncode == 0
-    p = _run("--resume", str(out))
-    assert p.returncode == 2 and "nothing to resume" in p.stderr
+    assert _main(capsys, "--suite", suite, "--out", str(out), "--budget", "0.02", "--isolation", "none")[0] == 0
+    status, _, err = _main(capsys, "--resume", str(out))
+    assert status == 2 and "nothing to resume" in err
 
 
 def test_health_flags_mark_throttling():
