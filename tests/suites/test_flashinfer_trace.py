@@ -276,7 +276,7 @@ def test_run_dataset_end_to_end_records_trace_and_never_runs_the_reference(tmp_p
     fp4 = [r for r in run.records if r["trace"]["definition"] == "gemm_fp4_n64_k32"]
     assert len(fp4) == 1 and fp4[0]["status"] == "unsupported"
     assert fp4[0]["reason"].startswith("dtype float4_e2m1 (gemm_fp4_n64_k32)")
-    assert "unsupported x1: dtype float4_e2m1 (gemm_fp4_n64_k32)" in p.stdout
+    assert "unsupported x1: dtype float4_e2m1 (gemm_fp4_n64_k32)" in stdout
 
 
 def test_run_malformed_dataset_exits_2_with_one_line(tmp_path, capsys):
