@@ -56,6 +56,13 @@ def table_lines(checks: list, tabulate, tf: str) -> list:
         heads.remove("CUDA graph step µs")
     out = ["", f"Checked against a real decode step ({LABEL}):", "",
            tabulate(rows, headers=heads, tablefmt=tf, disable_numparse=True)]
+    stalled = [c for c in checks if c["step"].get("stall")]
+    if stalled:
+        # a buyer reads the ratio as overhead; under load it is not (docs/model-step.md)
+        out += ["", f"LOADED MACHINE: the step's samples stalled at batch {', '.join(str(c['batch']) for c in stalled)} "
+                "(the cores were busy with other work). A step / kernel sum taken under load measures that load "
+                "at two moments minutes apart, not the framework overhead: run it again on a quiet machine; "
+                "meanwhile the fastest step / fastest kernel sum is what load disturbs least."]
     for c in checks:
         if c["accounting"]:
             out += ["", f"ACCOUNTING MISMATCH at batch {c['batch']} (the step ran kernels the roll-up does not "
@@ -83,7 +90,9 @@ def gap_lines(c: dict) -> list:
            f"timed inside them): step {_us(s['step_us'])} µs = kernel calls {_us(s['kernel_calls_us'])} µs + "
            f"between the calls {_us(s['between_calls_us'])} µs (Python, dispatch, views). The same kernels re-timed "
            f"alone: {_us(s['kernels_alone_us'])} µs, so they took {_us(s['kernel_calls_us'] - s['kernels_alone_us'])} "
-           "µs more inside the step (caches the step's other work left cold)."]
+           "µs more inside the step (why is not measured here: caches the step's other work left cold, or "
+           "other processes on the cores" + (", which the step's timing saw: it stalled" if c["step"].get("stall")
+                                             else "") + ")."]
     slowed = [k for k in s["kernels"] if k["alone_us"] is not None and k["in_step_us"] > k["alone_us"]][:MOST]
     if slowed:
         out.append("most slowed: " + "; ".join(
