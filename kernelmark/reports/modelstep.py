@@ -172,7 +172,7 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
         w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
         w.writeheader()
         w.writerows(rs)
-        return buf.getvalue()
+        return buf.getvalue().rstrip("\n")     # _emit ends the text with one newline
     from tabulate import tabulate
     tf = "github" if fmt == "md" else "simple"
     with_energy = token_energy.any_shown(built)

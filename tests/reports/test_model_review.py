@@ -226,3 +226,14 @@ def test_a_step_check_under_load_says_its_ratio_is_the_load_not_the_overhead():
     for text in (loaded, quiet):
         assert "why is not measured here" in text
     assert "which the step's timing saw: it stalled" in loaded and "it stalled" not in quiet
+
+
+def test_csv_output_is_rows_of_one_width_with_no_blank_line(tmp_path, capsys):
+    import csv
+    import io
+    a = _full_run(tmp_path, name="a.jsonl", device="GPU A")
+    b = _full_run(tmp_path, name="b.jsonl", device="GPU B")
+    assert cli.main(["model", "--config", _cfg_file(tmp_path), "--run", a, b, *ARGS[:-1], "csv"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1 + 2 * 2 and len({len(r) for r in rows}) == 1
+    assert [r[0] for r in rows[1:]] == ["GPU A", "GPU A", "GPU B", "GPU B"]
