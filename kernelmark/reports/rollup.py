@@ -273,6 +273,8 @@ def build(runs: list, model: str, batches: list, context: int, prefill_tokens: i
 # ---------------------------------------------------------------- rendering
 
 def _fmt_time(us: float) -> str:
+    if us >= 1e9:       # 1,262 s, not 1.26e+03 s
+        return f"{us / 1e6:,.0f} s"
     if us >= 1e6:
         return f"{us / 1e6:,.3g} s"
     return f"{us / 1e3:.3g} ms" if us >= 1e3 else f"{us:.3g} µs"

@@ -237,3 +237,9 @@ def test_csv_output_is_rows_of_one_width_with_no_blank_line(tmp_path, capsys):
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 1 + 2 * 2 and len({len(r) for r in rows}) == 1
     assert [r[0] for r in rows[1:]] == ["GPU A", "GPU A", "GPU B", "GPU B"]
+
+
+@pytest.mark.parametrize("us, want", [(1.262e9, "1,262 s"), (8.878e7, "88.8 s"), (1068e3, "1.07 s"),
+                                      (2118.0, "2.12 ms"), (4.81, "4.81 µs")])
+def test_times_read_without_exponents(us, want):
+    assert rollup._fmt_time(us) == want
