@@ -161,7 +161,9 @@ def cmd_model_step(args, load_runs, _emit) -> int:
             suite, out = os.path.join(tmp, "suite.toml"), args.measure_out or os.path.join(tmp, "run.jsonl")
             with open(suite, "w") as f:
                 f.write(text)
-            argv = ["run", "--suite", suite, "--out", out, "--quiet", "--format", "csv"]
+            # the run's progress (a bar in a terminal) on stderr, as `run` shows it; its table is not
+            # the answer and is left out (it is a CSV wall of every backend): `report` prints it
+            argv = ["run", "--suite", suite, "--out", out, "--format", "csv"]
             if args.device:
                 argv += ["--device", args.device]
             if args.budget is not None:
@@ -169,13 +171,15 @@ def cmd_model_step(args, load_runs, _emit) -> int:
             if args.energy:
                 argv += ["--energy"]
             import contextlib
-            with contextlib.redirect_stdout(sys.stderr):     # the run's own table is not the answer
+            import io
+            with contextlib.redirect_stdout(io.StringIO()):
                 rc = main(argv)
             if rc not in (0, 1):
                 return rc
             runs.append(results.load(out))
             measured = out
-            print(f"kernelmark: measured {len(cases)} case(s) into {out}", file=sys.stderr)
+            print(f"kernelmark: measured {len(cases)} case(s) into {out} (every backend's row: "
+                  f"kernelmark report {out})", file=sys.stderr)
     if not runs:
         if args.emit_suite:
             return 0

@@ -243,3 +243,4 @@ def test_csv_output_is_rows_of_one_width_with_no_blank_line(tmp_path, capsys):
                                       (2118.0, "2.12 ms"), (4.81, "4.81 µs")])
 def test_times_read_without_exponents(us, want):
     assert rollup._fmt_time(us) == want
+
