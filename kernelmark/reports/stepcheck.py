@@ -56,13 +56,7 @@ def table_lines(checks: list, tabulate, tf: str) -> list:
         heads.remove("CUDA graph step µs")
     out = ["", f"Checked against a real decode step ({LABEL}):", "",
            tabulate(rows, headers=heads, tablefmt=tf, disable_numparse=True)]
-    stalled = [c for c in checks if c["step"].get("stall")]
-    if stalled:
-        # a buyer reads the ratio as overhead; under load it is not (docs/model-step.md)
-        out += ["", f"LOADED MACHINE: the step's samples stalled at batch {', '.join(str(c['batch']) for c in stalled)} "
-                "(the cores were busy with other work). A step / kernel sum taken under load measures that load "
-                "at two moments minutes apart, not the framework overhead: run it again on a quiet machine; "
-                "meanwhile the fastest step / fastest kernel sum is what load disturbs least."]
+    out += load_lines(checks)
     for c in checks:
         if c["accounting"]:
             out += ["", f"ACCOUNTING MISMATCH at batch {c['batch']} (the step ran kernels the roll-up does not "
@@ -77,6 +71,33 @@ def table_lines(checks: list, tabulate, tf: str) -> list:
     if subs:
         out += ["run instead of the roll-up's pick (not runnable inside a step here): "
                 + "; ".join(f"{k} -> {v}" for k, v in sorted(subs.items()))]
+    return out
+
+
+def load_lines(checks: list) -> list:
+    """A buyer reads step / kernel sum as overhead; measured under load it is not
+    (docs/model-step.md): say so where the step's samples, or the cases the kernel sum
+    uses, stalled, and what a step faster than its kernel sum means."""
+    why = []
+    steps = [c for c in checks if c["step"].get("stall")]
+    if steps:
+        why.append(f"the step's samples stalled at batch {', '.join(str(c['batch']) for c in steps)}")
+    for c in checks:
+        ks = c.get("kernel_sum_stalled") or {}
+        if ks.get("components") and c.get("kernel_sum_us"):
+            why.append(f"at batch {c['batch']}, {ks['components']} of the {ks['of']} cases the kernel sum uses were "
+                       f"timed while stalled ({100 * ks['us'] / c['kernel_sum_us']:.0f}% of its µs)")
+    if not why:
+        return []
+    out = ["", "LOADED MACHINE: " + "; ".join(why) + " (the cores were busy with other work). A step / kernel "
+           "sum taken under load measures that load at two moments minutes apart, not the framework overhead: "
+           "run it again on a quiet machine; meanwhile the fastest step / fastest kernel sum is what load "
+           "disturbs least."]
+    faster = [c for c in checks if c.get("step_over_kernel_sum", 1.0) < 1.0]
+    if faster:
+        out.append(f"At batch {', '.join(str(c['batch']) for c in faster)} the step ran faster than its kernel sum "
+                   "(a negative overhead): the kernels were slowed when their cases were measured, not sped up "
+                   "inside the step.")
     return out
 
 

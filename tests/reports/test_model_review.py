@@ -244,3 +244,23 @@ def test_csv_output_is_rows_of_one_width_with_no_blank_line(tmp_path, capsys):
 def test_times_read_without_exponents(us, want):
     assert rollup._fmt_time(us) == want
 
+
+
+def test_a_kernel_sum_from_stalled_cases_is_named_and_a_faster_step_explained():
+    from tabulate import tabulate
+    from kernelmark.cli import step_check
+    from kernelmark.reports import stepcheck
+    need = lambda name: rollup.Need(name, "gemm", {}, {}, 2, 1, family="gemm")    # noqa: E731
+    rec = lambda us, stall=None: {"op": "gemm", "shape": {}, "dtype": "fp32", "backend": "torch",  # noqa: E731
+                                  "status": "ok", "timing": {"median_us": us, "stall": stall}}
+    est = rollup.Estimate("CPU", "fp32", "decode", 1, [rollup.Found(need("a"), rec(30.0, "stalls: busy")),
+                                                       rollup.Found(need("b"), rec(10.0))])
+    ks = step_check.stalled_share(est)
+    assert ks == {"components": 1, "of": 2, "us": 60.0}
+    c = {**_check(), "kernel_sum_us": 80.0, "measured_step_us": 60.0, "step_over_kernel_sum": 0.75,
+         "overhead_us": -20.0, "kernel_sum_stalled": ks}
+    text = "\n".join(stepcheck.table_lines([c], tabulate, "simple"))
+    assert "LOADED MACHINE" in text and "1 of the 2 cases the kernel sum uses" in text and "(75% of its µs)" in text
+    assert "ran faster than its kernel sum" in text
+    calm = {**c, "kernel_sum_stalled": {"components": 0, "of": 2, "us": 0.0}}
+    assert "LOADED MACHINE" not in "\n".join(stepcheck.table_lines([calm], tabulate, "simple"))
