@@ -264,3 +264,11 @@ def test_a_kernel_sum_from_stalled_cases_is_named_and_a_faster_step_explained():
     assert "ran faster than its kernel sum" in text
     calm = {**c, "kernel_sum_stalled": {"components": 0, "of": 2, "us": 0.0}}
     assert "LOADED MACHINE" not in "\n".join(stepcheck.table_lines([calm], tabulate, "simple"))
+
+
+def test_the_legacy_llama3_roll_up_pays_for_every_gpu_too(tmp_path):
+    needs = rollup.decode_needs("llama3-8b", 1, 64, tp=2)
+    run = results.load(_write(tmp_path / "l.jsonl", [_rec(n.op, "bf16", {**n.fixed, **n.prefer}, 10.0) for n in needs]))
+    (_, ests), = rollup.build([run], "llama3-8b", [1], 64, 64, "bf16", tp=2, price_per_hour=3.6)
+    fig = ests[0].figures()
+    assert ests[0].complete and fig["usd_per_1m_tokens"] == pytest.approx(2 * 3.6 / 3600 / fig["tokens_per_s"] * 1e6)
