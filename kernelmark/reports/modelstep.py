@@ -31,11 +31,7 @@ BREAKDOWN_NOTE = ("µs in total = median µs × count: µs a decode step; prefil
                   "µs per 1k prompt tokens")
 
 
-def price_text(price_per_hour, tp: int) -> str:
-    """The header's price clause; with tensor parallelism, that every device is paid for."""
-    if not price_per_hour:
-        return "; no price given (--price-per-hour)"
-    return f"; ${price_per_hour:g} per GPU-hour" + (f", × {tp} GPUs in every $ figure" if tp > 1 else "")
+price_text = rollup.price_text
 
 
 def build(runs: list, plans: list, dtype: str, price_per_hour=None, price_per_kwh=None, gpus: int = 1) -> list:

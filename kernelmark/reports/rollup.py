@@ -280,6 +280,13 @@ def _fmt_time(us: float) -> str:
     return f"{us / 1e3:.3g} ms" if us >= 1e3 else f"{us:.3g} µs"
 
 
+def price_text(price_per_hour, tp: int) -> str:
+    """The header's price clause; with tensor parallelism, that every device is paid for."""
+    if not price_per_hour:
+        return "; no price given (--price-per-hour)"
+    return f"; ${price_per_hour:g} per GPU-hour" + (f", × {tp} GPUs in every $ figure" if tp > 1 else "")
+
+
 def fmt_rate(x: float) -> str:
     """Tokens/s as people read them: 47,060 and 93.6, never 4.706e+04."""
     return f"{x:,.0f}" if x >= 1000 else f"{x:.4g}"
@@ -377,7 +384,7 @@ def render(runs: list, model: str, batches: list, context: int, prefill_tokens: 
     intro = [f"{model} roll-up from measured kernel times: a {LABEL}.",
              f"context {context} tokens a sequence; decode batches {', '.join(map(str, batches))}; prefill in "
              f"{prefill_tokens}-token chunks of {context}-token sequences; tensor parallel {tp}"
-             + (f"; ${price_per_hour:g} per GPU-hour" if price_per_hour else "; no price given (--price-per-hour)"),
+             + price_text(price_per_hour, tp),
              "Each case matched exactly; the fastest backend that passed its check is used (named below). "
              "Nothing is interpolated."] + ([token_energy.intro(price_per_kwh)] if with_energy else [])
     heads = ["device", "dtype", "phase", "time (lower bound)", "throughput (upper bound)",

@@ -272,3 +272,5 @@ def test_the_legacy_llama3_roll_up_pays_for_every_gpu_too(tmp_path):
     (_, ests), = rollup.build([run], "llama3-8b", [1], 64, 64, "bf16", tp=2, price_per_hour=3.6)
     fig = ests[0].figures()
     assert ests[0].complete and fig["usd_per_1m_tokens"] == pytest.approx(2 * 3.6 / 3600 / fig["tokens_per_s"] * 1e6)
+    text = rollup.render([run], "llama3-8b", [1], 64, 64, "bf16", tp=2, price_per_hour=3.6)
+    assert "$3.6 per GPU-hour, × 2 GPUs in every $ figure" in text
