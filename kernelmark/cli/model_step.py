@@ -193,7 +193,7 @@ def cmd_model_step(args, load_runs, _emit) -> int:
     if args.format == "html":
         from kernelmark.reports import modelstep_html
         text = modelstep_html.render(built, cfg.name, args.context, args.tp, args.price_per_hour,
-                                      args.price_per_kwh)
+                                      args.price_per_kwh, checks)
     else:
         text = modelstep.render(built, cfg.name, args.context, args.tp, args.price_per_hour, args.format,
                                 args.price_per_kwh, checks)

@@ -54,8 +54,8 @@ def register(sub) -> None:
     mod.add_argument("--context", type=int, default=4096, help="tokens of context per sequence (default 4096)")
     mod.add_argument("--prefill-tokens", type=int, default=4096,
                      help="tokens in one prefill chunk: the GEMMs' M (default 4096)")
-    mod.add_argument("--dtype", help="dtype of the cases to use (default: bf16, fp16, fp32, whichever the run "
-                                     "has most of the needed cases in)")
+    mod.add_argument("--dtype", help="dtype of the cases to use (default: with --run, whichever of bf16, fp16, "
+                                     "fp32, fp8 the runs have most of the step's cases in; else bf16)")
     mod.add_argument("--tp", type=int, default=1, help="tensor-parallel slice of the model (default 1)")
     mod.add_argument("--price-per-hour", type=float, metavar="USD", help="price of one GPU-hour, for $ per 1M tokens")
     mod.add_argument("--price-per-kwh", type=float, metavar="USD",

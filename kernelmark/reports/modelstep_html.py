@@ -62,7 +62,9 @@ def _table(head: list, body: list) -> str:
     return f'<table class="km"><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>'
 
 
-def render(built: list, model: str, context: int, tp: int, price_per_hour=None, price_per_kwh=None) -> str:
+def render(built: list, model: str, context: int, tp: int, price_per_hour=None, price_per_kwh=None,
+           checks=None) -> str:
+    """``checks``: --check-step's measured steps (kernelmark.reports.stepcheck), shown as its text."""
     colours = family_colours(built)
     heads, summary = modelstep.summary_table(built, price_per_kwh, token_energy.any_shown(built))
     price = modelstep.price_text(price_per_hour, tp)
@@ -74,6 +76,11 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
                  f"<p>{esc(modelstep.BREAKDOWN_NOTE)}.</p>",
                  _table(["phase", "component", "case used", "backend", "median µs", "count", "µs in total"],
                         rollup.breakdown_rows(ests))]
+    if checks:
+        from tabulate import tabulate
+        from kernelmark.reports import stepcheck
+        body.append("<h2>Checked against a real decode step</h2><pre>"
+                    + esc("\n".join(stepcheck.table_lines(checks, tabulate, "simple")).strip()) + "</pre>")
     miss = rollup.missing_lines(built)
     if miss:
         body.append("<h2>Cases not in the run</h2><ul>" + "".join(f"<li>{esc(m)}</li>" for m in miss) + "</ul>")

@@ -274,3 +274,13 @@ def test_the_legacy_llama3_roll_up_pays_for_every_gpu_too(tmp_path):
     assert ests[0].complete and fig["usd_per_1m_tokens"] == pytest.approx(2 * 3.6 / 3600 / fig["tokens_per_s"] * 1e6)
     text = rollup.render([run], "llama3-8b", [1], 64, 64, "bf16", tp=2, price_per_hour=3.6)
     assert "$3.6 per GPU-hour, × 2 GPUs in every $ figure" in text
+
+
+def test_the_html_page_keeps_the_step_check(tmp_path):
+    from kernelmark.reports import modelstep_html
+    run = results.load(_full_run(tmp_path))
+    comps = step.components(mc.parse(TINY, "tiny"), 1, 16, "fp32", 1)
+    built = modelstep.build([run], [("decode", 1, model_step.needs(comps))], "fp32")
+    page = modelstep_html.render(built, "tiny", 16, 1, checks=[_check("9 of 20 samples waited")])
+    assert "Checked against a real decode step" in page and "LOADED MACHINE" in page and "1.250" in page
+    assert "Checked against" not in modelstep_html.render(built, "tiny", 16, 1)
