@@ -79,6 +79,51 @@ def missing_cases(runs: list, phases: list, single_device: bool) -> list:
     return step.distinct_cases([c for c in comps if (c.op, c.dtype, tuple(sorted(c.fixed.items()))) in missing])
 
 
+def choose_dtype(runs: list, cfg, batches, context, tp, prefill) -> str:
+    """Without --dtype: the step dtype in which the runs have the most of the step's cases
+    timed (ties: bf16, fp16, fp32, fp8), as --help promises; bf16 with no runs."""
+    from kernelmark.reports import modelstep
+    from kernelmark.suites import step
+    if not runs:
+        return "bf16"
+    best, score = "bf16", -1
+    for dt in step.DTYPES:
+        phases = plans(cfg, batches, context, dt, tp, prefill)
+        built = modelstep.build(runs, [(k, s, needs(cs)) for k, s, cs in phases], dt)
+        n = sum(f.rec is not None for _, ests in built for e in ests for f in e.found)
+        if n > score:
+            best, score = dt, n
+    return best
+
+
+def check_writable(option: str, path) -> None:
+    """An output path that cannot be written is a usage error before any work (not a
+    traceback, nor a result lost after minutes of measuring). Tried by opening it, since
+    permission bits say little to root; a file this makes is removed again."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory")
+    existed = os.path.exists(path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot write it: {e.strerror or e}") from None
+    if not existed and os.path.isfile(path):
+        os.unlink(path)
+
+
+def _write(option: str, path: str, text: str) -> None:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot write it: {e.strerror or e}") from None
+
+
 def cmd_model_step(args, load_runs, _emit) -> int:
     """``load_runs`` and ``_emit`` are cli.reports' (passed in: that module calls this one)."""
     from kernelmark.reports import modelstep
@@ -89,10 +134,17 @@ def cmd_model_step(args, load_runs, _emit) -> int:
         phases = plans(cfg, batches, args.context, dtype, args.tp, prefill)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    for option, path in (("--emit-suite", args.emit_suite), ("--out", args.out)):
+        check_writable(option, path)
+    runs = load_runs(args.run)[0] if args.run else []
+    if args.dtype is None and runs:
+        dtype = choose_dtype(runs, cfg, batches, args.context, args.tp, prefill)
+        phases = plans(cfg, batches, args.context, dtype, args.tp, prefill)
+        print(f"kernelmark: no --dtype given: using {dtype}, the dtype the runs have most of the step's cases in",
+              file=sys.stderr)
     if args.check_step:
         from kernelmark.cli import step_check
         step_check.validate(args, cfg, batches, dtype, args.device)
-    runs = load_runs(args.run)[0] if args.run else []
     measured = None
     if args.emit_suite or args.measure:
         cases = missing_cases(runs, phases, single_device=args.measure)
@@ -100,8 +152,7 @@ def cmd_model_step(args, load_runs, _emit) -> int:
                                f"{','.join(map(str, batches))}) and prefill chunk ({prefill} tokens), context "
                                f"{args.context}, {dtype}, tp {args.tp}", cases)
         if args.emit_suite:
-            with open(args.emit_suite, "w") as f:
-                f.write(text)
+            _write("--emit-suite", args.emit_suite, text)
             print(f"kernelmark: wrote {args.emit_suite} ({len(cases)} case(s))", file=sys.stderr)
         if args.measure and cases:
             from kernelmark.cli import main
@@ -110,7 +161,9 @@ def cmd_model_step(args, load_runs, _emit) -> int:
             suite, out = os.path.join(tmp, "suite.toml"), args.measure_out or os.path.join(tmp, "run.jsonl")
             with open(suite, "w") as f:
                 f.write(text)
-            argv = ["run", "--suite", suite, "--out", out, "--quiet", "--format", "csv"]
+            # the run's progress (a bar in a terminal) on stderr, as `run` shows it; its table is not
+            # the answer and is left out (it is a CSV wall of every backend): `report` prints it
+            argv = ["run", "--suite", suite, "--out", out, "--format", "csv"]
             if args.device:
                 argv += ["--device", args.device]
             if args.budget is not None:
@@ -118,19 +171,21 @@ def cmd_model_step(args, load_runs, _emit) -> int:
             if args.energy:
                 argv += ["--energy"]
             import contextlib
-            with contextlib.redirect_stdout(sys.stderr):     # the run's own table is not the answer
+            import io
+            with contextlib.redirect_stdout(io.StringIO()):
                 rc = main(argv)
             if rc not in (0, 1):
                 return rc
             runs.append(results.load(out))
             measured = out
-            print(f"kernelmark: measured {len(cases)} case(s) into {out}", file=sys.stderr)
+            print(f"kernelmark: measured {len(cases)} case(s) into {out} (every backend's row: "
+                  f"kernelmark report {out})", file=sys.stderr)
     if not runs:
         if args.emit_suite:
             return 0
         raise UsageError("give --run RUN, --measure or --emit-suite FILE")
     built = modelstep.build(runs, [(k, s, needs(cs)) for k, s, cs in phases], dtype, args.price_per_hour,
-                            args.price_per_kwh)
+                            args.price_per_kwh, gpus=args.tp)
     checks = None
     if args.check_step:
         from kernelmark.cli import step_check
@@ -138,7 +193,7 @@ def cmd_model_step(args, load_runs, _emit) -> int:
     if args.format == "html":
         from kernelmark.reports import modelstep_html
         text = modelstep_html.render(built, cfg.name, args.context, args.tp, args.price_per_hour,
-                                      args.price_per_kwh)
+                                      args.price_per_kwh, checks)
     else:
         text = modelstep.render(built, cfg.name, args.context, args.tp, args.price_per_hour, args.format,
                                 args.price_per_kwh, checks)

@@ -46,14 +46,16 @@ def register(sub) -> None:
     mod.add_argument("--budget", type=float, help="with --measure: seconds of sampling per (case, backend)")
     mod.add_argument("--energy", action="store_true",
                      help="with --measure: measure with `run --energy`, for J per token (docs/energy.md)")
-    mod.add_argument("--run", action="append", metavar="RUN",
-                     help="run file (repeat for several; runs of one device are merged, several devices compared)")
+    # `--run A B` (as the README writes it) and `--run A --run B` both give [A, B]
+    mod.add_argument("--run", action="extend", nargs="+", metavar="RUN",
+                     help="run file(s): --run A B or --run A --run B (runs of one device are merged, several "
+                          "devices compared)")
     mod.add_argument("--batch", default="1,8,32", help="decode batch sizes, comma-separated (default 1,8,32)")
     mod.add_argument("--context", type=int, default=4096, help="tokens of context per sequence (default 4096)")
     mod.add_argument("--prefill-tokens", type=int, default=4096,
                      help="tokens in one prefill chunk: the GEMMs' M (default 4096)")
-    mod.add_argument("--dtype", help="dtype of the cases to use (default: bf16, fp16, fp32, whichever the run "
-                                     "has most of the needed cases in)")
+    mod.add_argument("--dtype", help="dtype of the cases to use (default: with --run, whichever of bf16, fp16, "
+                                     "fp32, fp8 the runs have most of the step's cases in; else bf16)")
     mod.add_argument("--tp", type=int, default=1, help="tensor-parallel slice of the model (default 1)")
     mod.add_argument("--price-per-hour", type=float, metavar="USD", help="price of one GPU-hour, for $ per 1M tokens")
     mod.add_argument("--price-per-kwh", type=float, metavar="USD",
@@ -215,7 +217,11 @@ def cmd_model(args) -> int:
     if args.config and args.name:
         raise UsageError("give a model NAME or --config FILE, not both")
     if not (args.config or args.name):
-        raise UsageError("give a model NAME or --config FILE")
+        # `--run A B NAME`: the run list took the name too
+        last = (args.run or [""])[-1]
+        hint = (f" ({last!r} was read as a run file: put NAME before --run)"
+                if last and not Path(last).exists() else "")
+        raise UsageError("give a model NAME or --config FILE" + hint)
     if args.energy and not args.measure:
         raise UsageError("--energy goes with --measure (runs given with --run carry their own energy)")
     # every model but the legacy Llama-3 roll-up (projections and attention only) is derived

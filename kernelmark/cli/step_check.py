@@ -173,6 +173,16 @@ def in_step(dec, alone: list) -> dict:
             "kernels_alone_us": sum(v for v in alone_us.values()), "kernels": kernels}
 
 
+def stalled_share(est) -> dict:
+    """How much of a kernel sum comes from cases whose timing stalled (the cores were busy
+    while they were measured): such a sum is the load at that moment, and a step timed
+    minutes later can come out faster than it (step / kernel sum < 1)."""
+    used = [f for f in est.found if f.rec]
+    stalled = [f for f in used if (f.rec.get("timing") or {}).get("stall")]
+    return {"components": len(stalled), "of": len(used),
+            "us": sum(f.us * f.need.count / f.need.per for f in stalled)}
+
+
 def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measured_path) -> list:
     """Time decode steps at each batch; one dict each (the roll-up's figures beside them)."""
     from kernelmark.cli.run import apply_threads
@@ -212,7 +222,7 @@ def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measure
         t = timing.time_callable(lambda _: dec.step(), [None], target.torch_device, step_cfg)
         row = {"device": dev.label, "batch": b, "context": args.context, "dtype": dtype,
                "step": _summary(t), "measured_step_us": t.summary.median_us,
-               "kernel_sum_us": est.total_us if est.complete else None,
+               "kernel_sum_us": est.total_us if est.complete else None, "kernel_sum_stalled": stalled_share(est),
                "backends": {op: sorted(names) for op, names in dec.backends_used.items()},
                "substituted": dict(dec.substituted), "accounting": problems,
                "kernels_here": {"kernel_sum_us": here, "step_over_kernel_sum": t.summary.median_us / here,

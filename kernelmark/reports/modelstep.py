@@ -27,8 +27,17 @@ PER_LAYER = ("each per-layer kernel is measured once, at one layer's size, and c
              "holds the whole model; a case that cannot fit here is oom and its phase INCOMPLETE")
 
 
-def build(runs: list, plans: list, dtype: str, price_per_hour=None, price_per_kwh=None) -> list:
-    """[(device, [Estimate...])]; ``plans`` = [(kind, size, [Need...])], one per phase."""
+BREAKDOWN_NOTE = ("µs in total = median µs × count: µs a decode step; prefill: ÷ the chunk's tokens × 1000, "
+                  "µs per 1k prompt tokens")
+
+
+price_text = rollup.price_text
+
+
+def build(runs: list, plans: list, dtype: str, price_per_hour=None, price_per_kwh=None, gpus: int = 1) -> list:
+    """[(device, [Estimate...])]; ``plans`` = [(kind, size, [Need...])], one per phase. ``gpus``:
+    the tensor-parallel degree; each device's components are one slice of the step, and its
+    $ and J per token count all ``gpus`` devices."""
     out = []
     for dev in crossdevice.group_by_device(runs):
         recs = list(dev.records.values())
@@ -36,7 +45,7 @@ def build(runs: list, plans: list, dtype: str, price_per_hour=None, price_per_kw
         for kind, size, needs in plans:
             found = settle_covers([rollup.find(n, recs, dtype) for n in needs], recs, dtype)
             ests.append(rollup.Estimate(dev.label, dtype, kind, size, found, price_per_hour,
-                                        price_per_kwh=price_per_kwh))
+                                        price_per_kwh=price_per_kwh, gpus=gpus))
         out.append((dev, ests))
     return out
 
@@ -104,6 +113,13 @@ def rows(built: list) -> list:
     return out
 
 
+def missing_names(e: rollup.Estimate, most: int = 3) -> str:
+    """What an incomplete phase lacks, by component name (the full list is under the tables)."""
+    names = list(dict.fromkeys(f.need.name for f in e.missing))
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return "not measured: " + ", ".join(names[:most]) + more
+
+
 def summary_table(built: list, price_per_kwh=None, with_energy: bool = False) -> tuple:
     """(headers, rows of display strings) of the buyer's table: one row a device and phase.
     Shared by the text formats and the HTML page."""
@@ -113,15 +129,16 @@ def summary_table(built: list, price_per_kwh=None, with_energy: bool = False) ->
         dec = r["phase"] == "decode"
         summary.append([r["device"], r["dtype"], f"decode, batch {r['batch']}" if dec
                         else f"prefill, {r['prefill_tokens']}-token chunk",
-                        f"{r['ms_per_token']:.4g} ms" if "ms_per_token" in r else
-                        (f"{r['ms_per_1k_prompt_tokens']:.4g} ms / 1k" if "ms_per_1k_prompt_tokens" in r else "n/a"),
-                        f"{r['tokens_per_s_per_seq']:,.4g}" if "tokens_per_s_per_seq" in r else "",
-                        f"{r.get('tokens_per_s', r.get('prompt_tokens_per_s', 0)):,.4g}" if r["complete"] else "n/a",
+                        rollup._fmt_time(r["ms_per_token"] * 1e3) if "ms_per_token" in r else
+                        (rollup._fmt_time(r["ms_per_1k_prompt_tokens"] * 1e3) + " / 1k tokens"
+                         if "ms_per_1k_prompt_tokens" in r else "n/a"),
+                        rollup.fmt_rate(r["tokens_per_s_per_seq"]) if "tokens_per_s_per_seq" in r else "",
+                        rollup.fmt_rate(r.get("tokens_per_s", r.get("prompt_tokens_per_s", 0))) if r["complete"] else "n/a",
                         rollup._fmt_money(r.get("usd_per_1m_tokens")),
-                        "complete" if r["complete"] else f"INCOMPLETE: {r['missing']} case(s) not measured"]
+                        "complete" if r["complete"] else "INCOMPLETE, " + missing_names(e)]
                        + (token_energy.cells(token_energy.of(e), price_per_kwh) if with_energy else []))
     heads = ["device", "dtype", "phase", "time per token", "tokens/s per sequence", "tokens/s (aggregate)",
-             "$ per 1M tokens", "status"] + (list(token_energy.HEADERS) if with_energy else [])
+             "$ per 1M tokens (output; prompt for prefill)", "status"] + (list(token_energy.HEADERS) if with_energy else [])
     return heads, summary
 
 
@@ -151,14 +168,12 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
         w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
         w.writeheader()
         w.writerows(rs)
-        return buf.getvalue()
+        return buf.getvalue().rstrip("\n")     # _emit ends the text with one newline
     from tabulate import tabulate
     tf = "github" if fmt == "md" else "simple"
     with_energy = token_energy.any_shown(built)
     cell, text = (md_cell, md_text) if fmt == "md" else (plain, plain)
-    head = [f"{model}: {LABEL}.",
-            f"context {context} tokens a sequence; tensor parallel {tp}"
-            + (f"; ${price_per_hour:g} per GPU-hour" if price_per_hour else "; no price given (--price-per-hour)")]
+    head = [f"{model}: {LABEL}.", f"context {context} tokens a sequence; tensor parallel {tp}" + price_text(price_per_hour, tp)]
     head += [PER_LAYER + "."]
     head += [token_energy.intro(price_per_kwh)] if with_energy else []
     heads, summary = summary_table(built, price_per_kwh, with_energy)
@@ -168,17 +183,19 @@ def render(built: list, model: str, context: int, tp: int, price_per_hour=None, 
         for e in ests:
             fam = families(e)
             total = sum(fam.values()) or 1.0
+            # an incomplete phase: its families' measured µs, but no shares (of a partial sum)
+            phase = rollup._phase(e) + ("" if e.complete else " (INCOMPLETE: measured part only)")
             # where energy was measured: each family's J per token and its share of the energy
             fj = token_energy.by_family(e, token_energy.of(e)) if with_energy else {}
             j_total = sum(v for v, _ in fj.values()) or 1.0
-            fam_rows += [[rollup._phase(e), k, f"{v:,.1f}", f"{100 * v / total:.1f}%"]
+            fam_rows += [[phase, k, f"{v:,.1f}", f"{100 * v / total:.1f}%" if e.complete else ""]
                          + ([f"{energy_cols.fmt_joules(fj[k][0])} {fj[k][1]}", f"{100 * fj[k][0] / j_total:.1f}%"]
                             if k in fj else ["", ""] if with_energy else [])
                          for k, v in sorted(fam.items(), key=lambda kv: -kv[1])]
         fam_heads = ["phase", "family", "µs", "share"] + (["J per token", "energy share"] if with_energy else [])
         out += ["", f"{dev.label}: by kernel family (µs a step; per 1k prompt tokens for prefill)", "",
                 tabulate(fam_rows, headers=fam_heads, tablefmt=tf, disable_numparse=True),
-                "", f"{dev.label}: per component", "",
+                "", f"{dev.label}: per component ({BREAKDOWN_NOTE})", "",
                 tabulate([[cell(c) for c in r] for r in rollup.breakdown_rows(ests, with_energy)],
                          headers=rollup.breakdown_headers(with_energy), tablefmt=tf, disable_numparse=True)]
     lacking = token_energy.notes(built, rollup._phase)     # reasons from the run files: escaped

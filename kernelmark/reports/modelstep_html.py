@@ -62,17 +62,25 @@ def _table(head: list, body: list) -> str:
     return f'<table class="km"><thead><tr>{th}</tr></thead><tbody>{rows}</tbody></table>'
 
 
-def render(built: list, model: str, context: int, tp: int, price_per_hour=None, price_per_kwh=None) -> str:
+def render(built: list, model: str, context: int, tp: int, price_per_hour=None, price_per_kwh=None,
+           checks=None) -> str:
+    """``checks``: --check-step's measured steps (kernelmark.reports.stepcheck), shown as its text."""
     colours = family_colours(built)
     heads, summary = modelstep.summary_table(built, price_per_kwh, token_energy.any_shown(built))
-    price = f"${price_per_hour:g} per GPU-hour" if price_per_hour else "no price given (--price-per-hour)"
+    price = modelstep.price_text(price_per_hour, tp)
     body = [f"<h1>{esc(model)}</h1>",
-            f"<p>{esc(modelstep.LABEL)}. Context {context} tokens a sequence; tensor parallel {tp}; {esc(price)}.</p>",
+            f"<p>{esc(modelstep.LABEL)}. Context {context} tokens a sequence; tensor parallel {tp}{esc(price)}.</p>",
             _table(heads, summary)]
     for dev, ests in built:
         body += [f"<h2>{esc(dev.label)}: where a step's time goes</h2>", legend(colours), stacked_bars(ests, colours),
+                 f"<p>{esc(modelstep.BREAKDOWN_NOTE)}.</p>",
                  _table(["phase", "component", "case used", "backend", "median µs", "count", "µs in total"],
                         rollup.breakdown_rows(ests))]
+    if checks:
+        from tabulate import tabulate
+        from kernelmark.reports import stepcheck
+        body.append("<h2>Checked against a real decode step</h2><pre>"
+                    + esc("\n".join(stepcheck.table_lines(checks, tabulate, "simple")).strip()) + "</pre>")
     miss = rollup.missing_lines(built)
     if miss:
         body.append("<h2>Cases not in the run</h2><ul>" + "".join(f"<li>{esc(m)}</li>" for m in miss) + "</ul>")

@@ -10,7 +10,8 @@ tokens of KV cache), on one of ``tp`` GPUs:
                         + t_kv_append)                           tokens B, seq_tokens 1
               + t_lm_head                                        gemm, m = B, n = vocab
     time per output token ≥ step_us (each sequence gets one token a step)
-    tokens/s ≤ B / step_s;  $ per 1M output tokens ≥ price_per_hour / 3600 / (tokens/s) · 1e6
+    tokens/s ≤ B / step_s;  $ per 1M output tokens ≥ tp · price_per_hour / 3600 / (tokens/s) · 1e6
+    (the price is per device-hour, and the step runs on all tp devices at once)
 
 Prefill per 1k prompt tokens, a chunk of T = ``prefill_tokens`` tokens made of
 sequences of S = ``context`` tokens (each kernel's time per token it handles):
@@ -71,6 +72,7 @@ class Found:
     rec: dict | None            # the record used
     why: str = ""               # why none, when rec is None
     covered: bool = False       # done inside another component's kernel (its record "covers" it)
+    untimeable: bool = False    # in the run, every backend unsupported or skipped there: re-running will not time it
 
     @property
     def us(self):
@@ -87,6 +89,7 @@ class Estimate:
     price_per_hour: float | None = None
     extra_unmeasured: list = field(default_factory=list)
     price_per_kwh: float | None = None
+    gpus: int = 1               # tensor parallel: the step runs on this many devices at once, each paid for
 
     @property
     def missing(self) -> list:
@@ -112,8 +115,8 @@ class Estimate:
         else:
             tok_s = 1000 / (t * 1e-6)
             out = {"us_per_1k_prompt_tokens": t, "ms_per_1k_prompt_tokens": t / 1e3, "prompt_tokens_per_s": tok_s}
-        if self.price_per_hour:
-            out["usd_per_1m_tokens"] = self.price_per_hour / 3600 / tok_s * 1e6
+        if self.price_per_hour:     # a price per device-hour: every device of the TP group is paid for
+            out["usd_per_1m_tokens"] = self.price_per_hour * self.gpus / 3600 / tok_s * 1e6
         return out
 
 
@@ -192,7 +195,8 @@ def find(need: Need, records: list, dtype: str, credit=None) -> Found:
     if not ok:
         seen = sorted({f"{r['backend']} {crossdevice.short_status(r)}"
                        for r in cands})
-        return Found(need, None, "in the run, but no backend was timed: " + "; ".join(seen))
+        return Found(need, None, "in the run, but no backend was timed: " + "; ".join(seen),
+                     untimeable=all(r["status"] in ("unsupported", "skipped") for r in cands))
     preferred = [r for r in ok if all(r["shape"].get(k) == v for k, v in need.prefer.items())]
     best = min(preferred or ok, key=lambda r: r["timing"]["median_us"] - (credit(r) if credit else 0.0))
     if need.op == "prefill_attention":        # time per token of the sequences it attended
@@ -247,7 +251,7 @@ def estimate(dev: crossdevice.Device, model: str, kind: str, size: int, context:
     recs = list(dev.records.values())
     found = [find(n, recs, dtype) for n in needs]
     extra = [f.need.name for f in found if f.rec is None and not f.need.required]
-    return Estimate(dev.label, dtype, kind, size, found, price_per_hour, extra, price_per_kwh)
+    return Estimate(dev.label, dtype, kind, size, found, price_per_hour, extra, price_per_kwh, gpus=tp)
 
 
 def build(runs: list, model: str, batches: list, context: int, prefill_tokens: int, dtype: str | None = None,
@@ -269,9 +273,23 @@ def build(runs: list, model: str, batches: list, context: int, prefill_tokens: i
 # ---------------------------------------------------------------- rendering
 
 def _fmt_time(us: float) -> str:
+    if us >= 1e9:       # 1,262 s, not 1.26e+03 s
+        return f"{us / 1e6:,.0f} s"
     if us >= 1e6:
         return f"{us / 1e6:,.3g} s"
     return f"{us / 1e3:.3g} ms" if us >= 1e3 else f"{us:.3g} µs"
+
+
+def price_text(price_per_hour, tp: int) -> str:
+    """The header's price clause; with tensor parallelism, that every device is paid for."""
+    if not price_per_hour:
+        return "; no price given (--price-per-hour)"
+    return f"; ${price_per_hour:g} per GPU-hour" + (f", × {tp} GPUs in every $ figure" if tp > 1 else "")
+
+
+def fmt_rate(x: float) -> str:
+    """Tokens/s as people read them: 47,060 and 93.6, never 4.706e+04."""
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.4g}"
 
 
 def _fmt_money(x) -> str:
@@ -290,10 +308,10 @@ def summary_rows(built: list) -> list:
             f = e.figures()
             if e.kind == "decode":
                 t = f"{_fmt_time(f['step_us'])} a token" if f else ""
-                rate = f"{f['tokens_per_s']:,.4g} tokens/s" if f else ""
+                rate = f"{fmt_rate(f['tokens_per_s'])} tokens/s" if f else ""
             else:
                 t = f"{_fmt_time(f['us_per_1k_prompt_tokens'])} per 1k prompt tokens" if f else ""
-                rate = f"{f['prompt_tokens_per_s']:,.4g} prompt tokens/s" if f else ""
+                rate = f"{fmt_rate(f['prompt_tokens_per_s'])} prompt tokens/s" if f else ""
             if e.complete:
                 status = "complete" + (f"; not in the run: {', '.join(e.extra_unmeasured)}"
                                        if e.extra_unmeasured else "")
@@ -342,6 +360,13 @@ def missing_lines(built: list) -> list:
                 where = suites_with(f.need, f.need.dtype or e.dtype, dev.kind) if f.need.op else []
                 hint = (f"built-in suite(s) with it for {dev.kind}: {', '.join(where)}" if where
                         else f"no built-in suite has it for {dev.kind}")
+                if f.untimeable:        # --emit-suite / --measure would only record the same refusals
+                    hint += (f"; measuring it again on this {dev.kind} will not time it (every backend was "
+                             "unsupported or skipped): try another --dtype, a smaller shape (--prefill-tokens, "
+                             "--batch) or another device")
+                if f.need.family == "communication":
+                    hint += ("; a collective: measure it with torchrun on the GPUs that would serve "
+                             "(docs/multi-gpu.md) and add that run with --run")
                 what = "needed" if f.need.required else "optional, left out of the total"
                 out.append(f"{dev.label}, {_phase(e)}: {case_text(f.need, e.dtype)} ({what}): {f.why}; {hint}")
     return out
@@ -359,7 +384,7 @@ def render(runs: list, model: str, batches: list, context: int, prefill_tokens: 
     intro = [f"{model} roll-up from measured kernel times: a {LABEL}.",
              f"context {context} tokens a sequence; decode batches {', '.join(map(str, batches))}; prefill in "
              f"{prefill_tokens}-token chunks of {context}-token sequences; tensor parallel {tp}"
-             + (f"; ${price_per_hour:g} per GPU-hour" if price_per_hour else "; no price given (--price-per-hour)"),
+             + price_text(price_per_hour, tp),
              "Each case matched exactly; the fastest backend that passed its check is used (named below). "
              "Nothing is interpolated."] + ([token_energy.intro(price_per_kwh)] if with_energy else [])
     heads = ["device", "dtype", "phase", "time (lower bound)", "throughput (upper bound)",

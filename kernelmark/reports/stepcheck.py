@@ -56,6 +56,7 @@ def table_lines(checks: list, tabulate, tf: str) -> list:
         heads.remove("CUDA graph step µs")
     out = ["", f"Checked against a real decode step ({LABEL}):", "",
            tabulate(rows, headers=heads, tablefmt=tf, disable_numparse=True)]
+    out += load_lines(checks)
     for c in checks:
         if c["accounting"]:
             out += ["", f"ACCOUNTING MISMATCH at batch {c['batch']} (the step ran kernels the roll-up does not "
@@ -73,6 +74,33 @@ def table_lines(checks: list, tabulate, tf: str) -> list:
     return out
 
 
+def load_lines(checks: list) -> list:
+    """A buyer reads step / kernel sum as overhead; measured under load it is not
+    (docs/model-step.md): say so where the step's samples, or the cases the kernel sum
+    uses, stalled, and what a step faster than its kernel sum means."""
+    why = []
+    steps = [c for c in checks if c["step"].get("stall")]
+    if steps:
+        why.append(f"the step's samples stalled at batch {', '.join(str(c['batch']) for c in steps)}")
+    for c in checks:
+        ks = c.get("kernel_sum_stalled") or {}
+        if ks.get("components") and c.get("kernel_sum_us"):
+            why.append(f"at batch {c['batch']}, {ks['components']} of the {ks['of']} cases the kernel sum uses were "
+                       f"timed while stalled ({100 * ks['us'] / c['kernel_sum_us']:.0f}% of its µs)")
+    if not why:
+        return []
+    out = ["", "LOADED MACHINE: " + "; ".join(why) + " (the cores were busy with other work). A step / kernel "
+           "sum taken under load measures that load at two moments minutes apart, not the framework overhead: "
+           "run it again on a quiet machine; meanwhile the fastest step / fastest kernel sum is what load "
+           "disturbs least."]
+    faster = [c for c in checks if c.get("step_over_kernel_sum", 1.0) < 1.0]
+    if faster:
+        out.append(f"At batch {', '.join(str(c['batch']) for c in faster)} the step ran faster than its kernel sum "
+                   "(a negative overhead): the kernels were slowed when their cases were measured, not sped up "
+                   "inside the step.")
+    return out
+
+
 def gap_lines(c: dict) -> list:
     """Where the step's time went (CPU; ``in_step`` of the check), in words: between kernel
     calls, and which kernels ran slower inside the step than alone."""
@@ -83,7 +111,9 @@ def gap_lines(c: dict) -> list:
            f"timed inside them): step {_us(s['step_us'])} µs = kernel calls {_us(s['kernel_calls_us'])} µs + "
            f"between the calls {_us(s['between_calls_us'])} µs (Python, dispatch, views). The same kernels re-timed "
            f"alone: {_us(s['kernels_alone_us'])} µs, so they took {_us(s['kernel_calls_us'] - s['kernels_alone_us'])} "
-           "µs more inside the step (caches the step's other work left cold)."]
+           "µs more inside the step (why is not measured here: caches the step's other work left cold, or "
+           "other processes on the cores" + (", which the step's timing saw: it stalled" if c["step"].get("stall")
+                                             else "") + ")."]
     slowed = [k for k in s["kernels"] if k["alone_us"] is not None and k["in_step_us"] > k["alone_us"]][:MOST]
     if slowed:
         out.append("most slowed: " + "; ".join(

@@ -6,8 +6,9 @@ For one phase (a decode step at batch B, or a prefill chunk), each component i u
 time total has J_i per call (net of idle, or gross), ``count_i`` calls a step and covers
 ``per_i`` tokens (1 for decode):
 
-    decode:   J per output token = Σ J_i · count_i / per_i / B      (each sequence gets one token a step)
-    prefill:  J per prompt token = Σ J_i · count_i / per_i
+    decode:   J per output token = tp · Σ J_i · count_i / per_i / B      (each sequence gets one token a step)
+    prefill:  J per prompt token = tp · Σ J_i · count_i / per_i
+    (tp: the tensor-parallel degree; each of its devices runs the measured slice)
     tokens per kWh = 3.6e6 J / (J per token)
     energy $ per 1M tokens = price per kWh · (J per token) · 1e6 / 3.6e6
 
@@ -64,6 +65,12 @@ class PhaseEnergy:
         return not self.lacking
 
 
+def _tokens(est) -> float:
+    """Tokens one device's share of the phase's energy pays for: a decode step gives B tokens,
+    and with tensor parallelism every one of the ``gpus`` devices spends its own joules on them."""
+    return (est.batch if est.kind == "decode" else 1) / getattr(est, "gpus", 1)
+
+
 def of(est) -> PhaseEnergy:
     """The energy per token of a rollup.Estimate (duck-typed: kind, batch, found, missing)."""
     used = [f for f in est.found if f.rec]
@@ -73,7 +80,7 @@ def of(est) -> PhaseEnergy:
     out = PhaseEnergy(shown, lacking)
     if lacking:
         return out
-    tokens = est.batch if est.kind == "decode" else 1
+    tokens = _tokens(est)
     for kind in KINDS:
         total, err, no_net = 0.0, 0.0, []
         for f in used:
@@ -101,7 +108,7 @@ def by_family(est, pe: PhaseEnergy) -> dict:
     t = _main(pe) if pe.complete else None
     if t is None:
         return {}
-    tokens = est.batch if est.kind == "decode" else 1
+    tokens = _tokens(est)
     out: dict = {}
     for f in est.found:
         if f.rec:

@@ -170,10 +170,6 @@ def parse(data: dict, name: str, where: str = "config") -> ModelConfig:
         if topk is None:
             raise ConfigError(f"{where}: missing field 'num_experts_per_tok' (or 'experts_per_token')")
         common["moe"] = MoE(g("num_local_experts"), _get({"k": topk}, where, "k"), common["intermediate"])
-        types = data.get("layer_types") or []
-        common["sliding_layers"] = sum(t == "sliding_attention" for t in types)
-        if common["sliding_layers"]:
-            common["sliding_window"] = g("sliding_window")
     elif fam == "deepseek_v3":
         if data.get("scoring_func", "sigmoid") != "sigmoid":
             raise ConfigError(f"{where}: scoring_func {data['scoring_func']!r}: only sigmoid (DeepSeek-V3) is supported")
@@ -186,4 +182,31 @@ def parse(data: dict, name: str, where: str = "config") -> ModelConfig:
         common["mla"] = MLA(g("q_lora_rank"), g("kv_lora_rank"), g("qk_rope_head_dim"), g("qk_nope_head_dim"),
                             g("v_head_dim"))
         common["head_dim"] = common["mla"].qk_nope_head_dim + common["mla"].qk_rope_head_dim
+    common["sliding_layers"] = _sliding_layers(data, where, common["layers"])
+    if common["sliding_layers"]:
+        common["sliding_window"] = g("sliding_window")
     return ModelConfig(**common)
+
+
+def _sliding_layers(data: dict, where: str, layers: int) -> int:
+    """How many layers attend only within ``sliding_window``, as transformers decides:
+    ``layer_types`` where the config lists them (gpt-oss, newer configs); else Mistral and
+    Mixtral slide in every layer when ``sliding_window`` is set (Mistral-7B-v0.1: 4096;
+    v0.3 has null), and Qwen2/Qwen3 only with ``use_sliding_window``, from layer
+    ``max_window_layers`` on."""
+    types = data.get("layer_types")
+    if types:
+        if not isinstance(types, list) or len(types) != layers:
+            raise ConfigError(f"{where}: layer_types must list one type for each of the {layers} layers")
+        return sum(t == "sliding_attention" for t in types)
+    if not data.get("sliding_window"):
+        return 0
+    arch = ((data.get("architectures") or [None])[0] or "") + " " + str(data.get("model_type", ""))
+    if "Mistral" in arch or "Mixtral" in arch or "mistral" in arch or "mixtral" in arch:
+        return layers
+    if ("Qwen" in arch or "qwen" in arch) and data.get("use_sliding_window"):
+        first = data.get("max_window_layers", 0)
+        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+            raise ConfigError(f"{where}: max_window_layers must be a non-negative integer, got {first!r}")
+        return max(0, layers - first)
+    return 0

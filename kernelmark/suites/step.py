@@ -70,13 +70,17 @@ def check(cfg: ModelConfig, batch: int, context: int, dtype: str, tp: int) -> No
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype}: use one of {', '.join(DTYPES)}")
     heads = [(cfg.q_heads, "query")] + ([] if cfg.mla else [(cfg.kv_heads, "KV")])
+    inters = [cfg.intermediate] + ([cfg.moe.inter] if cfg.moe else [])
+    ok = [d for d in range(1, min(n for n, _ in heads) + 1)
+          if all(n % d == 0 for n, _ in heads) and all(i % d == 0 for i in inters)]
+    use = f"; use {', '.join(map(str, ok[:-1]))} or {ok[-1]}" if len(ok) > 1 else "; use 1"
     split = [f"{n} {what} heads" for n, what in heads if n % tp]
     if split:
         raise ValueError(f"--tp {tp}: {cfg.name}'s {' and '.join(split)} do not split evenly over {tp} GPUs "
-                         "(tensor parallelism gives each GPU whole heads)")
-    inters = [cfg.intermediate] + ([cfg.moe.inter] if cfg.moe else [])
+                         f"(tensor parallelism gives each GPU whole heads){use}")
     if any(i % tp for i in inters):
-        raise ValueError(f"--tp {tp}: {cfg.name}'s intermediate sizes {inters} do not split evenly over {tp} GPUs")
+        raise ValueError(f"--tp {tp}: {cfg.name}'s intermediate sizes {inters} do not split evenly over {tp} GPUs"
+                         + use)
 
 
 def _dt(op: str, want: str, fallback: str = "bf16") -> str:
@@ -133,7 +137,7 @@ def _attention(b: _Builder, decode: bool, context: int, seqs: int):
     b.add("kv_append", "kv_cache", "kv_append",
           {"tokens": t, "seq_tokens": 1 if decode else context, "kv_heads": kvh, "head_dim": hd,
            "page_size": PAGE_SIZE, "num_blocks": _blocks(seqs, context, PAGE_SIZE), "layout": "NHD", "padding": 0}, L)
-    # gpt-oss: half its layers attend only within a 128-token window
+    # gpt-oss: half its layers attend only within a 128-token window (Mistral-7B-v0.1: all, 4096)
     groups = [(L - c.sliding_layers, context)]
     if c.sliding_layers:
         groups.append((c.sliding_layers, min(context, c.sliding_window)))
@@ -143,10 +147,16 @@ def _attention(b: _Builder, decode: bool, context: int, seqs: int):
             b.add(name, "attention", "paged_decode_attention",
                   {"batch": t, "context": ctx, "q_heads": qh, "kv_heads": kvh, "head_dim": hd,
                    "page_size": PAGE_SIZE, "ragged": 0}, n)
-        else:
+        elif ctx == context:
             b.add(name, "attention", "prefill_attention",
-                  {"batch": seqs, "seq": ctx, "q_heads": qh, "kv_heads": kvh, "head_dim": hd, "causal": 1},
-                  n * (context // ctx))
+                  {"batch": seqs, "seq": ctx, "q_heads": qh, "kv_heads": kvh, "head_dim": hd, "causal": 1}, n)
+        else:
+            # a window of w: each query attends w keys (fewer only in the first w), the work of
+            # full (not causal) attention within w-token blocks; context / w of those a sequence
+            # (a causal block would attend w / 2 on average: half the work)
+            b.add(name, "attention", "prefill_attention",
+                  {"batch": seqs, "seq": ctx, "q_heads": qh, "kv_heads": kvh, "head_dim": hd, "causal": 0},
+                  n * context / ctx)
     b.linear("o", t, c.hidden, qh * hd, L)
 
 
