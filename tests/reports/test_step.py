@@ -326,3 +326,29 @@ def test_check_step_times_enough_steps_for_its_median():
     assert step_check.step_budget(2.0, 0.5) == pytest.approx(1.1 * step_check.STEP_SAMPLES * 0.5)
     assert step_check.step_budget(2.0, 0.001) == 2.0                           # never below the asked budget
     assert step_check.step_budget(2.0, 30.0) == step_check.STEP_BUDGET_CAP_S  # capped a batch
+
+
+def _check(**over):
+    c = {"batch": 1, "step": {"stall": None}, "kernel_sum_us": 1000.0, "step_over_kernel_sum": 1.1,
+         "kernel_sum_stalled": {"components": 2, "of": 13, "us": 0.0}}
+    c.update(over)
+    return c
+
+
+def test_a_stall_in_a_negligible_case_is_not_called_a_loaded_machine():
+    from kernelmark.reports import stepcheck
+    # on a quiet machine 2 of 13 tiny cases stalled, 0% of the sum: no LOADED MACHINE line
+    assert stepcheck.load_lines([_check()]) == []
+    loaded = stepcheck.load_lines([_check(kernel_sum_stalled={"components": 2, "of": 13, "us": 50.0})])
+    assert loaded and loaded[1].startswith("LOADED MACHINE: at batch 1, 2 of the 13 cases") and "(5% of its µs)" in \
+        loaded[1]
+
+
+def test_kernels_faster_inside_the_step_than_alone_read_less_not_a_negative_more():
+    from kernelmark.reports import stepcheck
+    gap = {"steps": 3, "step_us": 430.0, "kernel_calls_us": 420.0, "between_calls_us": 10.0,
+           "kernels_alone_us": 460.0, "kernels": []}
+    text = " ".join(stepcheck.gap_lines(_check(in_step=gap)))
+    assert "took 40.0 µs less inside the step" in text and "-40" not in text
+    text = " ".join(stepcheck.gap_lines(_check(in_step={**gap, "kernels_alone_us": 400.0})))
+    assert "took 20.0 µs more inside the step" in text
