@@ -179,7 +179,8 @@ def cell_text(rec: dict | None, is_fastest: bool, md: bool = False) -> tuple:
         return STATUS_WORD.get(rec["status"], rec["status"]), ""
     pre, suf = _marks(rec, is_fastest)
     num = table._num(rec["timing"]["median_us"], 2)
-    pct = table._num(rec.get("pct_of_peak"), 1)
+    # over 100% of the measured peak: the mark the note under the table explains
+    pct = table._num(rec.get("pct_of_peak"), 1) + (table.ABOVE_PEAK if table.above_peak(rec) else "")
     if md:
         num = f"**{num}**" if is_fastest else num
         return pre + num + suf.replace("*", ""), pct

@@ -39,6 +39,12 @@ def test_notes_say_the_threads_and_what_percent_of_peak_is_against():
     assert "memory-bound: the copy peak counts" in note and "compute-bound: the case ran faster" in note
     csv = table.render(HEADER, recs, "csv")
     assert "†" not in csv and "161.0" in csv          # the machine-readable formats keep the numbers
+    # the default (wide) view marks the cells too, or its note explains a mark no cell has
+    from kernelmark.reports import wide
+    rows = [{**r, "shape": {"m": 32 + i, "n": 48, "k": 64}} for i, r in enumerate(recs)]
+    for fmt in ("table", "md"):
+        out = wide.render(HEADER, rows, fmt)
+        assert "161†" in out and "136†" in out and "50.0†" not in out and "over 100% of the measured peak" in out
 
 
 def test_no_notes_where_nothing_needs_saying():
