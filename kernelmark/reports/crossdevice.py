@@ -76,14 +76,14 @@ def case_key(rec: dict) -> tuple:
     return (rec["op"], json.dumps(rec["shape"], sort_keys=True), rec["dtype"], rec["backend"])
 
 
-def _isa(dev: dict) -> Optional[tuple]:
+def cpu_isa(dev: dict) -> Optional[tuple]:
     isa = (dev.get("cpu") or {}).get("isa") if dev.get("kind") == "cpu" else None
     return tuple(isa) if isinstance(isa, list) else None
 
 
 def _identity(run: results.Run) -> tuple:
     d = run.device
-    return (d.get("kind"), d.get("name"), (d.get("host") or {}).get("hostname"), _isa(d))
+    return (d.get("kind"), d.get("name"), (d.get("host") or {}).get("hostname"), cpu_isa(d))
 
 
 # The matmul features that set a CPU apart, the fastest first (names as in /proc/cpuinfo).
@@ -103,15 +103,32 @@ def device_label(dev: dict) -> str:
     return f"{name} (CPU)" if dev.get("kind") == "cpu" else name
 
 
+SAME_SPEED = 2.0      # measured matmul peaks further apart than this are not one machine
+
+
+def same_speed(a: results.Run, b: results.Run) -> bool:
+    """Whether two runs measured their device's matmul peaks alike (within SAME_SPEED in every
+    dtype both measured; True when they share none)."""
+    pa, pb = ((r.header.get("peaks") or {}).get("tflops") or {} for r in (a, b))
+    for dt in set(pa) & set(pb):
+        x, y = pa[dt], pb[dt]
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x > 0 and y > 0 and \
+                max(x / y, y / x) > SAME_SPEED:
+            return False
+    return True
+
+
 def group_by_device(runs: list) -> list:
     """Devices in the order their first run was given; runs of one device merged."""
     groups: dict = {}
     for run in runs:
         groups.setdefault(_identity(run), []).append(run)
-    # A run file written before the ISA was recorded joins the one device of its host that has it.
+    # A run file written before the ISA was recorded joins the one device of its host that has
+    # it, if it measured the same matmul speed there: a host name can outlive its machine (a
+    # VM of one name on a CPU with AVX-512 BF16, then on one with AVX2 only, 300x apart in bf16).
     for ident in [i for i in groups if i[3] is None]:
         known = [i for i in groups if i[:3] == ident[:3] and i[3] is not None]
-        if len(known) == 1:
+        if len(known) == 1 and same_speed(groups[ident][0], groups[known[0]][0]):
             groups[known[0]] = groups.pop(ident) + groups[known[0]]
     labels = {}
     for ident, rs in groups.items():
@@ -294,7 +311,7 @@ def device_lines(ct: CrossTable) -> list:
         git = (h["device"].get("git") or {})
         commit = (git.get("commit") or "unknown")[:10] + ("+dirty" if git.get("dirty") else "")
         pk = h.get("peaks") or {}
-        tf = ", ".join(f"{k} {v:.1f}" for k, v in sorted((pk.get("tflops") or {}).items()))
+        tf = ", ".join(f"{k} {v:.3g}" for k, v in sorted((pk.get("tflops") or {}).items()))
         suites = ", ".join(sorted({str(r.header["suite"].get("name")) for r in d.runs}))
         out.append(f"{d.label}{' [baseline]' if d.label == ct.baseline else ''}: {d.kind}, "
                    f"{len(d.runs)} run(s) of {suites}, {h.get('started', '')}, kernelmark @ {commit}; "

@@ -97,6 +97,8 @@ def headline(run: results.Run) -> dict:
 
     return {
         "device": d.get("name"), "kind": d.get("kind"), "cpu_fallback": is_cpu_fallback(run),
+        # two CPUs of one name can multiply bf16 300x apart: the fastest matmul ISA tells them apart
+        "cpu_isa": crossdevice.isa_tag(crossdevice.cpu_isa(d)) if is_cpu_fallback(run) else None,
         "started": h.get("started"), "suite": h["suite"].get("name"),
         "commit": git.get("commit"), "dirty": bool(git.get("dirty")), "kernelmark": h.get("kernelmark"),
         "torch": (d.get("versions") or {}).get("torch"), "driver": d.get("driver"),
@@ -124,7 +126,7 @@ def index_md(root: Path, runs: list) -> str:
         h = headline(run)
         rel = Path(run.path).relative_to(root).with_suffix(".md").as_posix()
         commit = (h["commit"] or "unknown")[:10] + ("+dirty" if h["dirty"] else "")
-        label = f"{h['device']} ({'CPU fallback, no GPU' if h['cpu_fallback'] else h['kind']})"
+        label = f"{h['device']} ({'CPU fallback, no GPU, ' + h['cpu_isa'] if h['cpu_fallback'] else h['kind']})"
         tf = ", ".join(f"{k} {v:.3g}" for k, v in sorted(h["measured_tflops"].items()))
         cells = [str(h["started"])[:10], h["suite"], commit,
                  f"{h['timed']}/{h['records']}" + (f", {h['failed']} failed" if h["failed"] else ""),

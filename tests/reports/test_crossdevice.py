@@ -82,9 +82,16 @@ def test_cpus_of_one_name_with_different_matmul_isa_stay_apart(smoke_run, runlin
     avx2, bf16 = as_cpu("a.jsonl", ["avx2", "fma"]), as_cpu("b.jsonl", ["avx2", "fma", "avx512f", "avx512_bf16"])
     labels = [d.label for d in crossdevice.group_by_device([avx2, bf16])]
     assert labels == ["AMD EPYC (CPU) [avx2]", "AMD EPYC (CPU) [avx512_bf16]"]
-    # A run file from before the ISA was recorded joins its host's one known CPU.
+    # A run file from before the ISA was recorded joins its host's one known CPU...
     devs = crossdevice.group_by_device([as_cpu("old.jsonl", None), avx2])
     assert len(devs) == 1 and len(devs[0].runs) == 2
+    # ... unless it measured another matmul speed there: the host name outlived its machine
+    objs = read(str(tmp_path / "old.jsonl"))
+    objs[0]["peaks"] = {**(objs[0].get("peaks") or {}), "tflops": {**avx2.header["peaks"]["tflops"]}}
+    objs[0]["peaks"]["tflops"]["fp32"] = 3 * avx2.header["peaks"]["tflops"]["fp32"]
+    other = results.load(write(tmp_path / "other.jsonl", objs))
+    labels = [d.label for d in crossdevice.group_by_device([other, avx2])]
+    assert labels == ["AMD EPYC (CPU) [ISA unknown]", "AMD EPYC (CPU) [avx2]"]
 
 
 def test_report_cli_csv_is_long_form_with_speedups(two_devices, capsys):
