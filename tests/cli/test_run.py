@@ -51,7 +51,9 @@ def test_a_second_run_to_the_same_out_is_refused_while_the_first_writes(tmp_path
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
     first = subprocess.Popen([sys.executable, "-m", "kernelmark", "run", "--suite", str(suite), "--quiet",
                               "--no-history", "--isolation", "none", "--budget", "0.01", "--out", str(out)],
-                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             # SIGINT as a terminal gives it, even where the tests run with it ignored
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         _lines_written(out, first, 2)        # header and the first record: now in the hang
         assert cli.main([*QUICK, "--out", str(out)]) == 2

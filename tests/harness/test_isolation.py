@@ -150,13 +150,20 @@ def test_health_flags_mark_throttling():
     assert f["throttled"] and f["throttle_reasons"] == ["sw_thermal_slowdown"] and f["below_app_clocks"]
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_cleanly_keeping_what_it_has(tmp_path):
     suite = _suite(tmp_path, '[[case]]\nop = "chaos"\nbackends = ["good"]\n'
                              '[case.grid]\nn = [64, 128, 256, 512, 1024, 2048]\nslow_ms = 500\n')
     out = tmp_path / "r.jsonl"
     cmd = [sys.executable, "-m", "kernelmark", "run", "--quiet", "--suite", suite, "--out", str(out),
            "--budget", "0.02"]
-    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal gives it: a shell running the tests in the background (nohup, &)
+    # starts them with SIGINT ignored, and Python keeps an ignored SIGINT ignored
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + 120
     while time.time() < deadline:
         if out.exists() and out.read_text().count('"type": "record"') >= 2:
