@@ -4,6 +4,7 @@ RunFileError); a run file that loads also renders in every format (JSON strict) 
 exports. Never another exception."""
 import json
 import os
+import sys
 import tempfile
 import warnings
 
@@ -14,6 +15,9 @@ from hypothesis import strategies as st
 from kernelmark import results
 from kernelmark.reports import export, table, wide
 from kernelmark.suites import loader
+
+sys.path.insert(0, os.path.dirname(__file__))
+from runfile_outcome import outcome  # noqa: E402
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 _DIR = tempfile.mkdtemp(prefix="kernelmark-fuzz-")
@@ -164,17 +168,11 @@ def test_garbage_run_files(data):
 
 
 def _outcome(path: str, fast) -> str:
-    """What reading the run file gives with the parser ``fast`` (None: Python's json): the
-    lines read, as repr (1, 1.0 and True differ), or the refusal's message."""
+    """runfile_outcome.outcome with the parser ``fast`` (None: Python's json)."""
     real = results.FAST_LOADS
     results.FAST_LOADS = fast
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            run = results.load(path)
-        return repr((run.header, run.records, run.footer, run.warnings))
-    except results.RunFileError as e:
-        return "refused: " + str(e)
+        return outcome(path)
     finally:
         results.FAST_LOADS = real
 

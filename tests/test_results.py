@@ -1,10 +1,13 @@
 import json
-import warnings
+import sys
 from pathlib import Path
 
 import pytest
 
 from kernelmark import results
+
+sys.path.insert(0, str(Path(__file__).parent))
+from runfile_outcome import outcome  # noqa: E402
 
 
 def _header():
@@ -310,18 +313,6 @@ EDGE_LINES = [
 ]
 
 
-def _outcome(path):
-    """What reading the file gives: its header, records, footer and warnings as repr (so 1,
-    1.0 and True differ), or the refusal's message."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            run = results.load(path)
-        return repr((run.header, run.records, run.footer, run.warnings))
-    except results.RunFileError as e:
-        return "refused: " + str(e)
-
-
 def test_orjson_and_pythons_json_give_the_same_records_and_refusals(tmp_path, monkeypatch):
     pytest.importorskip("orjson")
     paths = [str(p) for p in sorted((Path(__file__).parents[1] / "published").glob("*/*.jsonl"))]
@@ -332,9 +323,9 @@ def test_orjson_and_pythons_json_give_the_same_records_and_refusals(tmp_path, mo
         paths.append(str(p))
     paths.append(_write_lines(tmp_path / "torn.jsonl", [_record()], raw_record='{"type": "record", "op": "ge'))
     (tmp_path / "torn.jsonl").write_text((tmp_path / "torn.jsonl").read_text().rstrip("\n"))
-    fast = [_outcome(p) for p in paths]
+    fast = [outcome(p) for p in paths]
     monkeypatch.setattr(results, "FAST_LOADS", None)
-    assert fast == [_outcome(p) for p in paths]
+    assert fast == [outcome(p) for p in paths]
     refused = [x for x in fast if x.startswith("refused")]
     assert 8 <= len(refused) < len(fast) - 6          # both kinds of outcome are compared
     assert any("beyond 64 bits" in x for x in refused) and any(":3: not JSON" in x for x in refused)

@@ -50,6 +50,39 @@ def blocks_needed(context_len: int, page_size: int) -> int:
     return (context_len + page_size - 1) // page_size
 
 
+def check_q_and_cache(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, q_rows: str,
+                      dtypes, head_dims) -> tuple[int, int, int, int]:
+    """The launch-time checks of a paged attention launcher's q [``q_rows``, q_heads, d] against
+    its NHD caches: ranks, dtypes (``dtypes``: those it takes), devices, unit head_dim stride,
+    head_dim (one of ``head_dims``) and whole GQA groups. (num_blocks, page_size, kv_heads, d)."""
+    if q.dim() != 3:
+        raise ValueError(f"q must be 3-D [{q_rows}, q_heads, head_dim], got shape {tuple(q.shape)}")
+    if q.dtype not in dtypes:
+        raise ValueError(f"q is {q.dtype}; supported: fp16, bf16, fp32")
+    if k_cache.shape != v_cache.shape:
+        raise ValueError(f"k_cache and v_cache must have one shape, got {tuple(k_cache.shape)} "
+                         f"and {tuple(v_cache.shape)}")
+    num_blocks, page_size, kv_heads, head_dim = cache_dims(k_cache, "NHD")
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
+        if t.dtype != q.dtype:
+            raise ValueError(f"{name} is {t.dtype} but q is {q.dtype}; they must match")
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
+    for name, t in (("k_cache", k_cache), ("v_cache", v_cache), ("q", q)):
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must be contiguous in head_dim, got strides {t.stride()}")
+    q_heads = q.shape[1]
+    if q.shape[2] != head_dim:
+        raise ValueError(f"q has head_dim {q.shape[2]} but the cache has {head_dim}")
+    if head_dim not in head_dims:
+        raise ValueError(f"head_dim {head_dim} (q shape {tuple(q.shape)}) is not supported; "
+                         f"supported: {', '.join(map(str, head_dims))}")
+    if q_heads % kv_heads:
+        raise ValueError(f"q_heads = {q_heads} is not a multiple of kv_heads = {kv_heads} (GQA needs "
+                         f"whole groups of q heads per kv head)")
+    return num_blocks, page_size, kv_heads, head_dim
+
+
 def check_table_args(q: torch.Tensor, block_table: torch.Tensor, context_lens: torch.Tensor,
                      batch: int, page_size: int) -> None:
     """The launch-time checks of a paged attention launcher's table arguments (shapes,

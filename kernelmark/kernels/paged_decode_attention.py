@@ -166,32 +166,9 @@ def choose_num_splits(batch: int, kv_heads: int, max_context_len: int, device: t
 
 
 def _check(q, k_cache, v_cache, block_table, context_lens):
-    if q.dim() != 3:
-        raise ValueError(f"q must be 3-D [batch, q_heads, head_dim], got shape {tuple(q.shape)}")
-    if q.dtype not in _DTYPES:
-        raise ValueError(f"q is {q.dtype}; supported: fp16, bf16, fp32")
-    if k_cache.shape != v_cache.shape:
-        raise ValueError(f"k_cache and v_cache must have one shape, got {tuple(k_cache.shape)} "
-                         f"and {tuple(v_cache.shape)}")
-    num_blocks, page_size, kv_heads, head_dim = paged.cache_dims(k_cache, "NHD")
-    for name, t in (("k_cache", k_cache), ("v_cache", v_cache)):
-        if t.dtype != q.dtype:
-            raise ValueError(f"{name} is {t.dtype} but q is {q.dtype}; they must match")
-        if t.device != q.device:
-            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
-        if t.stride(-1) != 1:
-            raise ValueError(f"{name} must be contiguous in head_dim, got strides {t.stride()}")
-    if q.stride(-1) != 1:
-        raise ValueError(f"q must be contiguous in head_dim, got strides {q.stride()}")
-    batch, q_heads, q_dim = q.shape
-    if q_dim != head_dim:
-        raise ValueError(f"q has head_dim {q_dim} but the cache has {head_dim}")
-    if head_dim not in HEAD_DIMS:
-        raise ValueError(f"head_dim {head_dim} (q shape {tuple(q.shape)}) is not supported; "
-                         f"supported: {', '.join(map(str, HEAD_DIMS))}")
-    if q_heads % kv_heads:
-        raise ValueError(f"q_heads = {q_heads} is not a multiple of kv_heads = {kv_heads} (GQA needs "
-                         f"whole groups of q heads per kv head)")
+    num_blocks, page_size, kv_heads, head_dim = paged.check_q_and_cache(q, k_cache, v_cache, "batch", _DTYPES,
+                                                                        HEAD_DIMS)
+    batch, q_heads, _ = q.shape
     paged.check_table_args(q, block_table, context_lens, batch, page_size)
     if batch == 0 or batch > 2 ** 31 - 1 or kv_heads > _MAX_GRID_YZ or q_heads > _MAX_GRID_YZ:
         raise ValueError(f"batch {batch}, q_heads {q_heads}, kv_heads {kv_heads} outside the grid limits")

@@ -176,30 +176,7 @@ def _paged_prefill_kernel(
 
 def _check(q, k_cache, v_cache, block_table, cu_seqlens_q, context_lens):
     """Launch-time checks of shapes, dtypes, devices and strides; (page_size, kv_heads, head_dim)."""
-    if q.dim() != 3:
-        raise ValueError(f"q must be 3-D [total_q, q_heads, head_dim], got shape {tuple(q.shape)}")
-    if q.dtype not in _DTYPES:
-        raise ValueError(f"q is {q.dtype}; supported: fp16, bf16, fp32")
-    if k_cache.shape != v_cache.shape:
-        raise ValueError(f"k_cache and v_cache must have one shape, got {tuple(k_cache.shape)} "
-                         f"and {tuple(v_cache.shape)}")
-    _, page_size, kv_heads, head_dim = paged.cache_dims(k_cache, "NHD")
-    for name, t in (("q", q), ("k_cache", k_cache), ("v_cache", v_cache)):
-        if t.dtype != q.dtype:
-            raise ValueError(f"{name} is {t.dtype} but q is {q.dtype}; they must match")
-        if t.device != q.device:
-            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
-        if t.stride(-1) != 1:
-            raise ValueError(f"{name} must be contiguous in head_dim, got strides {t.stride()}")
-    q_heads = q.shape[1]
-    if q.shape[2] != head_dim:
-        raise ValueError(f"q has head_dim {q.shape[2]} but the cache has {head_dim}")
-    if head_dim not in HEAD_DIMS:
-        raise ValueError(f"head_dim {head_dim} (q shape {tuple(q.shape)}) is not supported; "
-                         f"supported: {', '.join(map(str, HEAD_DIMS))}")
-    if q_heads % kv_heads:
-        raise ValueError(f"q_heads = {q_heads} is not a multiple of kv_heads = {kv_heads} (GQA needs "
-                         f"whole groups of q heads per kv head)")
+    _, page_size, kv_heads, head_dim = paged.check_q_and_cache(q, k_cache, v_cache, "total_q", _DTYPES, HEAD_DIMS)
     if cu_seqlens_q.device != q.device:
         raise ValueError(f"cu_seqlens_q is on {cu_seqlens_q.device} but q is on {q.device}")
     if cu_seqlens_q.dim() != 1 or cu_seqlens_q.shape[0] < 2 or cu_seqlens_q.dtype != torch.int32:

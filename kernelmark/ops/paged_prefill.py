@@ -40,8 +40,10 @@ import torch.nn.functional as F
 
 from kernelmark import dtypes
 from kernelmark.kernels import paged
+# TRITON_HEAD_DIMS is re-exported: a test holds it to the kernel's HEAD_DIMS
 from kernelmark.ops.attention import (
-    TRITON_HEAD_DIMS, _attend_fp, _check_flag, _check_heads, _common, _ct, _host_generator, _randn, spread_lengths)
+    TRITON_HEAD_DIMS, _attend_fp, _check_flag, _check_heads, _common, _ct, _host_generator, _randn, _triton_supports,
+    spread_lengths)
 from kernelmark.ops.attention_libs import _flashinfer_run, _gpu_half_only, _import_error, _plan_flashinfer
 from kernelmark.ops.base import Backend, Op, positive_ints, shape_str
 
@@ -148,12 +150,6 @@ def _torch_gather_sdpa(x):
         outs.append(o.view(hk, g, m, d).permute(2, 0, 1, 3).reshape(m, hq, d))
         at += m
     return torch.cat(outs)
-
-
-def _triton_supports(shape, dtype, device_kind, capability):
-    if shape["head_dim"] not in TRITON_HEAD_DIMS:
-        return f"the Triton kernel supports head_dim {', '.join(map(str, TRITON_HEAD_DIMS))}"
-    return None
 
 
 def _triton(x):

@@ -229,6 +229,16 @@ class ReferenceDecoder:
             return default
         return b
 
+    def _aligns_inside(self, experts: dict, dtype: str) -> bool:
+        """Whether the fused_moe backend this step runs for ``experts`` aligns the tokens itself
+        (``covers`` moe_align); decided once a shape, as ``_run`` picks its backends, so the
+        timed step does not look it up every layer."""
+        key = ("covers moe_align", tuple(sorted(experts.items())), dtype)
+        if key not in self._fns:
+            b = self._backend("fused_moe", self.backend_for("fused_moe", dtype, experts))
+            self._fns[key] = "moe_align" in b.covers
+        return self._fns[key]
+
     def linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """x @ W^T, W [n, k]: the gemm op's nt layout (b is the [k, n] view of W)."""
         shape = {"m": x.shape[0], "n": weight.shape[0], "k": weight.shape[1], "layout": "nt"}
@@ -300,7 +310,7 @@ class ReferenceDecoder:
         experts = {"tokens": t, "experts": e.experts, "topk": e.topk, "hidden": h, "inter": e.inter, "shared": e.shared}
         # its result feeds a grouped-GEMM kernel (the eager experts loop sorts for itself); a
         # fused_moe backend that aligns inside (``covers``) is not given a second align
-        if "moe_align" not in self._backend("fused_moe", self.backend_for("fused_moe", edt, experts)).covers:
+        if not self._aligns_inside(experts, edt):
             self._run("moe_align", {"tokens": t, "experts": n, "topk": k, "block": 16},
                       step._dt("moe_align", self.dtype), {"topk_ids": ids, "experts": n, "block": 16})
         y = self._run("fused_moe", experts, edt,
