@@ -281,6 +281,11 @@ class Runner:
             if verdicts[name] is None:
                 runnable.append(b)
         ref = None
+        too_big = self._cannot_fit(op, case) if runnable else None
+        if too_big:
+            for b in runnable:
+                verdicts[b.name] = ("oom", too_big)
+            runnable = []
         if runnable:
             stage = "making the inputs"
             try:
@@ -316,6 +321,19 @@ class Runner:
         del ref
         self._blobs = {}
         self._cleanup()
+
+    def _cannot_fit(self, op, case: Case) -> Optional[str]:
+        """Why a case's inputs cannot be allocated on this CPU, before trying: Linux grants an
+        allocation past the free memory and its OOM killer ends the process (the worker, or
+        the run) when the pages are touched. On a GPU an allocation fails cleanly by itself."""
+        if self.target.is_gpu:
+            return None
+        need = (op.alloc_bytes or op.nbytes)(case.shape, case.dtype)
+        free = dev.free_bytes(self.target)
+        if free is None or need <= free:
+            return None
+        return (f"out of memory: its inputs need at least {_size_text(need)} and this machine has "
+                f"{_size_text(free)} available; not allocated (past it the kernel's OOM killer would end the run)")
 
     def _inputs(self, op, case: Case, device, seed: int):
         """The op's inputs, with the case's given tensors (meta["given"]: a FlashInfer-Trace

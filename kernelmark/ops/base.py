@@ -145,6 +145,11 @@ class Op:
     # What the byte count rests on beyond the shape, for the record's "inputs":
     # inputs_summary(shape, dtype) -> dict (fused_moe: how many experts its routing hits).
     inputs_summary: Optional[Callable[[Shape, str], dict]] = None
+    # Bytes one set of make_inputs' inputs holds, where that is more than nbytes (what a call
+    # touches): fused_moe holds every expert's weights and a call reads the hit ones. The
+    # runner refuses a case whose inputs cannot fit before allocating them (on a CPU the
+    # kernel's OOM killer, not an error, ends an allocation past the free memory).
+    alloc_bytes: Optional[Callable[[Shape, str], int]] = None
     # Inputs a caller may give instead of the random ones (a FlashInfer-Trace workload's
     # safetensors blobs): names in the dict make_inputs returns. ``take_given(inputs,
     # {name: tensor})`` puts them in where a plain swap of same-shape tensors is not enough

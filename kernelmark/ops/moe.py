@@ -232,6 +232,15 @@ def nbytes(shape, dtype):
     return experts_hit(shape) * per_expert + 2 * t * h * act + 8 * t * k
 
 
+def alloc_bytes(shape, dtype):
+    """Every expert's weights (and fp8 scales), as make_inputs holds them; nbytes counts the hit ones."""
+    e, h, i = shape["experts"] + shape["shared"], shape["hidden"], shape["inter"]
+    per_expert = 3 * h * i * dtypes.itemsize(dtype)
+    if dtype == "fp8_e4m3":
+        per_expert += 4 * 3 * (h // FP8_GROUP) * (i // FP8_GROUP)
+    return e * per_expert + 4 * i * h + nbytes(shape, dtype)     # + one expert's fp32 draw
+
+
 def flops(shape):
     return 6 * shape["tokens"] * (shape["topk"] + shape["shared"]) * shape["hidden"] * shape["inter"]
 
@@ -257,6 +266,7 @@ OPS = [
         nbytes=nbytes,
         validate=validate,
         inputs_summary=inputs_summary,
+        alloc_bytes=alloc_bytes,
         backends=(
             Backend("torch", _torch_run, supports=_torch_supports,
                     description="eager torch: a loop over the hit experts (gather, GEMM, silu·mul, GEMM, index_add)"),

@@ -210,16 +210,42 @@ def test_what_the_sampler_saw_during_timing_is_in_the_record(monkeypatch):
     assert "THROTTLED" in table.status_text(by["good"])
 
 
-def test_a_cpu_allocation_failure_making_the_inputs_is_oom_with_the_size(monkeypatch):
-    # m = 10^12: torch's CPU allocator refuses the 256 TB input at once (no memory is touched).
+def _plain_runner():
     target = device.resolve("cpu")
     cfg = runner.RunConfig(timing=timing.TimingConfig(budget_s=0.05, min_samples=5), seed=1)
-    r = runner.Runner(target, {"l2_bytes": 1 << 20, "datasheet": None}, {"copy_gbps": 10.0, "tflops": {}}, cfg,
-                      lambda rec: None)
+    return runner.Runner(target, {"l2_bytes": 1 << 20, "datasheet": None}, {"copy_gbps": 10.0, "tflops": {}}, cfg,
+                         lambda rec: None)
+
+
+def test_a_cpu_allocation_failure_making_the_inputs_is_oom_with_the_size(monkeypatch):
+    # m = 10^12: torch's CPU allocator refuses the 256 TB input at once (no memory is touched);
+    # the free memory read as unbounded, so the allocation itself is what fails
+    monkeypatch.setattr(device, "free_bytes", lambda target: 1 << 62)
     case = Case("gemm", {"m": 10 ** 12, "n": 64, "k": 64, "layout": "nn"}, "fp32", ("torch",), (), "", None, 1, 3)
-    rec, = r.run_case(case)
+    rec, = _plain_runner().run_case(case)
     assert rec["status"] == "oom", rec["reason"]
     assert rec["reason"].startswith("out of memory while making the inputs: asked for 232.83 TiB; RuntimeError:")
+
+
+def test_inputs_past_the_free_memory_are_oom_before_anything_is_allocated(monkeypatch):
+    # Linux grants such an allocation and its OOM killer ends the worker when the pages are
+    # touched: refused first. fused_moe counts every expert's weights, not the hit ones a call reads.
+    from kernelmark.ops.registry import get_op
+    moe = get_op("fused_moe")
+    shape = moe.full_shape({"tokens": 1, "experts": 256, "topk": 8, "hidden": 7168, "inter": 2048, "shared": 1})
+    assert moe.alloc_bytes(shape, "bf16") > 257 * 3 * 7168 * 2048 * 2 > 20 * moe.nbytes(shape, "bf16")
+    monkeypatch.setattr(device, "free_bytes", lambda target: 16 << 30)
+    made = []
+    monkeypatch.setattr(runner.Runner, "_inputs", lambda self, *a: made.append(a))
+    case = Case("fused_moe", shape, "bf16", ("torch",), (), "", None, 1, 3)
+    recs = list(_plain_runner().run_case(case))
+    assert [r["status"] for r in recs] == ["oom"] and not made
+    assert recs[0]["reason"] == ("out of memory: its inputs need at least 21.88 GiB and this machine has 16.00 GiB "
+                                 "available; not allocated (past it the kernel's OOM killer would end the run)")
+    # what fits is made and measured as before
+    monkeypatch.setattr(device, "free_bytes", lambda target: 64 << 30)
+    list(_plain_runner().run_case(case))
+    assert made
 
 
 def test_only_a_failing_reference_is_called_the_reference_failing(toy_runner, monkeypatch):
