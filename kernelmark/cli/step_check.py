@@ -26,6 +26,7 @@ STEP_BUDGET_CAP_S = 60.0    # ... unless that would take longer than this a batc
 IN_STEP_STEPS = 3           # steps run with each kernel call timed inside them (CPU)
 KERNEL_BUDGET_S = 0.5       # each kernel re-timed in the step's process
 MEMORY_SHARE = 0.8          # at most this share of the free memory for the weights and caches
+WITHIN = 0.10               # the goal: the kernel sum within 10% of the measured step
 
 
 def validate(args, cfg, batches: list, dtype: str, device_spec) -> None:
@@ -152,6 +153,28 @@ def _kernels_here(dec, calls: list, device, budget_s: float):
     return total, each
 
 
+def _paired(dec, calls: list, budget_s: float) -> dict:
+    """CPU: the step and its kernels in alternating rounds (kernelmark.harness.paired), so the
+    kernel sum and the step see the same machine; ``kernels`` as _kernels_here lists them."""
+    from kernelmark.harness import paired
+    from kernelmark.suites import reference_decoder as rd
+    import torch
+    counts: dict = {}
+    for c in calls:
+        k = rd._key(c.op, c.dtype, c.shape)
+        counts[k] = counts.get(k, 0) + 1
+    todo = dec.calls_to_time()
+    kernels = [paired.Kernel(rd._text(rd._key(op, dt, shape)), fn, inputs, counts[rd._key(op, dt, shape)])
+               for op, dt, shape, fn, inputs in todo]
+    with torch.inference_mode():        # the step's tensors are inference tensors
+        got = paired.rounds(dec.step, kernels, budget_s, want=STEP_SAMPLES)
+    got["kernels"] = [{"op": op, "dtype": dt, "shape": shape, "median_us": k["median_us"], "count": k["count"],
+                       "stall": None} for (op, dt, shape, _, _), k in zip(todo, got["kernels"])]
+    lo, hi = got["ci"]
+    got["within"] = {"share": WITHIN, "holds": 1 - WITHIN <= lo and hi <= 1 + WITHIN}
+    return got
+
+
 def step_budget(budget_s: float, step_s: float) -> float:
     """Seconds to time the step: enough for STEP_SAMPLES of them (the sampler takes 5, then
     10 more; 10% spare for the warm-up), never below the asked budget, capped a batch."""
@@ -217,16 +240,22 @@ def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measure
         # a component done inside another's kernel (its record covers it) is not a call of its own
         covered = {rd._key(f.need.op, f.need.dtype, {**f.need.fixed, **f.need.prefer}) for f in est.found if f.covered}
         problems = rd.accounting(calls, [c for c in comps[b] if rd._key(c.op, c.dtype, c.shape) not in covered])
-        here, each = _kernels_here(dec, calls, target.torch_device, min(tcfg.budget_s, KERNEL_BUDGET_S))
-        dec.kept = None
+        if target.is_gpu:
+            here, each = _kernels_here(dec, calls, target.torch_device, min(tcfg.budget_s, KERNEL_BUDGET_S))
+            dec.kept = None
         t = timing.time_callable(lambda _: dec.step(), [None], target.torch_device, step_cfg)
+        if not target.is_gpu:     # the rounds take about as long as the step's samples did
+            pair = _paired(dec, calls, step_budget(tcfg.budget_s, 1.5 * t.summary.median_us / 1e6))
+            dec.kept = None
+            here, each = pair["kernel_sum_us"], pair["kernels"]
         row = {"device": dev.label, "batch": b, "context": args.context, "dtype": dtype,
                "step": _summary(t), "measured_step_us": t.summary.median_us,
                "kernel_sum_us": est.total_us if est.complete else None, "kernel_sum_stalled": stalled_share(est),
                "backends": {op: sorted(names) for op, names in dec.backends_used.items()},
                "substituted": dict(dec.substituted), "accounting": problems,
-               "kernels_here": {"kernel_sum_us": here, "step_over_kernel_sum": t.summary.median_us / here,
-                                "kernels": each}, "threads": torch.get_num_threads(),
+               "kernels_here": pair if not target.is_gpu else
+               {"kernel_sum_us": here, "step_over_kernel_sum": t.summary.median_us / here, "kernels": each},
+               "threads": torch.get_num_threads(),
                "threads_reason": threads["reason"] if threads else None}
         if row["kernel_sum_us"]:
             row["step_over_kernel_sum"] = row["measured_step_us"] / row["kernel_sum_us"]

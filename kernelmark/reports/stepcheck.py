@@ -10,7 +10,8 @@ from __future__ import annotations
 
 CSV_FIELDS = ("measured_step_us", "kernel_sum_us", "step_over_kernel_sum", "overhead_us",
               "fastest_step_over_kernel_sum", "kernel_sum_here_us", "cuda_graph_step_us",
-              "in_step_kernel_calls_us", "in_step_between_calls_us")
+              "in_step_kernel_calls_us", "in_step_between_calls_us", "beside_step_over_kernel_sum",
+              "beside_ci_low", "beside_ci_high")
 MOST = 3        # the kernels named as most slowed inside the step
 STALL_SHARE = 0.01  # stalled cases below this share of the kernel sum are not called a loaded machine
 
@@ -44,19 +45,19 @@ def table_lines(checks: list, tabulate, tf: str) -> list:
                      f"n/a: {c.get('why_no_ratio', '')}",
                      _us(c.get("overhead_us")),
                      f"{c['fastest']['step_over_kernel_sum']:.3f}" if c.get("fastest") else "n/a",
-                     f"{_us(c['kernels_here']['kernel_sum_us'])} ({c['kernels_here']['step_over_kernel_sum']:.3f})"
-                     if c.get("kernels_here") else "n/a",
+                     _here(c.get("kernels_here")),
                      _us(g.get("median_us")) if g.get("median_us") is not None else (g.get("missing") or ""),
                      _step_status(c)])
         if not graphs:
             del rows[-1][-2]
     heads = ["device", "phase", "context", "measured step µs", "kernel sum µs", "step / kernel sum", "overhead µs",
-             "fastest step / fastest kernel sum", "kernels re-timed here µs (step / it)", "CUDA graph step µs",
+             "fastest step / fastest kernel sum", "kernels beside the step µs (step / them)", "CUDA graph step µs",
              "step timing"]
     if not graphs:
         heads.remove("CUDA graph step µs")
     out = ["", f"Checked against a real decode step ({LABEL}):", "",
            tabulate(rows, headers=heads, tablefmt=tf, disable_numparse=True)]
+    out += paired_lines(checks)
     out += load_lines(checks)
     for c in checks:
         if c["accounting"]:
@@ -72,6 +73,48 @@ def table_lines(checks: list, tabulate, tf: str) -> list:
     if subs:
         out += ["run instead of the roll-up's pick (not runnable inside a step here): "
                 + "; ".join(f"{k} -> {v}" for k, v in sorted(subs.items()))]
+    return out
+
+
+def _here(h) -> str:
+    if not h:
+        return "n/a"
+    text = f"{_us(h['kernel_sum_us'])} ({h['step_over_kernel_sum']:.3f}"
+    if h.get("ci"):
+        text += f" [{h['ci'][0]:.3f}, {h['ci'][1]:.3f}], {h['rounds_used']} rounds"
+    return text + ")"
+
+
+def paired_lines(checks: list) -> list:
+    """The step and its kernels timed in alternating rounds (CPU): the ratio that machine
+    drift between the run's cases and the step does not move, against the 10% goal; and how
+    far the roll-up's own kernel sum sits from the one beside the step (that drift)."""
+    paired = [c for c in checks if (c.get("kernels_here") or {}).get("ci")]
+    if not paired:
+        return []
+    parts, held, drift = [], [], []
+    for c in paired:
+        h = c["kernels_here"]
+        lo, hi = h["ci"]
+        parts.append(f"{h['step_over_kernel_sum']:.3f} [{lo:.3f}, {hi:.3f}] at batch {c['batch']} "
+                     f"({h['rounds_used']} rounds" + (f"; {h['stall']}" if h.get("stall") else "") + ")")
+        w = h.get("within") or {}
+        held.append((c["batch"], bool(w.get("holds")), w.get("share", 0.1)))
+        if c.get("kernel_sum_us"):
+            drift.append(f"{c['kernel_sum_us'] / h['kernel_sum_us']:.3f} at batch {c['batch']}")
+    share = held[0][2]
+    yes = [str(b) for b, ok, _ in held if ok]
+    no = [str(b) for b, ok, _ in held if not ok]
+    verdict = (f"within {100 * share:.0f}% of the step (the whole 95% interval inside {1 - share:.2f}-{1 + share:.2f})"
+               f" at batch {', '.join(yes)}" if yes else "")
+    if no:
+        verdict += ("; " if verdict else "") + f"not shown within {100 * share:.0f}% at batch {', '.join(no)}"
+    out = ["", "Paired with the step (each round a whole step, then each of its kernels once, the order alternating; "
+           "the ratio taken per round, so the machine's speed drifting over minutes cancels in it): step / kernel "
+           "sum " + "; ".join(parts) + ". The kernel sum is " + verdict + "."]
+    if drift:
+        out.append("The roll-up's kernel sum (its cases timed earlier, in the run) over the kernel sum beside the "
+                   "step: " + ", ".join(drift) + " (how far the machine's speed moved between the two).")
     return out
 
 
@@ -134,5 +177,9 @@ def csv_columns(row: dict, checks: list) -> dict:
                     "kernel_sum_here_us": (c.get("kernels_here") or {}).get("kernel_sum_us"),
                     "in_step_kernel_calls_us": (c.get("in_step") or {}).get("kernel_calls_us"),
                     "in_step_between_calls_us": (c.get("in_step") or {}).get("between_calls_us")}
+            here = c.get("kernels_here") or {}
+            if here.get("ci"):      # paired rounds (CPU)
+                vals.update(beside_step_over_kernel_sum=here["step_over_kernel_sum"], beside_ci_low=here["ci"][0],
+                            beside_ci_high=here["ci"][1])
             return {k: vals.get(k) for k in CSV_FIELDS}
     return {}

@@ -1,6 +1,7 @@
 """kernelmark/suites/step.py (every kernel of a step), reports/modelstep.py (its roll-up) and
 `kernelmark model NAME|--config` with --emit-suite / --measure."""
 import json
+import statistics
 import re
 
 import pytest
@@ -247,8 +248,19 @@ def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, 
         here = c["kernels_here"]
         assert sum(k["count"] for k in here["kernels"]) == sum(x.count for x in step.components(cfg, c["batch"], 16,
                                                                                               "fp32"))
-        assert here["kernel_sum_us"] == pytest.approx(sum(k["median_us"] * k["count"] for k in here["kernels"]))
-        assert here["step_over_kernel_sum"] == pytest.approx(c["measured_step_us"] / here["kernel_sum_us"])
+        # ... in rounds paired with whole steps (CPU): the ratio is the median of the rounds' ratios
+        rounds = here["samples"]
+        assert here["rounds"] == len(rounds["step_us"]) == len(rounds["kernel_sum_us"]) >= 5
+        used = [i for i, s in enumerate(rounds["stalled"]) if not s]
+        used = used if len(used) >= 5 else list(range(here["rounds"]))
+        assert here["rounds_used"] == len(used)
+        ratios = sorted(rounds["step_us"][i] / rounds["kernel_sum_us"][i] for i in used)
+        assert here["step_over_kernel_sum"] == pytest.approx(statistics.median(ratios), rel=1e-3)
+        assert here["kernel_sum_us"] == pytest.approx(statistics.median(rounds["kernel_sum_us"][i] for i in used),
+                                                      rel=1e-3)
+        lo, hi = here["ci"]
+        assert lo <= here["step_over_kernel_sum"] <= hi and ratios[0] <= lo and hi <= ratios[-1]
+        assert here["within"]["holds"] == (0.9 <= lo and hi <= 1.1)
         assert c["backends"]["paged_decode_attention"] == ["torch-gather-sdpa"]
         # the run's records say "torch" for paged attention, which has no such backend: named
         assert c["substituted"] == {"paged_decode_attention torch": "torch-gather-sdpa"}
@@ -260,7 +272,7 @@ def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, 
         assert {k["kernel"] for k in gap["kernels"]} == {rd._text(rd._key(k["op"], k["dtype"], k["shape"]))
                                                          for k in here["kernels"]}
         assert all(k["alone_us"] is not None for k in gap["kernels"])
-        assert gap["kernels_alone_us"] == pytest.approx(here["kernel_sum_us"])
+        assert gap["kernels_alone_us"] == pytest.approx(sum(k["median_us"] * k["count"] for k in here["kernels"]))
     assert cli.main(argv + ["--format", "csv"]) == 0
     head, *lines = capsys.readouterr().out.splitlines()
     cols = head.split(",")
@@ -268,12 +280,16 @@ def test_check_step_times_real_steps_beside_the_kernel_sum(tmp_path, smoke_run, 
     dec = [dict(zip(cols, ln.split(","))) for ln in lines if ",decode," in ln]
     assert len(dec) == 2 and all(float(r["step_over_kernel_sum"]) > 0 for r in dec)
     assert all(float(r["fastest_step_over_kernel_sum"]) > 0 for r in dec)
+    assert all(float(r["beside_ci_low"]) <= float(r["beside_step_over_kernel_sum"]) <= float(r["beside_ci_high"])
+               for r in dec)
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
     section = text[text.index("Checked against a real decode step"):]
     assert "step / kernel sum" in section and "decode, batch 2" in section and "CUDA graph" not in section
     assert "ACCOUNTING MISMATCH" not in section
     assert "Where the step's time goes (decode, batch 1;" in section and "between the calls" in section
+    assert "Paired with the step (each round a whole step" in section and "at batch 1 (" in section
+    assert "over the kernel sum beside the step: " in section
 
 
 @pytest.mark.parametrize("extra, message", [
