@@ -47,6 +47,9 @@ def _options(args, cfg) -> tuple:
         raise UsageError(str(e)) from None
     # a prefill chunk is whole sequences: at least one of the context
     prefill = max(args.context, args.prefill_tokens // args.context * args.context)
+    if prefill != args.prefill_tokens:
+        print(f"kernelmark: note: --prefill-tokens {args.prefill_tokens} taken as {prefill}: a prefill chunk is "
+              f"whole sequences of the --context, {args.context} tokens each", file=sys.stderr)
     return batches, dtype, prefill
 
 

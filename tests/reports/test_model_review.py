@@ -284,3 +284,17 @@ def test_the_html_page_keeps_the_step_check(tmp_path):
     page = modelstep_html.render(built, "tiny", 16, 1, checks=[_check("9 of 20 samples waited")])
     assert "Checked against a real decode step" in page and "LOADED MACHINE" in page and "1.250" in page
     assert "Checked against" not in modelstep_html.render(built, "tiny", 16, 1)
+
+
+def test_a_prefill_chunk_that_is_not_whole_sequences_is_rounded_aloud(tmp_path, capsys):
+    # 20 tokens at --context 16: one whole sequence, 16 tokens; said on stderr, not silently
+    a = _full_run(tmp_path)
+    cfg = _cfg_file(tmp_path)
+    args = ["model", "--config", cfg, "--run", a, "--batch", "1", "--context", "16", "--format", "json"]
+    assert cli.main([*args, "--prefill-tokens", "20"]) == 0
+    out, err = capsys.readouterr()
+    assert "kernelmark: note: --prefill-tokens 20 taken as 16: a prefill chunk is whole sequences" in err
+    est = [e for e in json.loads(out)["devices"][0]["estimates"] if e["phase"] == "prefill"]
+    assert len(est) == 1 and est[0]["prefill_tokens"] == 16, est
+    assert cli.main([*args, "--prefill-tokens", "32"]) == 0
+    assert "note: --prefill-tokens" not in capsys.readouterr().err
