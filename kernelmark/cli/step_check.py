@@ -23,6 +23,7 @@ from kernelmark.errors import UsageError
 DEFAULT_BUDGET_S = 2.0
 STEP_SAMPLES = 15           # a step's median from at least this many steps (5 gave ±21% at batch 1)
 STEP_BUDGET_CAP_S = 60.0    # ... unless that would take longer than this a batch
+PAIRED_ROUNDS = 25          # CPU: rounds of a step and its kernels (19 gave a ±6% interval at batch 1)
 IN_STEP_STEPS = 3           # steps run with each kernel call timed inside them (CPU)
 KERNEL_BUDGET_S = 0.5       # each kernel re-timed in the step's process
 MEMORY_SHARE = 0.8          # at most this share of the free memory for the weights and caches
@@ -167,7 +168,7 @@ def _paired(dec, calls: list, budget_s: float) -> dict:
     kernels = [paired.Kernel(rd._text(rd._key(op, dt, shape)), fn, inputs, counts[rd._key(op, dt, shape)])
                for op, dt, shape, fn, inputs in todo]
     with torch.inference_mode():        # the step's tensors are inference tensors
-        got = paired.rounds(dec.step, kernels, budget_s, want=STEP_SAMPLES)
+        got = paired.rounds(dec.step, kernels, budget_s, want=PAIRED_ROUNDS)
     got["kernels"] = [{"op": op, "dtype": dt, "shape": shape, "median_us": k["median_us"], "count": k["count"],
                        "stall": None} for (op, dt, shape, _, _), k in zip(todo, got["kernels"])]
     lo, hi = got["ci"]
@@ -244,8 +245,9 @@ def run(args, cfg, batches: list, dtype: str, phases: list, built: list, measure
             here, each = _kernels_here(dec, calls, target.torch_device, min(tcfg.budget_s, KERNEL_BUDGET_S))
             dec.kept = None
         t = timing.time_callable(lambda _: dec.step(), [None], target.torch_device, step_cfg)
-        if not target.is_gpu:     # the rounds take about as long as the step's samples did
-            pair = _paired(dec, calls, step_budget(tcfg.budget_s, 1.5 * t.summary.median_us / 1e6))
+        if not target.is_gpu:     # a round: a step, then its distinct kernels once (about half a step)
+            pair = _paired(dec, calls, max(tcfg.budget_s, min(STEP_BUDGET_CAP_S,
+                                                              1.1 * PAIRED_ROUNDS * 1.5 * t.summary.median_us / 1e6)))
             dec.kept = None
             here, each = pair["kernel_sum_us"], pair["kernels"]
         row = {"device": dev.label, "batch": b, "context": args.context, "dtype": dtype,
