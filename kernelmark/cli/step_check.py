@@ -6,7 +6,10 @@ context), each of its kernels run by the backend the roll-up picked for that cas
 whole decode steps are timed by the same harness (kernelmark.harness.timing) on the same
 device, at each batch and the context. Measured step / kernel sum is then the framework
 and launch overhead (and whatever else a step pays between its kernels), as a number. On a
-GPU the step is also captured as one CUDA graph and its replay timed: launch overhead gone.
+CPU the step and its kernels are also timed in paired rounds (kernelmark.harness.paired), the
+ratio taken per round, so the machine's speed drifting between the run's cases and the step
+does not enter it. On a GPU the step is also captured as one CUDA graph and its replay
+timed: launch overhead gone.
 
 An explicit option, not part of every --measure: it allocates the whole model (Llama-3.2-1B
 in fp32 is 5 GB) and takes as long as several steps per batch.
