@@ -53,6 +53,15 @@ def test_invalid_shapes(shape, match):
         op.check_shape(op.full_shape(shape), "fp32")
 
 
+def test_a_batch_past_the_triton_grid_is_unsupported_there_not_an_error():
+    from kernelmark.kernels.bmm import MAX_BATCH
+    tri, torch_ = get_op("bmm").backend("triton"), get_op("bmm").backend("torch")
+    big = {"batch": MAX_BATCH + 1, "m": 1, "n": 8, "k": 8, "layout": "nt"}
+    assert "at most 65535" in tri.supports(big, "bf16", "cuda", (9, 0))
+    assert tri.supports({**big, "batch": MAX_BATCH}, "bf16", "cuda", (9, 0)) is None
+    assert torch_.supports(big, "bf16", "cuda", (9, 0)) is None
+
+
 def test_fp8_is_not_defined():
     with pytest.raises(ValueError, match="not defined for dtype 'fp8_e4m3'"):
         get_op("bmm").check_shape(get_op("bmm").full_shape({"batch": 1, "m": 1, "n": 4, "k": 4}), "fp8_e4m3")
