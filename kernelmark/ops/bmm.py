@@ -11,8 +11,10 @@ vLLM's MLA backends both pass A as ``x.transpose(0, 1)`` of token-major activati
 batch·k; we make A that way. B: SGLang keeps each head's weight as stored in kv_b_proj,
 row-major [n, k], and passes its transposed view (``w_kc.transpose(1, 2).contiguous()
 .transpose(1, 2)``, ``w_vc.contiguous().transpose(1, 2)``), which is layout "nt" here (the
-default); "nn" is B [batch, k, n] contiguous, a plain torch.bmm's. C [batch, m, n] is
-contiguous, as torch.bmm returns it.
+default); "nn" is B [batch, k, n] with n contiguous, as vLLM holds W_UK_T (a permuted view of
+the transposed kv_b weight; its W_UV is nt like SGLang's). C [batch, m, n] is contiguous,
+as torch.bmm returns it. (vLLM's q_nope is also a slice of q [tokens, heads, 192], so its
+rows are 192 apart where ours are k apart: the same bytes are read either way.)
 
 FLOPs 2·batch·m·n·k; bytes: A, B and C once each, (m·k + k·n + m·n)·batch·itemsize. The
 reference is fp64 bmm of the same inputs. fp8 is not defined: the engines run these
