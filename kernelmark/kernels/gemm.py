@@ -58,7 +58,9 @@ def tile_configs(tiles=TILES) -> list:
             for bm, bn, bk, g, w, s in tiles]
 
 
-def _configs():
+def autotune_configs():
+    """The autotune list of the tiled GEMMs (this one and kernels/bmm.py, which tiles each
+    batch the same way)."""
     if interpreting():
         # One small config: the interpreter runs every program in Python, and
         # autotuning there would only multiply the time.
@@ -87,7 +89,7 @@ def needs_shared_bytes(cfg, named_args) -> Optional[int]:
     return None if a is None else shared_memory_bytes(cfg, a.element_size())
 
 
-@autotune(configs=_configs(), key=["M", "N", "K", "stride_am", "stride_bk"], shared_bytes=needs_shared_bytes)
+@autotune(configs=autotune_configs(), key=["M", "N", "K", "stride_am", "stride_bk"], shared_bytes=needs_shared_bytes)
 @triton.jit
 def _gemm_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
                  stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,

@@ -18,8 +18,8 @@ Per layer of a standard decoder (Llama, Qwen, Mixtral, gpt-oss):
 plus embedding before the layers and final fused add+norm, lm_head GEMM and sampling after.
 DeepSeek-V3 (MLA, absorbed weights as decode engines run it): q_a GEMM, q_a norm, q_b GEMM,
 kv_a GEMM, kv_a norm, RoPE of the 64 rope dims, latent-cache append (576 a token), q_nope ·
-W_UK per head (a [B,128]x[128,512] GEMM for each head), MLA decode attention, · W_UV per head
-([B,512]x[512,128]), o GEMM; its first ``first_k_dense_replace`` layers have a dense MLP.
+W_UK (one bmm over the heads, [h,B,128]x[h,128,512]), MLA decode attention, · W_UV (one bmm,
+[h,B,512]x[h,512,128]), o GEMM; its first ``first_k_dense_replace`` layers have a dense MLP.
 
 A component whose op kernelmark does not have (MLA prefill attention) has ``op = None`` and is
 always reported missing, never guessed.
@@ -174,10 +174,20 @@ def _mla(b: _Builder, decode: bool, context: int, seqs: int):
           {"tokens": t, "seq_tokens": 1 if decode else context, "kv_heads": 1, "head_dim": m.kv_lora_rank + rope,
            "page_size": PAGE_SIZE, "num_blocks": _blocks(seqs, context, PAGE_SIZE), "layout": "NHD", "padding": 0}, L)
     if decode:
-        b.linear("q_nope·W_UK (per head)", t, m.kv_lora_rank, m.qk_nope_head_dim, L * h)
+        # The absorbed products are one torch.bmm over the heads a layer each, as vLLM and
+        # SGLang run them ([h, B, 128] x [h, 128, 512], then [h, B, 512] x [h, 512, 128]), not
+        # h GEMMs: per-head GEMMs would count 2·h·L launches that never happen. Family
+        # "attention": with W_UK and W_UV absorbed they are attention's own matrix work (the
+        # K and V up-projections of MLA moved onto the query and the output), not a linear
+        # layer of the model; a reader of the breakdown finds them beside the attention they
+        # feed. Their dtype is the activations' (bf16 in an fp8 step: engines dequantise the
+        # absorbed weights at load and run these products in bf16).
+        bmm = {"batch": h, "m": t, "layout": "nt"}
+        b.add("q_nope·W_UK (bmm over heads)", "attention", "bmm",
+              {**bmm, "n": m.kv_lora_rank, "k": m.qk_nope_head_dim}, L)
         b.add("attention (MLA)", "attention", "mla_decode_attention",
               {"batch": t, "context": context, "heads": h, "page_size": MLA_PAGE_SIZE, "ragged": 0}, L)
-        b.linear("·W_UV (per head)", t, m.v_head_dim, m.kv_lora_rank, L * h)
+        b.add("·W_UV (bmm over heads)", "attention", "bmm", {**bmm, "n": m.v_head_dim, "k": m.kv_lora_rank}, L)
     else:
         # prefill decompresses the latent (kv_b) and runs MHA with q/k 192 and v 128 wide:
         # no kernelmark op has that attention, so it is named, never guessed.

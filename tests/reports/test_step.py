@@ -65,7 +65,7 @@ def test_prefill_chunk_covers_its_tokens_and_samples_each_sequence_once():
 def test_moe_mla_and_qk_norm_components():
     ds = {c.name: c for c in step.components(mc.load("deepseek-v3"), 1, 4096)}
     assert ds["dense mlp gate_up"].count == 3 and ds["experts + shared expert"].count == 58
-    assert ds["attention (MLA)"].op == "mla_decode_attention" and ds["q_nope·W_UK (per head)"].count == 61 * 128
+    assert ds["attention (MLA)"].op == "mla_decode_attention" and ds["q_nope·W_UK (bmm over heads)"].count == 61
     assert ds["route (top-k)"].shape["n_group"] == 8 and ds["align"].shape["experts"] == 257
     q = {c.name for c in step.components(mc.load("qwen3-8b"), 1, 4096)}
     assert {"q_norm (per head)", "k_norm (per head)"} <= q
@@ -75,6 +75,37 @@ def test_moe_mla_and_qk_norm_components():
     assert {"gemm_fp8_blockwise", "fp8_group_quant"} <= fp8
     pre = step.components(mc.load("deepseek-v3"), 1, 4096, kind="prefill")
     assert any(c.op is None for c in pre)     # MLA prefill attention: no op, named
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp8"])
+def test_deepseek_v3_absorbed_products_are_one_bmm_over_the_heads_a_layer(dtype):
+    # vLLM and SGLang run q_nope·W_UK and ·W_UV as one torch.bmm over the 128 heads a layer:
+    # 2·61 calls a step, where per-head GEMMs would count 2·128·61 that never happen.
+    cfg = mc.load("deepseek-v3")
+    comps = step.components(cfg, 8, 4096, dtype)
+    bmms = [c for c in comps if c.op == "bmm"]
+    assert sum(c.count for c in bmms) == 2 * cfg.layers
+    assert {c.name: c.shape for c in bmms} == {
+        "q_nope·W_UK (bmm over heads)": {"batch": 128, "m": 8, "n": 512, "k": 128, "layout": "nt"},
+        "·W_UV (bmm over heads)": {"batch": 128, "m": 8, "n": 128, "k": 512, "layout": "nt"}}
+    # in bf16 even in an fp8 step (the engines' absorbed weights are dequantised), attention's family
+    assert all(c.dtype == "bf16" and c.family == "attention" and c.count == cfg.layers for c in bmms)
+    # no per-head GEMM is left: every GEMM runs once a layer (or once a step) at most
+    assert not any("per head" in c.name for c in comps)
+    assert all(c.count <= cfg.layers for c in comps if c.op in ("gemm", "gemm_fp8_blockwise"))
+    # tensor parallelism splits the heads, so the batch of the bmm
+    tp8 = [c for c in step.components(cfg, 8, 4096, dtype, tp=8) if c.op == "bmm"]
+    assert {c.shape["batch"] for c in tp8} == {16}
+
+
+def test_deepseek_v3_emitted_suite_round_trips_its_bmm_cases(tmp_path):
+    cases = step.distinct_cases(step.components(mc.load("deepseek-v3"), 2, 4096))
+    p = tmp_path / "ds.toml"
+    p.write_text(step.suite_toml("ds", "d", [c for c in cases if c[0] == "bmm"]))
+    got = loader.load(str(p)).cases
+    assert [(c.op, c.dtype, c.shape) for c in got] == [
+        ("bmm", "bf16", {"batch": 128, "m": 2, "n": 512, "k": 128, "layout": "nt"}),
+        ("bmm", "bf16", {"batch": 128, "m": 2, "n": 128, "k": 512, "layout": "nt"})]
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -140,6 +171,30 @@ def test_a_missing_component_makes_it_incomplete_and_is_emitted(tmp_path, smoke_
     emitted = {(c.op, c.shape.get("tokens")) for c in loader.load(str(suite)).cases}
     assert ("rope", 1) in emitted and ("rope", 64) in emitted       # decode's and prefill's
     assert ("embedding", 1) not in emitted and ("embedding", 64) in emitted   # what the run has is not asked again
+
+
+def test_deepseek_v3_rollup_counts_each_bmm_once_a_layer_and_emits_it_when_missing(tmp_path, smoke_run, runlines,
+                                                                                    capsys):
+    cfg = mc.load("deepseek-v3")
+    comps = step.components(cfg, 1, 256, "bf16")
+    us = lambda op, shape: 1.0 + len(op)      # noqa: E731  a distinct time per op
+    run = _run_with(tmp_path, smoke_run, runlines, comps, us)
+    (dev, (e,)), = modelstep.build([results.load(run)], [("decode", 1, model_step.needs(comps))], "bf16", 3.6)
+    assert e.complete and e.total_us == pytest.approx(sum(us(c.op, c.shape) * c.count for c in comps))
+    # the two bmm a layer are attention's: 2 x 61 x t_bmm in that family, beside MLA attention's 61 x t
+    att = modelstep.families(e)["attention"]
+    assert att == pytest.approx(cfg.layers * (2 * us("bmm", {}) + us("mla_decode_attention", {})))
+    # without the bmm records the step is incomplete, names both, and --emit-suite asks for both
+    run = _run_with(tmp_path, smoke_run, runlines, comps, us, drop=("bmm",))
+    suite = tmp_path / "missing.toml"
+    assert cli.main(["model", "deepseek-v3", "--run", run, "--batch", "1", "--context", "256", "--dtype", "bf16",
+                     "--format", "json", "--emit-suite", str(suite)]) == 0
+    dec = json.loads(capsys.readouterr().out)["devices"][0]["estimates"][0]
+    assert not dec["complete"]
+    assert [c["name"] for c in dec["components"] if c["missing"]] == ["q_nope·W_UK (bmm over heads)",
+                                                                      "·W_UV (bmm over heads)"]
+    emitted = [(c.shape["n"], c.shape["k"]) for c in loader.load(str(suite)).cases if c.op == "bmm"]
+    assert emitted == [(512, 128), (128, 512)]
 
 
 @pytest.mark.parametrize("extra, message", [
