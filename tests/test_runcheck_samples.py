@@ -1,0 +1,87 @@
+"""The samples of a record are checked by one numpy conversion where it can vouch for them
+(runcheck._usual_samples) and by the list checks otherwise: both ways give the same
+records and the same refusals, and an ordinary run file goes the fast way."""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernelmark import results, runcheck
+
+PUBLISHED = sorted((Path(__file__).parents[1] / "published").glob("*/*.jsonl"))
+
+
+def _file(tmp_path, samples) -> str:
+    header = {"type": "header", "schema": 1, "device": {"name": "x", "kind": "cpu"},
+              "peaks": {"copy_gbps": 1.0, "tflops": {}}, "suite": {"name": "s"}, "started": "now"}
+    rec = {"type": "record", "op": "gemm", "shape": {"m": 1}, "dtype": "fp32", "backend": "torch",
+           "status": "ok", "timing": {"median_us": 1.5, "ci_rel": 0.01, "n": 3, "samples_us": samples}}
+    p = tmp_path / "r.jsonl"
+    # Python's json writes NaN and Infinity tokens, as a damaged or crafted file may hold
+    p.write_text(json.dumps(header) + "\n" + json.dumps(rec) + "\n")
+    return str(p)
+
+
+def _read(path, **kw):
+    """The records as repr (1 and 1.0, True told apart; arrays as their values and dtype),
+    or the refusal."""
+    try:
+        with results.RunReader(path, **kw) as reader:
+            recs = list(reader.records())
+    except results.RunFileError as e:
+        return "refused: " + str(e)
+    for r in recs:
+        s = (r.get("timing") or {}).get("samples_us")
+        if isinstance(s, np.ndarray):
+            r["timing"]["samples_us"] = ("array", str(s.dtype), s.tolist())
+    return repr(recs)
+
+
+samples = st.lists(st.one_of(
+    st.floats(min_value=1e-6, max_value=1e12), st.floats(), st.sampled_from([1.0, 0.0, -0.0, 1e-6, 1e12, 1e12 + 1]),
+    st.integers(min_value=-5, max_value=10 ** 13), st.sampled_from([2 ** 63, 2 ** 64, 10 ** 400, True, False]),
+    st.sampled_from(["1.5", None, [1.0], {}])), max_size=6)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(samples)
+def test_the_fast_check_and_the_list_checks_give_the_same(tmp_path_factory, s):
+    path = _file(tmp_path_factory.mktemp("s"), s)
+    for kw in ({}, {"sample_arrays": True}, {"keep_samples": False}):
+        fast = _read(path, **kw)
+        real = runcheck._usual_samples
+        runcheck._usual_samples = lambda *a: False          # the list checks alone, as before
+        try:
+            slow = _read(path, **kw)
+        finally:
+            runcheck._usual_samples = real
+        assert fast == slow, (s, kw)
+
+
+def test_what_the_fast_check_leaves_to_the_list_checks(tmp_path):
+    """A bool is 1.0 to numpy, so samples with a 1.0 go the list way; so do ints alone (an
+    int64 array), and anything not a time."""
+    usual = [2.5, 3.0, 1e-6, 1e12, 7]
+    assert runcheck._usual_samples({}, usual, False)
+    for s in ([2.5, True], [2.5, 1.0], [2, 3], [2.5, False], [2.5, 0.0], [2.5, math.nan], [2.5, "3"], [2.5, None],
+              [2.5, [3.0]], [2.5, 2 ** 64], [2.5, 10 ** 400], [2.5, 1e12 + 1]):
+        assert not runcheck._usual_samples({}, s, False), s
+    assert _read(_file(tmp_path, [2.5, True])).endswith("samples_us must be numbers")
+    assert "'samples_us': [2.5, 1.0]" in _read(_file(tmp_path, [2.5, 1.0]))
+
+
+def test_an_ordinary_run_file_takes_the_fast_check(monkeypatch):
+    """Every timed record of the published runs is vouched for by numpy: none goes the list
+    way (a regression to it shows here, not only on a clock)."""
+    seen = []
+    real = runcheck._usual_samples
+    monkeypatch.setattr(runcheck, "_usual_samples", lambda t, s, arrays: seen.append(real(t, s, arrays)) or seen[-1])
+    timed = 0
+    for path in PUBLISHED:
+        for kw in ({"sample_arrays": True}, {"keep_samples": False}):
+            with results.RunReader(str(path), **kw) as reader:
+                timed += sum(bool((r.get("timing") or {}).get("n")) for r in reader.records())
+    assert seen and all(seen) and len(seen) == timed
