@@ -1,6 +1,8 @@
-"""The samples of a record are checked by one numpy conversion where it can vouch for them
-(runcheck._usual_samples) and by the list checks otherwise: both ways give the same
-records and the same refusals, and an ordinary run file goes the fast way."""
+"""The fast checks of a line and the checks that name what is wrong pass and refuse alike:
+the samples checked by one numpy conversion where it can vouch for them
+(runcheck._usual_samples), by the list checks otherwise, giving the same records and
+refusals (an ordinary run file goes the fast way); check_values' walk without names
+(runcheck._values_fine) passes exactly what the named walk passes."""
 import json
 import math
 from pathlib import Path
@@ -85,3 +87,26 @@ def test_an_ordinary_run_file_takes_the_fast_check(monkeypatch):
             with results.RunReader(str(path), **kw) as reader:
                 timed += sum(bool((r.get("timing") or {}).get("n")) for r in reader.records())
     assert seen and all(seen) and len(seen) == timed
+
+
+values = st.recursive(
+    st.one_of(st.floats(), st.integers(min_value=-2 ** 64, max_value=2 ** 64), st.booleans(), st.none(), st.text(max_size=3),
+              st.sampled_from([2.0 ** 63, -2.0 ** 63, 2 ** 63 - 1, -2 ** 63, 2 ** 63])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)),
+    max_leaves=25)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.dictionaries(st.sampled_from(["timing", "shape", "a", "b"]), values, max_size=4), st.integers(0, 20),
+       st.sampled_from([math.inf, runcheck.WIDE]))
+def test_the_walk_without_names_passes_exactly_what_the_named_walk_passes(obj, nest, wide):
+    for _ in range(nest):                   # deep enough, at times, to pass MAX_DEPTH
+        obj = {"a": [obj]} if nest % 2 else {"a": obj}
+    timing = obj.get("timing")
+    flat = id(timing.get("samples_us")) if isinstance(timing, dict) else None
+    try:
+        runcheck._check_values_named(obj, "f:1", wide, flat)
+        named = True
+    except (results.RunFileError, runcheck.WideNumber):
+        named = False
+    assert runcheck._values_fine(obj, flat, wide) is named
