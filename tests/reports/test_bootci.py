@@ -66,3 +66,14 @@ def test_a_side_of_one_sample_has_the_rank_tests_p_of_one(na, nb):
         batch.add(a, b, lambda *st: got.append(st))
     batch.flush()
     assert [st[3] for st in got] == [compare.mann_whitney_p(a, b) for a, b in pairs]
+
+
+def test_the_order_statistic_cdf_is_scipy_stats_binom_sf():
+    """resample takes binom.sf from the ufunc scipy.stats calls for it (scipy.stats costs a
+    second to import): the same numbers, for every sample count a comparison meets."""
+    from scipy.stats import binom
+    resample.order_stat_cdf.cache_clear()
+    for n in [1, 2, 3, 4, 5, 8, 35, 36, 75, 155, 999, 1000, 1001, 4000]:
+        for k in {(n + 1) // 2, n // 2 + 1, 1, n}:
+            want = binom.sf(k - 1, n, np.arange(1, n + 1) / n)
+            assert np.array_equal(resample.order_stat_cdf(n, k), want), (n, k)
