@@ -110,3 +110,30 @@ def test_the_walk_without_names_passes_exactly_what_the_named_walk_passes(obj, n
     except (results.RunFileError, runcheck.WideNumber):
         named = False
     assert runcheck._values_fine(obj, flat, wide) is named
+
+
+field_values = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-1.0, 2e12), st.text(max_size=2),
+                         st.just({}), st.just([]))
+
+
+def _outcome(f, obj, spec):
+    try:
+        f(obj, spec, "f:1")
+        return "passed"
+    except results.RunFileError as e:
+        return str(e)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.lists(st.tuples(st.sampled_from([k for k, *_ in runcheck._TIMING_FIELDS] + ["x"]), field_values), max_size=8),
+       st.lists(st.floats(-1.0, 2e12), min_size=1, max_size=3))
+def test_fields_of_a_layout_seen_before_pass_and_refuse_as_the_full_check(items, later_values):
+    """_fields remembers the layouts (keys, their types) that passed and then compares only
+    the bounds: a second record of one layout, with other values, gets the full check's
+    outcome (and message)."""
+    spec = runcheck._TIMING_FIELDS
+    obj = dict(items)
+    assert _outcome(runcheck._fields, obj, spec) == _outcome(runcheck._fields_named, obj, spec)
+    for v in later_values:                       # the same layout, other numbers in the floats
+        again = {k: (v if type(x) is float else x) for k, x in obj.items()}
+        assert _outcome(runcheck._fields, again, spec) == _outcome(runcheck._fields_named, again, spec)
