@@ -93,7 +93,9 @@ class Plan:
         """(lower ends, upper ends): np.quantile(boot_head / boot_base, q, axis=1) of each row
         of sorted samples (rows: pairs; one sample count per side)."""
         mb, ma = self.head.medians(head_sorted), self.base.medians(base_sorted)
-        if self.low_draws is None:
+        # The order rests on finite medians and positive BASE ones (a run file's times are);
+        # anything else, as numpy would have it.
+        if self.low_draws is None or not (np.isfinite(mb).all() and np.isfinite(ma).all() and (ma > 0).all()):
             b, a = self.head.which, self.base.which
             lo, hi = np.quantile(mb[:, b] / ma[:, a], self.q, axis=1, overwrite_input=True)
             return lo, hi
