@@ -9,25 +9,35 @@ SCALE, to make a HEAD that is slower). 100,000 records of 1,000 samples is about
     /usr/bin/time -v kernelmark compare BASE HEAD > /dev/null
 
 Last measured (2026-12-01, the 2-core development VM shared with other engineers' test runs,
-load average 2-7 throughout, so user CPU time is the figure to read; wall time was 1-6x it
-and says more about the load than about kernelmark): 100,000 records of 1,000 samples, HEAD
---scale 1.02 (39,395 timed pairs, all unchanged), /usr/bin/time -f "%U user %e wall %M KB":
+load average 1.3-1.9 throughout; user CPU time is the figure to read, and even it moved by
+up to a third between runs of the same code: the ranges are of two or three runs each):
+100,000 records of 1,000 samples, HEAD --scale 1.02 (39,395 timed pairs, all unchanged),
+/usr/bin/time -f "%U user %e wall %M KB":
 
-                          before (93b055a)                        after (this branch, orjson installed)
-    compare (table)        99.2 s user, 315 s wall, 545 MB (load 4.6-6.8)   45.7 s user, 100 s wall, 422 MB (load 3.1-3.4)
-    compare --format json 100.5 s user, 177 s wall, 422 MB (load 6.8-2.5)   46.5 s user,  94 s wall, 474 MB (load 3.1)
-    report --format csv    26.9 s user,  28 s wall, 173 MB (load 2.5-1.9)   14.6 s user,  20 s wall, 173 MB (load 2.6-2.8)
+                          before (6922ad6)                       after (9cf0dc9)
+    compare (table)        44.6-45.8 s user, 60 s wall, 422 MB     26.6-29.7 s user, 30-34 s wall, 382 MB
+    compare --format json  49.4 s user, 68 s wall, 474 MB           26.9-27.0 s user, 31 s wall, 507 MB
+    report --format csv    10.8-14.9 s user, 11-18 s wall, 173 MB   8.6-9.8 s user (one run 13.5), 9-10 s wall, 101 MB
 
-The same verdicts (39,395 unchanged) and geometric mean before and after; the intervals'
-ends moved by 6e-5 on average (at most 3e-4), the bootstrap's Monte Carlo error (the draws
-are now shared by the pairs of one sample count); the csv is byte for byte the same.
+Every output is byte for byte what it was at 6922ad6: the table, the 47 MB json (the same
+ratios, intervals and p-values: the statistics are computed otherwise, exactly) and the csv.
+What changed: the bootstrap interval from the ~120 draws a side that can hold the order
+statistics numpy's quantile reads (kernelmark/reports/bootci.py), the rank test without a
+loop over rows, no scipy.stats import; the samples checked and made an array by one numpy
+conversion, a 1 MiB read buffer, the line checks without names (and per known layout) until
+something is wrong; indented JSON through the C encoder (kernelmark/jsonindent.py); the csv
+rows without StringIO round trips; the cyclic collector paused (kernelmark/gcpause.py).
 
-What is left, per 10,000 records (timed on the same loaded machine, so roughly): reading
-both files 2 s (orjson 0.9 s, the checks 0.6 s: Python builds 2,000 floats per timed
-pair, which nothing here avoids), the statistics about 1 s (the quantile's partition of
-4,000 ratios a pair, the rank test, sorts and gathers), the table 0.3 s, the json 0.6 s
-(Python's indenting encoder; one that writes each scalar with the C encoder was slower),
-imports 1.5 s once (scipy.stats). The issue's "seconds" is not reached: 45 s of CPU.
+What is left, per 10,000 records (the same loaded machine, so roughly): reading both files
+1.3-1.6 s, of which orjson is 0.5 s (half of it building the 2,000 Python floats of each
+timed pair), making those lists arrays 0.3 s, and the line checks 0.6 s; the statistics
+0.55 s (sorting the samples and the rank test's merge, most of it); pairing and the rest
+0.6 s; the table 0.3 s, the json 0.2 s; imports 1 s once. The issue's "seconds" is still
+not reached: about 28 s of CPU for compare, 9 s for report csv. What it would take: not
+building a Python float per sample (a parser that fills an array from the line's text at
+C speed; numpy's own, np.fromstring, took 320 us a line here, slower than orjson and the
+conversion together, and a check of the text's grammar in Python regex 170 us), and the
+per-field checks of every line in C.
 """
 
 from __future__ import annotations

@@ -195,15 +195,18 @@ def _compare_and_print(base, head, args) -> int:
                              " (pass --allow-device-mismatch to compare anyway)")
 
     refuse_if(compare.mismatch_reasons(base.header, head.header))    # the devices: before any work
+    from kernelmark import gcpause
     try:
-        c = compare.compare_runs(base, head, threshold, args.alpha)
+        with gcpause.paused():      # millions of small objects, no cycles (kernelmark/gcpause.py)
+            c = compare.compare_runs(base, head, threshold, args.alpha)
     except results.RunFileError as e:
         raise UsageError(str(e)) from None
     for run in (base, head):
         if isinstance(run, results.RunReader):
             _say_warnings(run)
     refuse_if(c.mismatch)          # the dtype sets, known once both runs have been read
-    text = compare.render(c, base.header, head.header, args.format, args.fail_on)
+    with gcpause.paused():
+        text = compare.render(c, base.header, head.header, args.format, args.fail_on)
     if getattr(args, "energy", False):
         # opt-in, and apart from the verdicts: an energy change never makes the exit status.
         # It reads the two files again, whole (energy records are few; timing streamed above).

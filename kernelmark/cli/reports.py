@@ -128,8 +128,9 @@ def _csv_streamed(path: str) -> str:
             seen["timed"] = seen["timed"] or r["status"] == "ok"
             yield r
 
+    from kernelmark import gcpause
     try:
-        with results.RunReader(path, keep_samples=False) as reader:
+        with results.RunReader(path, keep_samples=False) as reader, gcpause.paused():
             text = wide.render(reader.header, counted(reader.records()), "csv")
     except results.RunFileError as e:
         raise UsageError(f"no run file could be read: {e}") from None

@@ -63,9 +63,15 @@ def one_line(obj):
 def csv_cell(x):
     """A CSV cell: numbers (and None) as they are; text without NUL or bidi controls, with a
     ``'`` before a leading ``= + - @``, tab or carriage return."""
-    if x is None or isinstance(x, (bool, int, float)):
+    t = type(x)
+    if t is str:
+        s = x
+    elif x is None or isinstance(x, (bool, int, float)):
         return x
-    s = strip_unsafe(str(x))
+    else:
+        s = str(x)
+    if not s.isprintable():     # NUL and the bidi controls are unprintable: one C pass says none is here
+        s = strip_unsafe(s)
     return "'" + s if s.startswith(_CSV_FORMULA) else s
 
 

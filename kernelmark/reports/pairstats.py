@@ -11,8 +11,9 @@ Exactly the same numbers, not nearly: the bootstrap draws are the comparison's
 (resample.Draws, one per sample count and side, shared by every pair of that count), asked
 for as each pair is added, in the order the one-pair code asks (HEAD's, then BASE's), so the
 generator is drawn from in the same order; the bootstrap medians are the same order
-statistics of the same sorted samples, and medians and quantiles are numpy's own along an
-axis. The rank test's rank sums are sums of half-integers, exact in any order.
+statistics of the same sorted samples, the medians numpy's own along an axis, and the
+interval numpy's quantile of the same ratios, from the few order statistics it reads
+(reports/bootci.py). The rank test's rank sums are sums of half-integers, exact in any order.
 tests/reports/test_streaming.py checks pairs, verdicts and output against the one-pair code.
 
 Pairs the batch does not take (a side pooled from several processes: a cluster bootstrap)
@@ -26,11 +27,11 @@ from typing import Callable
 
 import numpy as np
 
-from kernelmark.reports import ranktest, resample
+from kernelmark.reports import bootci, ranktest, resample
 
-# Pairs held at once. Each step then works on arrays of BATCH x N_BOOT (64 x 4000 doubles,
-# 2 MB: they stay in cache, and the allocator reuses them): 256 took 1.7x as long, measured
-# on 3,942 pairs of 1,000 samples (1.65 s against 0.93 s; 32 was no faster than 64).
+# Pairs held at once. Each step then works on arrays of BATCH x 2n (the rank test's pooled
+# samples; 64 x 2000 doubles, 1 MB: they stay in cache): 256 took 1.7x as long, measured on
+# 3,942 pairs of 1,000 samples (1.65 s against 0.93 s; 32 was no faster than 64).
 BATCH = 64
 
 
@@ -46,6 +47,7 @@ class Batch:
         self._head: list = []
         self._draws: list = []      # per pair: (HEAD's draw, BASE's draw)
         self._done: list = []
+        self._plans = bootci.Plans(alpha)     # the interval of each (HEAD draw, BASE draw)
 
     def add(self, base, head, done: Callable) -> None:
         a, b = np.asarray(base, dtype=float), np.asarray(head, dtype=float)
@@ -61,45 +63,20 @@ class Batch:
             return
         base, head, draws, done = self._base, self._head, self._draws, self._done
         self._base, self._head, self._draws, self._done = [], [], [], []
-        med_b, boot_b, head = _medians(head, [d[0] for d in draws], self.n_boot)
-        med_a, boot_a, base = _medians(base, [d[1] for d in draws], self.n_boot)
-        lo, hi = np.quantile(boot_b / boot_a, [self.alpha / 2, 1 - self.alpha / 2], axis=1)
-        p = _rank_tests(base, head)
-        for i, d in enumerate(done):
-            d(float(med_b[i]) / float(med_a[i]), float(lo[i]), float(hi[i]), p[i])
-
-
-def _medians(arrays: list, draws: list, n_boot: int) -> tuple:
-    """(median of each array, its n_boot bootstrap medians at its draw, the array sorted), as
-    compare.bootstrap_medians gives them: one sort and one gather for all the arrays of a draw
-    (of a sample count)."""
-    med = np.empty(len(arrays))
-    boot = np.empty((len(arrays), n_boot))
-    ordered = [None] * len(arrays)
-    rows: dict = {}
-    for i, d in enumerate(draws):
-        rows.setdefault(id(d), (d, []))[1].append(i)
-    for d, at in rows.values():
-        xs = np.sort(np.stack([arrays[i] for i in at]), axis=1)
-        for i, row in zip(at, xs):
-            ordered[i] = row
-        if len(at) == len(arrays):                # the usual batch: one sample count
-            at = slice(None)
-        med[at] = np.median(xs, axis=1)
-        boot[at] = resample.medians_at(xs, d)
-    return med, boot, ordered
-
-
-def _rank_tests(base: list, head: list) -> list:
-    """compare.mann_whitney_p of each pair (HEAD against BASE), from the samples sorted."""
-    p = [1.0] * len(base)
-    sizes: dict = {}
-    for i, (a, b) in enumerate(zip(base, head)):
-        if a.size >= 2 and b.size >= 2:
-            sizes.setdefault((b.size, a.size), []).append(i)
-    for rows in sizes.values():
-        x = np.stack([head[i] for i in rows])
-        y = np.stack([base[i] for i in rows])
-        for i, v in zip(rows, ranktest.mann_whitney_p_sorted_rows(x, y)):
-            p[i] = v
-    return p
+        # Pairs of one (HEAD draw, BASE draw) -- of one sample count each side -- at once.
+        groups: dict = {}
+        for i, (dh, db) in enumerate(draws):
+            groups.setdefault((id(dh), id(db)), (dh, db, []))[2].append(i)
+        out = [None] * len(done)
+        for dh, db, at in groups.values():
+            xs_b = np.sort(np.stack([head[i] for i in at]), axis=1)
+            xs_a = np.sort(np.stack([base[i] for i in at]), axis=1)
+            med_b, med_a = np.median(xs_b, axis=1), np.median(xs_a, axis=1)
+            lo, hi = self._plans.get(dh, db).interval(xs_b, xs_a)
+            # HEAD against BASE; compare.mann_whitney_p's 1 where a side has one sample
+            p = (ranktest.mann_whitney_p_sorted_rows(xs_b, xs_a) if min(xs_a.shape[1], xs_b.shape[1]) >= 2
+                 else [1.0] * len(at))
+            for j, i in enumerate(at):
+                out[i] = (float(med_b[j]) / float(med_a[j]), float(lo[j]), float(hi[j]), p[j])
+        for d, st in zip(done, out):
+            d(*st)

@@ -9,9 +9,7 @@ as a number.
 from __future__ import annotations
 
 import csv
-import io
 import re
-from array import array
 
 from tabulate import tabulate
 
@@ -283,68 +281,53 @@ def render(header: dict, records, fmt: str = "table") -> str:
     return "\n".join(lines) + "\n\n" + table
 
 
-def _unterminate(buf: io.StringIO) -> int:
-    """Take the "\n" the csv writer just ended its line with off ``buf``; where it ends now."""
-    end = buf.tell() - 1
-    buf.seek(end)
-    buf.truncate()
-    return end
+class _Echo:
+    """A csv writer's file whose write gives back the line: ``writerow`` then returns it
+    (what the csv module's writerow returns is what write returned), with no buffer to fill
+    and cut again."""
+
+    @staticmethod
+    def write(line: str) -> str:
+        return line
 
 
 def _csv(header: dict, records) -> str:
     """The csv of ``records``, gone through once (they may be a stream). Two columns depend on
     every record: the workload column is there only for a run of FlashInfer-Trace workloads,
     the energy columns only when some record has energy. So each row is written as it comes
-    in two parts (the columns before the workload's place, the rest), with where each ends,
-    and the workload and energy cells are kept only for the rows that have them; they are
-    joined in at the end if any row had them (a quoted cell may hold a newline, hence the
-    offsets and not lines)."""
-    device = header["device"].get("name")
+    in two parts (the columns before the workload's place, the rest), and the workload and
+    energy cells are kept only for the rows that have them; they are joined in at the end
+    if any row had them."""
+    device = csv_cell(header["device"].get("name"))
     cut = COLUMNS.index("workload")
-    before, after = ("device",) + COLUMNS[:cut], COLUMNS[cut + 1:]
-    main = io.StringIO()
+    before, after = COLUMNS[:cut], COLUMNS[cut + 1:]
     # "\n" as the line end (csv quotes a cell holding a newline only when the line end has
     # one), then taken off again: each part ends where its row would.
-    w1 = csv.DictWriter(main, fieldnames=before, extrasaction="ignore", lineterminator="\n")
-    w2 = csv.DictWriter(main, fieldnames=("_",) + after, extrasaction="ignore", lineterminator="\n")
-    marks, ends, workload, energy = array("q"), array("q"), {}, {}
+    w = csv.writer(_Echo(), lineterminator="\n")
+    firsts, rests, workload, energy = [], [], {}, {}
     for i, r in enumerate(records):
-        cells = {k: csv_cell(v) for k, v in {"device": device, **row(r)}.items()}
-        w1.writerow(cells)
-        marks.append(_unterminate(main))
-        w2.writerow({"_": "", **cells})          # ",shape,dtype,...": the empty "_" cell is nothing
-        ends.append(_unterminate(main))
+        cells = row(r)
+        firsts.append(w.writerow([device] + [csv_cell(cells.get(k, "")) for k in before])[:-1])
+        # ",shape,dtype,...": an empty first cell, which is nothing
+        rests.append(w.writerow([""] + [csv_cell(cells.get(k, "")) for k in after])[:-1])
         if trace_of(r):
-            workload[i] = cells.get("workload", "")
+            workload[i] = csv_cell(cells.get("workload", ""))
         e = energy_cols.cells(r)
         if e:
             energy[i] = {k: csv_cell(v) for k, v in e.items()}
+    before = ("device",) + before
     fields = before + (("workload",) if workload else ()) + after + (energy_cols.COLUMNS if energy else ())
-    head = io.StringIO()
-    csv.writer(head, lineterminator="\n").writerow(fields)
-    body = main.getvalue()
-    tail = io.StringIO()
-    one = csv.writer(tail, lineterminator="\n")
-    ew = csv.DictWriter(tail, fieldnames=("_",) + energy_cols.COLUMNS, lineterminator="\n")
-    out, start = [head.getvalue()], 0
+    head = csv.writer(_Echo(), lineterminator="\n").writerow(fields)
+    ew = csv.DictWriter(_Echo(), fieldnames=("_",) + energy_cols.COLUMNS, lineterminator="\n")
+    out = [head]
     empty_energy = "," * len(energy_cols.COLUMNS)
-    for i, (mark, end) in enumerate(zip(marks, ends)):
-        out.append(body[start:mark])
+    for i, (first, rest) in enumerate(zip(firsts, rests)):
+        out.append(first)
         if workload:
-            tail.seek(0)
-            tail.truncate()
-            one.writerow(["", workload.get(i, "")])
-            out.append(tail.getvalue()[:-1])
-        out.append(body[mark:end])
+            out.append(w.writerow(["", workload.get(i, "")])[:-1])
+        out.append(rest)
         if energy:
-            if i in energy:
-                tail.seek(0)
-                tail.truncate()
-                ew.writerow({"_": "", **energy[i]})
-                out.append(tail.getvalue()[:-1])
-            else:
-                out.append(empty_energy)
+            out.append(ew.writerow({"_": "", **energy[i]})[:-1] if i in energy else empty_energy)
         out.append("\n")
-        start = end
     return "".join(out).rstrip("\n")
 

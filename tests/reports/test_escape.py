@@ -216,3 +216,10 @@ def test_plain_leaves_printable_text_as_the_full_path_would():
     for c in chars:
         s = "a" + c + "b"
         assert plain(s) == _CONTROLS.sub(" ", strip_unsafe(s)), hex(ord(c))
+
+
+def test_what_csv_cells_drop_is_unprintable():
+    """csv_cell skips the translation of a printable cell: it holds none of what is dropped."""
+    from kernelmark.reports.escape import _DROP
+    assert all(not chr(c).isprintable() for c in _DROP)
+    assert escape.csv_cell("a\u202eb\x00c") == "abc" and escape.csv_cell("=1\u202e") == "'=1"
