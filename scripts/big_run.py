@@ -19,6 +19,12 @@ up to a third between runs of the same code: the ranges are of two or three runs
     compare --format json  49.4 s user, 68 s wall, 474 MB           26.9-27.0 s user, 31 s wall, 507 MB
     report --format csv    10.8-14.9 s user, 11-18 s wall, 173 MB   8.6-9.8 s user (one run 13.5), 9-10 s wall, 101 MB
 
+Re-measured on a quiet machine (nothing else running, load 0.9-1.0) at 19befe7, 19:09 UTC,
+twice each: compare 32.4 and 33.1 s user, 38.4 and 37.2 s wall, 382 MB; report --format csv
+11.6 and 11.4 s user, 12.2 and 12.0 s wall, 101 MB. Slower than the loaded figures above:
+this VM's speed drifts by a fifth over an hour (docs/model-step.md measured it), so compare
+before and after only within one sitting.
+
 Every output is byte for byte what it was at 6922ad6: the table, the 47 MB json (the same
 ratios, intervals and p-values: the statistics are computed otherwise, exactly) and the csv.
 What changed: the bootstrap interval from the ~120 draws a side that can hold the order
