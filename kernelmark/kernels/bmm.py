@@ -27,7 +27,7 @@ import triton.language as tl
 from kernelmark.kernels import interpreting
 from kernelmark.kernels.autotune_prune import autotune
 from kernelmark.kernels.gemm import autotune_configs, needs_shared_bytes
-from kernelmark.kernels.tl_utils import dot
+from kernelmark.kernels.tl_utils import dot, swizzled_tile
 
 _SUPPORTED = (torch.float32, torch.float16, torch.bfloat16)
 # CUDA's limit on the second grid axis, which carries the batch.
@@ -41,17 +41,9 @@ def _bmm_kernel(a_ptr, b_ptr, c_ptr, BATCH, M, N, K,
                 stride_ab, stride_am, stride_ak, stride_bb, stride_bk, stride_bn, stride_cb, stride_cm, stride_cn,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                 IEEE_FP32: tl.constexpr, UPCAST_DOT: tl.constexpr):
-    pid = tl.program_id(0)
+    pid_m, pid_n = swizzled_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     # int64 so that b * stride cannot overflow for a large batch of large matrices.
     batch = tl.program_id(1).to(tl.int64)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_n
-    group = pid // per_group
-    first_m = group * GROUP_M
-    group_m = min(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group_m
-    pid_n = (pid % per_group) // group_m
 
     offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelmark.kernels import tl_utils  # noqa: F401  (the triton 3.6 interpreter work-around)
+from kernelmark.kernels.tl_utils import swizzled_tile  # also applies the triton 3.6 interpreter work-around
 
 from kernelmark.kernels import interpreting
 from kernelmark.kernels.autotune_prune import autotune
@@ -72,14 +72,7 @@ def _block_fp8_gemm_kernel(a_ptr, b_ptr, c_ptr, as_ptr, bs_ptr, M, N, K,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr,
                            UPCAST_DOT: tl.constexpr):
     BLOCK_K: tl.constexpr = 128
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * num_n
-    first_m = (pid // per_group) * GROUP_M
-    group_m = min(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % group_m
-    pid_n = (pid % per_group) // group_m
+    pid_m, pid_n = swizzled_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)

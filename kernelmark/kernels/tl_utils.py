@@ -27,6 +27,19 @@ def dot(a, b, acc, UPCAST_DOT: tl.constexpr, IEEE_FP32: tl.constexpr):
 
 
 @triton.jit
+def swizzled_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(tile row, tile column) of program ``pid`` over an M x N output in grouped order:
+    GROUP_M tile-rows are visited column by column, so the programs running together share
+    their A rows and B columns in the L2 (the GEMM kernels' swizzle)."""
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    group_m = min(num_m - first_m, GROUP_M)
+    return first_m + (pid % per_group) % group_m, (pid % per_group) // group_m
+
+
+@triton.jit
 def token_head_rows(rows, KV_HEADS: tl.constexpr, BLOCK_R: tl.constexpr):
     """This program's BLOCK_R rows of a [tokens x kv_heads] row space, as
     (row in range, token index, head index); the indices are int64 so that row offsets
