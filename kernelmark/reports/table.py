@@ -52,18 +52,19 @@ def stall_status(rec: dict):
 
 def status_text(rec: dict) -> str:
     st = rec["status"]
-    if stall_status(rec):
-        return stall_status(rec)
+    h = rec.get("health") or {}
+    clocks = ("THROTTLED: " + ",".join(h.get("throttle_reasons", [])) if h.get("throttled") else
+              "below app clocks" if h.get("below_app_clocks") else None)
+    stalled = stall_status(rec)
+    if stalled:         # a stalled sample set on a throttled card says both
+        return stalled + (f"; {clocks}" if clocks else "")
     if st == "ok":
         t = rec.get("timing", {})
         flags = []
         if rec.get("noisy"):
             flags.append("noisy")
-        h = rec.get("health") or {}
-        if h.get("throttled"):
-            flags.append("THROTTLED: " + ",".join(h.get("throttle_reasons", [])))
-        elif h.get("below_app_clocks"):
-            flags.append("below app clocks")
+        if clocks:
+            flags.append(clocks)
         if t.get("method") == "cuda_graph":
             flags.append("graph")
         return "ok" + (f" ({', '.join(flags)})" if flags else "")

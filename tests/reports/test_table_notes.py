@@ -28,6 +28,18 @@ def test_a_stalled_row_reads_noisy_not_ok():
     assert " ok" not in row
 
 
+def test_a_stalled_row_on_a_throttled_card_says_both():
+    # the stall used to hide the throttling: a reader of a GPU table needs both
+    hot = {"throttled": True, "throttle_reasons": ["sw_thermal_slowdown"], "below_app_clocks": True}
+    rec = {**_rec(stall="stalls: median 8 µs is 1.6x the fastest samples (5 µs)"), "health": hot}
+    assert table.status_text(rec) == ("noisy (stalls: median 8 µs is 1.6x the fastest samples (5 µs)); "
+                                      "THROTTLED: sw_thermal_slowdown")
+    assert table.status_text({**_rec(), "health": hot}) == "ok (THROTTLED: sw_thermal_slowdown)"
+    slow = {"throttled": False, "below_app_clocks": True}
+    assert table.status_text({**_rec(stall="stalls: x"), "health": slow}) == "noisy (stalls: x); below app clocks"
+    assert table.status_text({**_rec(), "health": slow}) == "ok (below app clocks)"
+
+
 def test_notes_say_the_threads_and_what_percent_of_peak_is_against():
     recs = [_rec(), _rec("bf16", pct=20.0), _rec(pct=161.0), _rec(pct=136.0, bound="memory")]
     out = table.render(HEADER, recs)
