@@ -26,8 +26,8 @@ import triton.language as tl
 
 from kernelmark.kernels import interpreting
 from kernelmark.kernels.autotune_prune import autotune
-from kernelmark.kernels.gemm import autotune_configs, needs_shared_bytes
-from kernelmark.kernels.tl_utils import dot, swizzled_tile
+from kernelmark.kernels.gemm import autotune_configs, needs_shared_bytes, tile_product
+from kernelmark.kernels.tl_utils import swizzled_tile
 
 _SUPPORTED = (torch.float32, torch.float16, torch.bfloat16)
 # CUDA's limit on the second grid axis, which carries the batch.
@@ -44,27 +44,11 @@ def _bmm_kernel(a_ptr, b_ptr, c_ptr, BATCH, M, N, K,
     pid_m, pid_n = swizzled_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     # int64 so that b * stride cannot overflow for a large batch of large matrices.
     batch = tl.program_id(1).to(tl.int64)
-
-    offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + batch * stride_ab + offs_m[:, None] * stride_am + offs_k[None, :] * stride_ak
-    b_ptrs = b_ptr + batch * stride_bb + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
-    mask_m = offs_m[:, None] < M
-    mask_n = offs_n[None, :] < N
-
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        # the K tail: elements past K load as zero and add nothing
-        k_left = K - k * BLOCK_K
-        a = tl.load(a_ptrs, mask=mask_m & (offs_k[None, :] < k_left), other=0.0)
-        b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n, other=0.0)
-        acc = dot(a, b, acc, UPCAST_DOT, IEEE_FP32)
-        a_ptrs += BLOCK_K * stride_ak
-        b_ptrs += BLOCK_K * stride_bk
-
+    acc, offs_m, offs_n = tile_product(a_ptr + batch * stride_ab, b_ptr + batch * stride_bb, M, N, K, pid_m, pid_n,
+                                       stride_am, stride_ak, stride_bk, stride_bn, BLOCK_M, BLOCK_N, BLOCK_K,
+                                       IEEE_FP32, UPCAST_DOT)
     c_ptrs = c_ptr + batch * stride_cb + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
-    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask_m & mask_n)
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
 
 def bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

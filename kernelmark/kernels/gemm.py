@@ -96,7 +96,19 @@ def _gemm_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                  IEEE_FP32: tl.constexpr, UPCAST_DOT: tl.constexpr):
     pid_m, pid_n = swizzled_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    acc, offs_m, offs_n = tile_product(a_ptr, b_ptr, M, N, K, pid_m, pid_n, stride_am, stride_ak, stride_bk,
+                                       stride_bn, BLOCK_M, BLOCK_N, BLOCK_K, IEEE_FP32, UPCAST_DOT)
+    c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
 
+
+@triton.jit
+def tile_product(a_ptr, b_ptr, M, N, K, pid_m, pid_n, stride_am, stride_ak, stride_bk, stride_bn,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 IEEE_FP32: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """(fp32 accumulator of the BLOCK_M x BLOCK_N tile (pid_m, pid_n) of A·B, its row and
+    column offsets as int64): the K loop of gemm and bmm (bmm passes A and B already
+    offset to its batch element)."""
     offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     offs_k = tl.arange(0, BLOCK_K)
@@ -104,18 +116,16 @@ def _gemm_kernel(a_ptr, b_ptr, c_ptr, M, N, K,
     b_ptrs = b_ptr + offs_k[:, None] * stride_bk + offs_n[None, :] * stride_bn
     mask_m = offs_m[:, None] < M
     mask_n = offs_n[None, :] < N
-
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k in range(0, tl.cdiv(K, BLOCK_K)):
+        # the K tail: elements past K load as zero and add nothing
         k_left = K - k * BLOCK_K
         a = tl.load(a_ptrs, mask=mask_m & (offs_k[None, :] < k_left), other=0.0)
         b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & mask_n, other=0.0)
         acc = dot(a, b, acc, UPCAST_DOT, IEEE_FP32)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
-
-    c_ptrs = c_ptr + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
-    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=mask_m & mask_n)
+    return acc, offs_m, offs_n
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
