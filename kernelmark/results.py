@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from kernelmark import jsonindent
+from kernelmark import jsonindent, layoutcheck
 from kernelmark.errors import RunFileError  # noqa: F401  (results.RunFileError, as it always was)
 from kernelmark.runcheck import (STATUSES, WIDE, WideNumber, check_footer, check_header,  # noqa: F401 (STATUSES)
                                  check_record, check_values)
@@ -378,8 +378,14 @@ class RunReader:
             try:
                 obj = FAST_LOADS(raw)
                 if type(obj) is dict:
+                    # A record of a layout that passed before: its values compared, in one
+                    # loop (kernelmark/layoutcheck.py); anything else, every check.
+                    lay = layoutcheck.layout(obj) if check is not _check_header_line else None
+                    if lay is not None and layoutcheck.check(obj, lay, check is _check_body_line_arrays):
+                        return obj
                     check_values(obj, where, wide=WIDE)
                     check(obj, where)
+                    layoutcheck.learn(lay)
                     return obj
             except (_FastJSONError, RunFileError, WideNumber):
                 pass            # read again below: refused, if at all, as Python's json reads it
