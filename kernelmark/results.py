@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from kernelmark import jsonindent, layoutcheck
+from kernelmark import jsonindent, layoutcheck, samplecut
 from kernelmark.errors import RunFileError  # noqa: F401  (results.RunFileError, as it always was)
 from kernelmark.runcheck import (STATUSES, WIDE, WideNumber, check_footer, check_header,  # noqa: F401 (STATUSES)
                                  check_record, check_values)
@@ -291,6 +291,10 @@ class RunReader:
         self.path = str(path)
         self.keep_samples = keep_samples
         self._check = _check_body_line_arrays if sample_arrays and keep_samples else _check_body_line
+        # Samples wanted as arrays, or not at all: read by simdjson where it is installed
+        # (kernelmark/samplecut.py), never differently.
+        self._cut = (samplecut.Reader(FAST_LOADS) if FAST_LOADS is not None and samplecut.AVAILABLE
+                     and (sample_arrays or not keep_samples) else None)
         self.footer: Optional[dict] = None
         self.warnings: list = []
         self._random = None
@@ -373,6 +377,10 @@ class RunReader:
     def _parse(self, raw: bytes, line: int, check) -> Optional[dict]:
         """The line's JSON object, checked (``check(obj, where)`` after check_values); None for
         a torn last line (with a warning)."""
+        if self._cut is not None and check is not _check_header_line:
+            obj = self._cut.record(raw)
+            if obj is not None:
+                return obj
         where = f"{self.path}:{line}"
         if FAST_LOADS is not None:
             try:
