@@ -4,6 +4,7 @@ too, and each spoiled record that the layout check passes must pass runcheck's o
 giving the same record. And an ordinary run file is read the fast way."""
 import copy
 import json
+import sys
 import math
 from pathlib import Path
 
@@ -12,7 +13,10 @@ import pytest
 
 from kernelmark import layoutcheck, results, runcheck
 
-PUBLISHED = sorted((Path(__file__).parents[1] / "published").glob("*/*.jsonl"))
+sys.path.insert(0, str(Path(__file__).parent))
+import repeated_run  # noqa: E402
+
+PUBLISHED = repeated_run.PUBLISHED
 
 SPOILERS = [None, True, False, 0, -1, 1, 0.0, -0.0, 1e-300, -1.5, 2.5, 1e-6, math.nextafter(1e-6, 0), 1e12,
             math.nextafter(1e12, math.inf), 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1, -2 ** 63, -2 ** 63 - 1,
@@ -146,14 +150,8 @@ def test_an_ordinary_run_file_is_read_the_fast_way(monkeypatch, tmp_path):
     full = []
     real = results.check_record
     monkeypatch.setattr(results, "check_record", lambda r, *a, **k: (full.append(1), real(r, *a, **k))[1])
-    lines = [json.loads(x) for x in open(PUBLISHED[-1])]
-    recs = [x for x in lines if x.get("type") == "record"]
     path = tmp_path / "big.jsonl"
-    with open(path, "w") as f:
-        f.write(json.dumps(lines[0]) + "\n")
-        for i in range(4):
-            for r in recs:
-                f.write(json.dumps({**r, "shape": {**r["shape"], "i": i}}) + "\n")
+    recs = repeated_run.write(path, 4)
     with results.RunReader(str(path), sample_arrays=True) as reader:
         got = list(reader.records())
     layouts = {layoutcheck.layout({**r, "shape": {**r["shape"], "i": 0}}) for r in recs}

@@ -3,6 +3,7 @@ and crafted lines (escaped and repeated keys, samples elsewhere, anything but nu
 the samples) give the same records, arrays and refusals with it and without it; and an
 ordinary run file's timed records are read by it."""
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,12 @@ from hypothesis import strategies as st
 
 from kernelmark import layoutcheck, results, samplecut
 
+sys.path.insert(0, str(Path(__file__).parent))
+import repeated_run  # noqa: E402
+
 pytestmark = pytest.mark.skipif(not samplecut.AVAILABLE, reason="pysimdjson is not installed")
 
-PUBLISHED = sorted((Path(__file__).parents[1] / "published").glob("*/*.jsonl"))
+PUBLISHED = repeated_run.PUBLISHED
 HEADER = {"type": "header", "schema": 1, "device": {"name": "x", "kind": "cpu"},
           "peaks": {"copy_gbps": 1.0, "tflops": {}}, "suite": {"name": "s"}, "started": "now"}
 MODES = ({"sample_arrays": True}, {"keep_samples": False})
@@ -143,14 +147,8 @@ def test_an_ordinary_run_file_is_read_by_the_cut(monkeypatch, tmp_path):
     taken = []
     real = samplecut.Reader.record
     monkeypatch.setattr(samplecut.Reader, "record", lambda self, raw: taken.append(real(self, raw)) or taken[-1])
-    lines = [json.loads(x) for x in open(PUBLISHED[-1])]
-    recs = [x for x in lines if x.get("type") == "record"]
     path = tmp_path / "big.jsonl"
-    with open(path, "w") as f:
-        f.write(json.dumps(lines[0]) + "\n")
-        for i in range(3):
-            for r in recs:
-                f.write(json.dumps({**r, "shape": {**r["shape"], "i": i}}) + "\n")
+    recs = repeated_run.write(path, 3)
     _same_both_ways(str(path))
     timed = sum(1 for r in recs if (r.get("timing") or {}).get("samples_us"))
     cut = sum(1 for x in taken if x is not None)
