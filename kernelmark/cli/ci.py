@@ -195,7 +195,8 @@ def _compare_and_print(base, head, args) -> int:
                              " (pass --allow-device-mismatch to compare anyway)")
 
     refuse_if(compare.mismatch_reasons(base.header, head.header))    # the devices: before any work
-    from kernelmark import gcpause
+    from kernelmark import gcpause, heap
+    heap.keep_freed()               # the statistics' batches reuse their pages (kernelmark/heap.py)
     try:
         with gcpause.paused():      # millions of small objects, no cycles (kernelmark/gcpause.py)
             c = compare.compare_runs(base, head, threshold, args.alpha)

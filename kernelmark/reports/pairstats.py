@@ -11,7 +11,7 @@ Exactly the same numbers, not nearly: the bootstrap draws are the comparison's
 (resample.Draws, one per sample count and side, shared by every pair of that count), asked
 for as each pair is added, in the order the one-pair code asks (HEAD's, then BASE's), so the
 generator is drawn from in the same order; the bootstrap medians are the same order
-statistics of the same sorted samples, the medians numpy's own along an axis, and the
+statistics of the same sorted samples, the medians numpy's own (the same arithmetic), and the
 interval numpy's quantile of the same ratios, from the few order statistics it reads
 (reports/bootci.py). The rank test's rank sums are sums of half-integers, exact in any order.
 tests/reports/test_streaming.py checks pairs, verdicts and output against the one-pair code.
@@ -69,9 +69,10 @@ class Batch:
             groups.setdefault((id(dh), id(db)), (dh, db, []))[2].append(i)
         out = [None] * len(done)
         for dh, db, at in groups.values():
-            xs_b = np.sort(np.stack([head[i] for i in at]), axis=1)
-            xs_a = np.sort(np.stack([base[i] for i in at]), axis=1)
-            med_b, med_a = np.median(xs_b, axis=1), np.median(xs_a, axis=1)
+            xs_b, xs_a = np.stack([head[i] for i in at]), np.stack([base[i] for i in at])
+            xs_b.sort(axis=1)
+            xs_a.sort(axis=1)
+            med_b, med_a = _median_of_sorted(xs_b), _median_of_sorted(xs_a)
             lo, hi = self._plans.get(dh, db).interval(xs_b, xs_a)
             # HEAD against BASE; compare.mann_whitney_p's 1 where a side has one sample
             p = (ranktest.mann_whitney_p_sorted_rows(xs_b, xs_a) if min(xs_a.shape[1], xs_b.shape[1]) >= 2
@@ -80,3 +81,12 @@ class Batch:
                 out[i] = (float(med_b[j]) / float(med_a[j]), float(lo[j]), float(hi[j]), p[j])
         for d, st in zip(done, out):
             d(*st)
+
+
+def _median_of_sorted(xs: np.ndarray) -> np.ndarray:
+    """np.median(xs, axis=1) of rows already sorted, without its partition: the middle value,
+    or the mean of the middle two as numpy takes it ((a + b) / 2), so the same bits."""
+    h = xs.shape[1] // 2
+    if xs.shape[1] % 2:
+        return xs[:, h].copy()
+    return (xs[:, h - 1] + xs[:, h]) / 2

@@ -373,3 +373,11 @@ def test_compare_and_report_csv_read_with_the_cyclic_collector_paused(tmp_path, 
     assert seen == [False, False] and gc.isenabled()
     (tmp_path / "bad.jsonl").write_text(Path(path).read_text().replace('"status": "ok"', '"status": 7', 1))
     assert cli.main(["compare", str(tmp_path / "bad.jsonl"), path]) == 2 and gc.isenabled()
+
+
+def test_the_median_of_sorted_rows_is_numpys():
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 3, 4, 35, 1000, 1001):
+        x = np.sort(rng.lognormal(0, 3, (50, n)) * rng.choice([1e-6, 1.0, 1e9], (50, 1)), axis=1)
+        x[::4] = np.round(x[::4], 1)
+        assert pairstats._median_of_sorted(x).tolist() == np.median(x, axis=1).tolist()
