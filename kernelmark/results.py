@@ -287,9 +287,11 @@ class RunReader:
     ``sample_arrays`` gives them as float64 numpy arrays (compare), not lists.
     """
 
-    def __init__(self, path: str, keep_samples: bool = True, sample_arrays: bool = False):
+    def __init__(self, path: str, keep_samples: bool = True, sample_arrays: bool = False,
+                 prefetch: bool = False):
         self.path = str(path)
-        self.keep_samples = keep_samples
+        self.keep_samples, self.sample_arrays = keep_samples, sample_arrays
+        self.prefetch = prefetch        # read by a second process, if large (kernelmark/prefetch.py)
         self._check = _check_body_line_arrays if sample_arrays and keep_samples else _check_body_line
         # Samples wanted as arrays, or not at all: read by simdjson where it is installed
         # (kernelmark/samplecut.py), never differently.
@@ -330,10 +332,19 @@ class RunReader:
     def complete(self) -> bool:
         return self.footer is not None
 
-    def records(self, where: bool = False) -> Iterator:
-        """Each record, checked; with ``where``, (place, record) pairs for record_at."""
-        self._f.seek(self._body)
-        line, footer = 1, None
+    def records(self, where: bool = False, resume: Optional[tuple] = None,
+                prefetch: Optional[bool] = None) -> Iterator:
+        """Each record, checked; with ``where``, (place, record) pairs for record_at.
+        ``resume``: (offset, line) of the line to start at (the header's end otherwise);
+        ``prefetch``: read by a second process where the file is large (the reader's own
+        setting unless given)."""
+        from kernelmark import prefetch as second
+        if (self.prefetch if prefetch is None else prefetch) and resume is None and second.wanted(self.path):
+            yield from second.records(self, where)
+            return
+        offset, line = resume or (self._body, 1)
+        self._f.seek(offset)
+        footer = None
         while True:
             offset = self._f.tell()
             raw = self._readline(line + 1)

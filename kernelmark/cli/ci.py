@@ -54,7 +54,7 @@ def open_run(path: str):
     numpy arrays: compare computes on them as such."""
     from kernelmark import results
     try:
-        return results.RunReader(path, sample_arrays=True)
+        return results.RunReader(path, sample_arrays=True, prefetch=True)
     except results.RunFileError as e:
         raise UsageError(_explain(path, e)) from None
 

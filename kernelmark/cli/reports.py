@@ -130,7 +130,7 @@ def _csv_streamed(path: str) -> str:
 
     from kernelmark import gcpause
     try:
-        with results.RunReader(path, keep_samples=False) as reader, gcpause.paused():
+        with results.RunReader(path, keep_samples=False, prefetch=True) as reader, gcpause.paused():
             text = wide.render(reader.header, counted(reader.records()), "csv")
     except results.RunFileError as e:
         raise UsageError(f"no run file could be read: {e}") from None

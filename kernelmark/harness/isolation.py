@@ -22,12 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Iterator, Optional
 
+from kernelmark import childenv
 from kernelmark.suites.loader import Case
 
-PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+PACKAGE_ROOT = childenv.PACKAGE_ROOT
 STARTUP_TIMEOUT_S = 600.0
 
 
@@ -199,14 +199,8 @@ def worker_command(fd: int) -> list:
 
 
 def worker_env(environ: Optional[dict] = None) -> dict:
-    """The supervisor's environment with PYTHONPATH = this kernelmark's parent, then the
-    entries the user set, made absolute (a relative one meant the supervisor's directory,
-    and the worker runs elsewhere). Empty entries, which mean "the current directory", are
-    dropped."""
-    env = dict(os.environ if environ is None else environ)
-    entries = [PACKAGE_ROOT] + [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(entries))
-    return env
+    """The supervisor's environment, PYTHONPATH naming this kernelmark first (childenv.env)."""
+    return childenv.env(environ)
 
 
 def op_module_dirs() -> list:
