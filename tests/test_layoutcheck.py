@@ -45,10 +45,11 @@ def _records() -> list:
         with open(p) as f:
             lines = [json.loads(x) for x in f]
         out += [x for x in lines if x.get("type") == "record"]
-    # one of each status and set of keys (each op's shape has its own layout: one will do)
+    # one of each status and set of dicts and lists (each op's shape has its own layout: one will do)
     seen, picked = set(), []
     for r in out:
-        kind = (r["status"], tuple(r), tuple(r["timing"]) if isinstance(r.get("timing"), dict) else None)
+        kind = (r["status"], tuple(k for k in r if isinstance(r[k], (dict, list))),
+                tuple(k for k, v in (r.get("timing") or {}).items() if isinstance(v, (dict, list))))
         if kind not in seen:
             seen.add(kind)
             picked.append(r)
