@@ -8,42 +8,37 @@ SCALE, to make a HEAD that is slower). 100,000 records of 1,000 samples is about
     /usr/bin/time -v kernelmark report OUT --format csv > /dev/null
     /usr/bin/time -v kernelmark compare BASE HEAD > /dev/null
 
-Last measured (2026-12-01, the 2-core development VM shared with other engineers' test runs,
-load average 1.3-1.9 throughout; user CPU time is the figure to read, and even it moved by
-up to a third between runs of the same code: the ranges are of two or three runs each):
-100,000 records of 1,000 samples, HEAD --scale 1.02 (39,395 timed pairs, all unchanged),
-/usr/bin/time -f "%U user %e wall %M KB":
+Last measured 2026-12-01, 21:12-21:15 UTC, on the 2-core development VM with nothing else
+running (load average 0.8-1.8: the measuring processes themselves), 100,000 records of
+1,000 samples, BASE --scale 1.0 and HEAD --scale 1.02 (39,395 timed pairs), three runs each,
+/usr/bin/time -f "%U user %S sys %e wall %M KB" (user and system time include the
+reader processes; memory is the largest process's):
 
-                          before (6922ad6)                       after (9cf0dc9)
-    compare (table)        44.6-45.8 s user, 60 s wall, 422 MB     26.6-29.7 s user, 30-34 s wall, 382 MB
-    compare --format json  49.4 s user, 68 s wall, 474 MB           26.9-27.0 s user, 31 s wall, 507 MB
-    report --format csv    10.8-14.9 s user, 11-18 s wall, 173 MB   8.6-9.8 s user (one run 13.5), 9-10 s wall, 101 MB
+                          before (0157795), one run            now (f90f197)
+    compare (table)        32.5 s user, 4.0 sys, 36.3 s wall     23.2-26.4 s user, 1.7-2.0 sys, 16.4-18.6 s wall
+                           382 MB                                398-402 MB (each reader process about 35 MB)
+    compare --format json  -                                     28.8 s user, 21.0 s wall, 526 MB
+    report --format csv    10.6 s user, 11.0 s wall, 101 MB      9.4-10.8 s user, 5.8-7.2 s wall, 102 MB
 
-Re-measured on a quiet machine (nothing else running, load 0.9-1.0) at 19befe7, 19:09 UTC,
-twice each: compare 32.4 and 33.1 s user, 38.4 and 37.2 s wall, 382 MB; report --format csv
-11.6 and 11.4 s user, 12.2 and 12.0 s wall, 101 MB. Slower than the loaded figures above:
-this VM's speed drifts by a fifth over an hour (docs/model-step.md measured it), so compare
-before and after only within one sitting.
+Every output is byte for byte the old one. What changed, in the order it was done:
+- a record of a layout checked before has only its values compared (kernelmark/layoutcheck.py);
+- with pysimdjson, each timed record's samples are read straight into a float64 array and
+  the rest of its line by orjson (kernelmark/samplecut.py): 43 ns a sample, where orjson's
+  Python float and numpy's conversion of the list took 100-140;
+- compare asks glibc to keep freed memory for the next batch of statistics (kernelmark/heap.py:
+  734,000 page faults and 3.6 s of system time became 106,000 and 1.0 s), and sorts the
+  batch in place, its medians read off the sorted rows;
+- each file of 16 MB or more is read by a second process, which sends the checked records
+  in batches, their samples as one run of doubles (kernelmark/prefetch.py).
+This VM's speed drifts by up to a fifth within an hour: compare figures within one sitting.
 
-Every output is byte for byte what it was at 6922ad6: the table, the 47 MB json (the same
-ratios, intervals and p-values: the statistics are computed otherwise, exactly) and the csv.
-What changed: the bootstrap interval from the ~120 draws a side that can hold the order
-statistics numpy's quantile reads (kernelmark/reports/bootci.py), the rank test without a
-loop over rows, no scipy.stats import; the samples checked and made an array by one numpy
-conversion, a 1 MiB read buffer, the line checks without names (and per known layout) until
-something is wrong; indented JSON through the C encoder (kernelmark/jsonindent.py); the csv
-rows without StringIO round trips; the cyclic collector paused (kernelmark/gcpause.py).
-
-What is left, per 10,000 records (the same loaded machine, so roughly): reading both files
-1.3-1.6 s, of which orjson is 0.5 s (half of it building the 2,000 Python floats of each
-timed pair), making those lists arrays 0.3 s, and the line checks 0.6 s; the statistics
-0.55 s (sorting the samples and the rank test's merge, most of it); pairing and the rest
-0.6 s; the table 0.3 s, the json 0.2 s; imports 1 s once. The issue's "seconds" is still
-not reached: about 28 s of CPU for compare, 9 s for report csv. What it would take: not
-building a Python float per sample (a parser that fills an array from the line's text at
-C speed; numpy's own, np.fromstring, took 320 us a line here, slower than orjson and the
-conversion together, and a check of the text's grammar in Python regex 170 us), and the
-per-field checks of every line in C.
+What is left, from a sampling profile (py-spy) of compare: the main process spends 13 s of
+CPU on what is not reading -- the statistics (4 to 5 s: the merge of each pair's sorted
+samples for the rank test, the sorts), pairing the records and their keys (3 s), the
+100,000-row table (3 s), unpickling what the readers send (2 s) -- and the two readers 6 s
+each, so on two CPUs the three processes share them; with more CPUs compare is bound by the
+main process (about 14 s here). The floor of reading is simdjson's 43 ns a sample: 3.4 s
+for the 80 million samples of both files.
 """
 
 from __future__ import annotations
