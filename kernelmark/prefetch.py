@@ -3,7 +3,7 @@
 Reading a line (parsing it, checking it) is half of what `compare` does with a run of
 100,000 records, and all of `report --format csv` but the writing. With results.RunReader
 (..., prefetch=True), a file of PREFETCH_BYTES or more, on a machine that gives this process
-two CPUs or more, is read by a child process, `python -P -m kernelmark.prefetch`, which
+two CPUs or more, is read by a child process, `python -P -m kernelmark.prefetch_child`, which
 sends the checked records back in batches (pickled, through a pipe; at most AHEAD of them
 wait here: memory stays bounded); compare gives each of its two files its own. What comes back
 is what records() would give here, in order: the same records, the same places for
@@ -46,7 +46,7 @@ def child_command(path: str, keep_samples: bool, sample_arrays: bool) -> list:
     # -P: the current directory is not on the child's sys.path (the harness's workers start
     # the same way, kernelmark/harness/isolation.py); it finds kernelmark by PYTHONPATH.
     safe_path = ["-P"] if sys.version_info >= (3, 11) else []
-    return [sys.executable, *safe_path, "-m", "kernelmark.prefetch", os.path.abspath(path),
+    return [sys.executable, *safe_path, "-m", "kernelmark.prefetch_child", os.path.abspath(path),
             str(int(keep_samples)), str(int(sample_arrays))]
 
 
@@ -143,55 +143,3 @@ def _samples_back(batch: list, counts: list, frame: bytearray) -> None:
             n = t["samples_us"]
             t["samples_us"] = flat[at:at + n]
             at += n
-
-
-def main(argv: list) -> int:
-    from kernelmark import results
-    from kernelmark.errors import RunFileError
-    path, keep, arrays = argv[0], argv[1] == "1", argv[2] == "1"
-    out = sys.stdout.buffer
-
-    def send(msg, samples: bytes = b"") -> None:
-        # [length of all that follows][length of the pickle][the pickle][the samples]
-        body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        out.write((8 + len(body) + len(samples)).to_bytes(8, "little"))
-        out.write(len(body).to_bytes(8, "little"))
-        out.write(body)
-        out.write(samples)
-
-    def send_batch(batch: list) -> None:
-        counts, samples = _samples_out(batch)
-        send(("records", batch, counts), samples)
-
-    try:
-        with results.RunReader(path, keep_samples=keep, sample_arrays=arrays) as reader:
-            batch = []
-            try:
-                for item in reader.records(where=True, prefetch=False):
-                    batch.append(item)
-                    if len(batch) >= BATCH:
-                        send_batch(batch)
-                        batch = []
-            except RunFileError as e:
-                send_batch(batch)
-                send(("error", str(e)))
-                return 0
-            send_batch(batch)
-            send(("end", reader.footer, reader.warnings))
-        out.flush()
-    except RunFileError as e:         # the header: the parent read it already, so the file changed
-        send(("error", str(e)))
-    except BrokenPipeError:           # the parent stopped reading
-        pass
-    return 0
-
-
-if __name__ == "__main__":
-    from kernelmark import gcpause, heap
-    heap.keep_freed()       # each batch's samples are joined in a fresh half megabyte
-    try:
-        os.nice(5)          # the parent, which waits on it, comes first where CPUs are short
-    except (AttributeError, OSError):
-        pass
-    with gcpause.paused():
-        sys.exit(main(sys.argv[1:]))

@@ -79,7 +79,7 @@ def test_a_torn_last_line_and_a_refusal_come_as_here(always, run_file):
 
 def test_a_reader_process_that_stops_leaves_the_rest_to_this_one(always, run_file, monkeypatch):
     stops = ("import os, sys\n"
-             "from kernelmark import prefetch\n"
+             "from kernelmark import prefetch, prefetch_child\n"
              "real, sent = prefetch._samples_out, []\n"
              "def once(batch):\n"
              "    sent.append(1)\n"
@@ -87,7 +87,7 @@ def test_a_reader_process_that_stops_leaves_the_rest_to_this_one(always, run_fil
              "        sys.stdout.flush(); os._exit(9)\n"
              "    return real(batch)\n"
              "prefetch._samples_out, prefetch.BATCH = once, 5\n"
-             "sys.exit(prefetch.main(sys.argv[1:]))\n")
+             "sys.exit(prefetch_child.main(sys.argv[1:]))\n")
     monkeypatch.setattr(prefetch, "child_command", lambda path, keep, arrays: [
         sys.executable, "-c", stops, os.path.abspath(path), str(int(keep)), str(int(arrays))])
     here = _read(run_file, False, sample_arrays=True)
