@@ -73,9 +73,15 @@ def records(reader, where: bool) -> Iterator:
     """What ``reader.records(where)`` gives, read by a child process."""
     from kernelmark import childenv
     from kernelmark.errors import RunFileError
-    proc = subprocess.Popen(child_command(reader.path, reader.keep_samples, reader.sample_arrays),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env=childenv.env())
+    try:
+        proc = subprocess.Popen(child_command(reader.path, reader.keep_samples, reader.sample_arrays),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                env=childenv.env())
+    except OSError as e:            # no interpreter to start (an embedded Python), no processes left
+        reader.warnings.append(f"could not start a process to read {reader.path} ({e.strerror or e}); "
+                               "it was read by this one")
+        yield from reader.records(where, prefetch=False)
+        return
     frames: queue.Queue = queue.Queue(maxsize=AHEAD)
     mover = threading.Thread(target=_frames, args=(proc.stdout, frames), daemon=True)
     mover.start()
