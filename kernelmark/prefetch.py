@@ -27,6 +27,7 @@ from typing import Iterator
 PREFETCH_BYTES = 16 << 20
 BATCH = 64                  # records a message (of 1,000 samples each: about half a megabyte)
 AHEAD = 32                  # messages read ahead of this process (about 16 MB at most)
+MAGIC = b"kmrf"             # the start of each message: output not from prefetch_child is not read on
 
 
 def wanted(path: str) -> bool:
@@ -56,14 +57,17 @@ def _frames(pipe, frames: queue.Queue) -> None:
     of one message). It waits in read() and put(), which let the main thread run."""
     try:
         while True:
-            head = pipe.read(8)
-            if len(head) < 8:
+            head = pipe.read(len(MAGIC) + 8)
+            if len(head) < len(MAGIC) + 8:
                 break
-            body = bytearray(int.from_bytes(head, "little"))     # writable: the samples' arrays are views of it
+            if not head.startswith(MAGIC):      # not its message: something else wrote to its output
+                frames.put(b"")                 # (records() stops the child)
+                break
+            body = bytearray(int.from_bytes(head[len(MAGIC):], "little"))   # writable: the samples are views of it
             if pipe.readinto(body) < len(body):
                 break
             frames.put(body)
-    except (OSError, ValueError):       # the pipe closed under it: records() has returned
+    except (OSError, ValueError, MemoryError):      # the pipe closed under it: records() has returned
         pass
     finally:
         frames.put(None)
@@ -91,7 +95,11 @@ def records(reader, where: bool) -> Iterator:
             frame = frames.get()
             if frame is None:
                 break
-            msg = pickle.loads(memoryview(frame)[8:8 + int.from_bytes(frame[:8], "little")])
+            try:
+                msg = pickle.loads(memoryview(frame)[8:8 + int.from_bytes(frame[:8], "little")])
+            except Exception:       # not its message: something else wrote to its output
+                proc.kill()
+                break
             if msg[0] == "records":
                 _samples_back(msg[1], msg[2], frame)
                 for place, rec in msg[1]:
@@ -103,7 +111,11 @@ def records(reader, where: bool) -> Iterator:
                 return
             else:                   # "error": the line's refusal, as the reader here would raise it
                 raise RunFileError(msg[1])
-        code = proc.wait()
+        try:
+            code = proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
         reader.warnings.append(f"the process reading {reader.path} stopped (exit status {code}); "
                                "the rest of it was read by this one")
         yield from reader.records(where, resume=resume, prefetch=False)

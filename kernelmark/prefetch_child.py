@@ -2,8 +2,8 @@
 PATH KEEP_SAMPLES SAMPLE_ARRAYS`` reads the run file at PATH as results.RunReader does and
 writes what it reads to its standard output, a message at a time: the records in batches
 (prefetch._samples_out), then the footer and the warnings, or the refusal of a line after
-the records before it. Each message: its length, its pickle's length, the pickle, then the
-batch's samples."""
+the records before it. Each message: prefetch.MAGIC and its length, its pickle's length, the
+pickle, then the batch's samples."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ def main(argv: list) -> int:
     out = sys.stdout.buffer
 
     def send(msg, samples: bytes = b"") -> None:
-        # [length of all that follows][length of the pickle][the pickle][the samples]
+        # MAGIC, [length of all that follows][length of the pickle][the pickle][the samples]
         body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
-        out.write((8 + len(body) + len(samples)).to_bytes(8, "little"))
+        out.write(prefetch.MAGIC + (8 + len(body) + len(samples)).to_bytes(8, "little"))
         out.write(len(body).to_bytes(8, "little"))
         out.write(body)
         out.write(samples)

@@ -97,6 +97,10 @@ def test_a_reader_process_that_stops_leaves_the_rest_to_this_one(always, run_fil
     monkeypatch.setattr(prefetch, "child_command", lambda *a: [sys.executable, "-c", "raise SystemExit(3)"])
     ahead = _read(run_file, True, sample_arrays=True)
     assert ahead[0] == here[0] and "exit status 3" in ahead[2][0]
+    garbage = "import sys, time\nsys.stdout.buffer.write(bytes(range(200)) * 50); sys.stdout.flush(); time.sleep(60)\n"
+    monkeypatch.setattr(prefetch, "child_command", lambda *a: [sys.executable, "-c", garbage])
+    ahead = _read(run_file, True, sample_arrays=True)
+    assert ahead[0] == here[0] and "stopped" in ahead[2][0]
     monkeypatch.setattr(prefetch, "child_command", lambda *a: [str(run_file.with_name("no-python-here"))])
     ahead = _read(run_file, True, sample_arrays=True)
     assert ahead[0] == here[0] and "could not start a process" in ahead[2][0]
