@@ -10,11 +10,12 @@ decided by its layout (presence, types, nesting) or by a value it can name: a nu
 bounds (a field's range; an int within 64 bits; a float below WIDE, past which
 results.RunReader reads the line again with Python's json), what a list holds (samples,
 groups, throttle reasons, covered ops). So a record whose layout passed runcheck once needs
-only those values compared, in one loop (a fifth of the time). Anything else -- a value out
-of its bounds, a layout never seen, a layout with lists or dicts this module does not know
-(energy, pruned, a list among the inputs) -- goes to runcheck's own checks, which decide and
-name what is wrong. tests/test_layoutcheck.py spoils every field of real records and checks
-this module never lets through what runcheck refuses.
+only those values compared, in one loop: 9 µs a record on the development machine, against
+19 for runcheck's checks (the samples aside). Anything else -- a value out of its bounds, a
+layout never seen, a layout with lists or dicts this module does not know (energy, pruned, a
+list among the inputs) -- goes to runcheck's own checks, which decide and name what is
+wrong. tests/test_layoutcheck.py spoils every field of real records and checks this module
+never lets through what runcheck refuses.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ import repeated_run  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not samplecut.AVAILABLE, reason="pysimdjson is not installed")
 
-PUBLISHED = repeated_run.PUBLISHED
 HEADER = {"type": "header", "schema": 1, "device": {"name": "x", "kind": "cpu"},
           "peaks": {"copy_gbps": 1.0, "tflops": {}}, "suite": {"name": "s"}, "started": "now"}
 MODES = ({"sample_arrays": True}, {"keep_samples": False})
