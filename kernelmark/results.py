@@ -397,15 +397,7 @@ class RunReader:
             try:
                 obj = FAST_LOADS(raw)
                 if type(obj) is dict:
-                    # A record of a layout that passed before: its values compared, in one
-                    # loop (kernelmark/layoutcheck.py); anything else, every check.
-                    lay = layoutcheck.layout(obj) if check is not _check_header_line else None
-                    if lay is not None and layoutcheck.check(obj, lay, check is _check_body_line_arrays):
-                        return obj
-                    check_values(obj, where, wide=WIDE)
-                    check(obj, where)
-                    layoutcheck.learn(lay)
-                    return obj
+                    return self._checked(obj, where, check, WIDE)
             except (_FastJSONError, RunFileError, WideNumber):
                 pass            # read again below: refused, if at all, as Python's json reads it
         try:
@@ -428,8 +420,19 @@ class RunReader:
                                "not a measurement") from None
         if not isinstance(obj, dict):
             raise RunFileError(f"{where}: expected a JSON object")
-        check_values(obj, where)
+        return self._checked(obj, where, check, math.inf)
+
+    @staticmethod
+    def _checked(obj: dict, where: str, check, wide: float) -> dict:
+        """``obj`` once checked: a record of a layout that passed before by its values, in one
+        loop (kernelmark/layoutcheck.py); anything else by every check (check_values, with
+        ``wide`` for the parser that read it, then ``check``)."""
+        lay = layoutcheck.layout(obj) if check is not _check_header_line else None
+        if lay is not None and layoutcheck.check(obj, lay, check is _check_body_line_arrays):
+            return obj
+        check_values(obj, where, wide=wide)
         check(obj, where)
+        layoutcheck.learn(lay)
         return obj
 
     def close(self) -> None:
